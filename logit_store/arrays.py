@@ -1,0 +1,120 @@
+"""The zarr arrays of one corpus: names, dtypes, chunking and codecs.
+
+Every array gets a crc32c checksum codec, so a flipped bit fails the read instead of decoding
+into wrong targets. Numeric arrays are blosc(zstd, bit-shuffle): bit-shuffling groups the
+always-zero high bits of small gaps, ids and quantized values, which is most of the saving.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
+
+from logit_store import target_codec
+from logit_store.errors import UserError
+from logit_store.layout import UnitLayout
+from logit_store.meta import CorpusPlan, StoreMeta
+
+META_KEY = "kdcache"
+CORPUS_KEY = "kdcache_corpus"
+CORPORA_GROUP = "corpora"
+PLAN_CHUNK = 262144
+
+SEQUENCE_ARRAYS = ("records", "split")
+TOKEN_ARRAYS = ("input_ids", "word_ids")
+POSITION_ARRAYS = ("positions", "masked_ids", "target_ids", "target_values", "tail_logmass")
+TABLE_CHUNK = 4096
+
+
+def table_slot(meta: StoreMeta, layout: UnitLayout) -> int:
+    """Room for one unit's id table: every class at most, one id per stored entry at most,
+    rounded up to whole table chunks."""
+    need = min(meta.num_classes, layout.position_slot * meta.width)
+    return -(-need // TABLE_CHUNK) * TABLE_CHUNK if need > TABLE_CHUNK else need
+
+
+def numeric_codecs() -> list[Any]:
+    return [BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle"), Crc32cCodec()]
+
+
+def text_codecs() -> list[Any]:
+    return [ZstdCodec(level=5), Crc32cCodec()]
+
+
+def open_root(url: str, mode: str, storage_options: dict[str, Any] | None) -> zarr.Group:
+    """Open the store's root group; local paths and any fsspec URL zarr accepts."""
+    kwargs: dict[str, Any] = {}
+    if storage_options and "://" in url:
+        kwargs["storage_options"] = storage_options
+    try:
+        return zarr.open_group(store=url, mode=mode, zarr_format=3, **kwargs)  # type: ignore[arg-type]
+    except FileNotFoundError as err:
+        raise UserError(f"{url}: no kdcache store here ({err}); check the path") from err
+
+
+def create_corpus_arrays(
+    group: zarr.Group, meta: StoreMeta, plan: CorpusPlan, layout: UnitLayout
+) -> None:
+    """Create every array of a corpus (no unit data yet) and write its plan."""
+    n, units = plan.num_sequences, layout.n_units
+    s, t, p, w = layout.unit_size, layout.token_slot, layout.position_slot, meta.width
+    plan_chunk = min(PLAN_CHUNK, n)
+    for name, values in (("plan_lengths", plan.lengths), ("plan_positions", plan.n_positions)):
+        arr = group.create_array(
+            name, shape=(n,), dtype="int32", chunks=(plan_chunk,),
+            compressors=numeric_codecs(), fill_value=0, overwrite=True,
+        )
+        arr[:] = values.astype(np.int32)
+    group.create_array(
+        "done", shape=(units,), dtype="uint8", chunks=(1,), compressors=[Crc32cCodec()],
+        fill_value=0, overwrite=True,
+    )
+    for name in SEQUENCE_ARRAYS:
+        group.create_array(
+            name, shape=(units * s,), dtype=str, chunks=(s,), compressors=text_codecs(),
+            fill_value="", overwrite=True,
+        )
+    for name in TOKEN_ARRAYS:
+        group.create_array(
+            name, shape=(units * t,), dtype="int32", chunks=(layout.token_chunk,), shards=(t,),
+            compressors=numeric_codecs(), fill_value=0, overwrite=True,
+        )
+    pc = layout.position_chunk
+    for name in ("positions", "masked_ids"):
+        group.create_array(
+            name, shape=(units * p,), dtype="int32", chunks=(pc,), shards=(p,),
+            compressors=numeric_codecs(), fill_value=0, overwrite=True,
+        )
+    group.create_array(
+        "target_ids", shape=(units * p, w), dtype="uint32", chunks=(pc, w), shards=(p, w),
+        compressors=numeric_codecs(), fill_value=0, overwrite=True,
+    )
+    group.create_array(
+        "target_values", shape=(units * p, w), dtype=target_codec.value_dtype(meta),
+        chunks=(pc, w), shards=(p, w), compressors=numeric_codecs(), fill_value=0, overwrite=True,
+    )
+    ts = table_slot(meta, layout)
+    group.create_array(
+        "id_table", shape=(units * ts,), dtype="uint32", chunks=(min(TABLE_CHUNK, ts),),
+        shards=(ts,), compressors=numeric_codecs(), fill_value=0, overwrite=True,
+    )
+    if meta.encoding == "topk":
+        group.create_array(
+            "tail_logmass", shape=(units * p,), dtype="float32", chunks=(pc,), shards=(p,),
+            compressors=numeric_codecs(), fill_value=0.0, overwrite=True,
+        )
+
+
+def layout_attrs(meta: StoreMeta, layout: UnitLayout) -> dict[str, int]:
+    return {
+        "table_slot": table_slot(meta, layout),
+        "unit_size": layout.unit_size,
+        "token_slot": layout.token_slot,
+        "position_slot": layout.position_slot,
+        "token_chunk": layout.token_chunk,
+        "position_chunk": layout.position_chunk,
+        "n_units": layout.n_units,
+    }

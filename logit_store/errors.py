@@ -1,0 +1,24 @@
+"""Errors a user can hit. `cli.main` prints them as one line and exits with code 2."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem with the user's input or environment: the message says what and what to do."""
+
+
+class StoreMismatchError(UserError):
+    """An existing store was written with different settings than the caller expects."""
+
+    def __init__(self, where: str, diffs: list[tuple[str, object, object]]) -> None:
+        self.diffs = diffs
+        lines = [f"  {field}: stored {stored!r} != expected {expected!r}" for field, stored, expected in diffs]
+        super().__init__(
+            f"{where} was written with different settings:\n"
+            + "\n".join(lines)
+            + "\nUse a new --out store, or rerun with the store's settings."
+        )
+
+
+class StoreCorruptError(UserError):
+    """A chunk failed its checksum or the store is internally inconsistent."""

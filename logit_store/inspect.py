@@ -1,0 +1,100 @@
+"""`kdcache inspect`: what a store holds, what it cost on disk, and how complete it is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from zarr.core.sync import sync
+
+from logit_store.arrays import CORPORA_GROUP
+from logit_store.reader import Store
+
+TARGET_ARRAYS = ("target_ids", "target_values", "tail_logmass", "id_table")
+POSITION_ARRAYS = ("positions", "masked_ids", *TARGET_ARRAYS)
+
+
+def _bytes(store: Store, corpus: str, arrays: tuple[str, ...]) -> int:
+    base = store.root.store_path.path
+    total = 0
+    for name in arrays:
+        if name in store[corpus].group:
+            prefix = "/".join(p for p in (base, CORPORA_GROUP, corpus, name) if p)
+            total += int(sync(store.root.store.getsize_prefix(prefix)))
+    return total
+
+
+def inspect_summary(store: Store) -> dict[str, Any]:
+    """A JSON-able summary: provenance, encoding, per-corpus sizes, bytes and completeness."""
+    meta = store.meta
+    corpora = []
+    for name in store.corpora:
+        c = store[name]
+        counts = c.info["counts"]
+        positions = max(int(counts["positions"]), 1)
+        target_bytes = _bytes(store, name, TARGET_ARRAYS)
+        corpora.append(
+            {
+                "name": name,
+                "source": c.info.get("source", ""),
+                "sequences": int(counts["sequences"]),
+                "tokens": int(counts["tokens"]),
+                "labelled_positions": int(counts["positions"]),
+                "units_done": len(c.done_units),
+                "units_total": c.n_units,
+                "complete": c.complete,
+                "skipped": c.info.get("skipped", {}),
+                "target_bytes": target_bytes,
+                "target_bytes_per_position": round(target_bytes / positions, 2),
+                "position_bytes_per_position": round(
+                    _bytes(store, name, POSITION_ARRAYS) / positions, 2
+                ),
+            }
+        )
+    return {
+        "store": store.url,
+        "format_version": meta.format_version,
+        "tool_version": meta.tool_version,
+        "teacher": {"id": meta.teacher_id, "hash": meta.teacher_hash},
+        "tokenizer": {"id": meta.tokenizer_id, "hash": meta.tokenizer_hash, "vocab_size": meta.vocab_size},
+        "mode": meta.mode,
+        "task_kind": meta.task_kind,
+        "label_names": list(meta.label_names),
+        "encoding": meta.encoding,
+        "k": meta.k if meta.encoding == "topk" else None,
+        "samples": meta.n_samples if meta.encoding == "sampled" else None,
+        "value_dtype": meta.value_dtype if meta.encoding == "topk" else "count",
+        "masking": meta.masking,
+        "max_length": meta.max_length,
+        "complete": all(c["complete"] for c in corpora),
+        "corpora": corpora,
+        "extra": meta.extra,
+    }
+
+
+def print_summary(summary: dict[str, Any], console: Console) -> None:
+    enc = summary["encoding"]
+    width = f"k={summary['k']}" if enc == "topk" else f"N={summary['samples']}"
+    console.print(f"[bold]{summary['store']}[/bold]  (format v{summary['format_version']}, {summary['tool_version']})")
+    console.print(f"teacher    {summary['teacher']['id']}  [dim]{summary['teacher']['hash'][:16]}[/dim]")
+    tok = summary["tokenizer"]
+    console.print(f"tokenizer  {tok['id']}  V={tok['vocab_size']}  [dim]{tok['hash'][:16]}[/dim]")
+    console.print(
+        f"targets    mode={summary['mode']}  {enc} {width}  values={summary['value_dtype']}  "
+        f"max_length={summary['max_length']}  masking={summary['masking']}"
+    )
+    table = Table(title=None)
+    for col in ("corpus", "sequences", "tokens", "labelled pos.", "B/pos (targets)", "B/pos (all)", "units", "skipped"):
+        table.add_column(col, justify="left" if col in ("corpus", "skipped") else "right")
+    for c in summary["corpora"]:
+        units = f"{c['units_done']}/{c['units_total']}"
+        table.add_row(
+            c["name"], f"{c['sequences']:,}", f"{c['tokens']:,}", f"{c['labelled_positions']:,}",
+            f"{c['target_bytes_per_position']:.1f}", f"{c['position_bytes_per_position']:.1f}",
+            units if c["complete"] else f"[yellow]{units}[/yellow]",
+            ", ".join(f"{k}={v}" for k, v in c["skipped"].items()) or "-",
+        )
+    console.print(table)
+    state = "[green]complete[/green]" if summary["complete"] else "[yellow]incomplete: rerun precompute to finish[/yellow]"
+    console.print(f"status     {state}")

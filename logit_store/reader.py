@@ -1,0 +1,381 @@
+"""Read a store: validated on open, only completed units visible, batches straight into torch.
+
+    store = open_store("cache.zarr", expected={"tokenizer_hash": ...})
+    c = store["task"]; r = c[0]; b = c.batch([0, 5, 7])
+
+Sequences are numbered 0..len(c)-1 over the completed units, in plan order. A corpus keeps a
+few decoded units in memory (LRU), so block-shuffled access (indices grouped by
+`unit_ranges()`) decodes every unit once; memory is bounded by that cache, not the store size.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import zarr
+
+from logit_store import target_codec
+from logit_store.arrays import CORPORA_GROUP, CORPUS_KEY, META_KEY, open_root
+from logit_store.errors import StoreCorruptError, UserError
+from logit_store.meta import StoreMeta
+from logit_store.records import SparseTargets
+
+UNIT_CACHE = 4
+
+
+@dataclass(frozen=True)
+class SequenceRecord:
+    """One stored sequence with its targets and per-sequence metadata (numpy arrays)."""
+
+    input_ids: np.ndarray
+    word_ids: np.ndarray
+    positions: np.ndarray
+    masked_ids: np.ndarray
+    targets: SparseTargets
+    text: str
+    id: str | None
+    line: int | None
+    split: str
+    domain: str | None
+    intent: str | None
+    locale: str | None
+    tags: list[str] | None
+
+    @property
+    def ids(self) -> Any:
+        return self.targets.ids
+
+    @property
+    def logprobs(self) -> Any:
+        return self.targets.logprobs
+
+    @property
+    def tail_logmass(self) -> Any:
+        return self.targets.tail_logmass
+
+    @property
+    def counts(self) -> Any:
+        return self.targets.counts
+
+
+@dataclass(frozen=True)
+class SparseBatch:
+    """B sequences padded to the longest; labelled positions flattened over the batch."""
+
+    input_ids: torch.Tensor  # (B, L) original tokens, pad_token_id padded
+    teacher_input_ids: torch.Tensor  # (B, L) what the teacher saw (masks applied)
+    attention_mask: torch.Tensor  # (B, L)
+    word_ids: torch.Tensor  # (B, L), -1 for special tokens and padding
+    batch_index: torch.Tensor  # (P,) row of each labelled position
+    positions: torch.Tensor  # (P,) column of each labelled position
+    labels: torch.Tensor  # (P,) original token id there (hard MLM label)
+    targets: SparseTargets  # torch tensors, P rows
+    indices: torch.Tensor  # (B,) sequence indices in the corpus
+
+
+@dataclass(frozen=True)
+class _UnitBlock:
+    lengths: np.ndarray
+    n_positions: np.ndarray
+    token_start: np.ndarray
+    position_start: np.ndarray
+    input_ids: np.ndarray
+    word_ids: np.ndarray
+    positions: np.ndarray
+    masked_ids: np.ndarray
+    target_ids: np.ndarray  # (P_used, W) absolute ids
+    target_values: np.ndarray
+    tail: np.ndarray | None
+
+
+def read_target_ids(group: zarr.Group, u: int, table_slot: int, start: int, n: int) -> np.ndarray:
+    """Stored rank gaps of positions [start, start + n) -> absolute ids, via unit u's id table."""
+    gaps = np.asarray(group["target_ids"][start : start + n])
+    used = int(np.cumsum(gaps, axis=1, dtype=np.int64).max()) + 1 if gaps.size else 0
+    table = np.asarray(group["id_table"][u * table_slot : u * table_slot + used])
+    return target_codec.ids_from_gaps(gaps, table)
+
+
+def ragged_index(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Concatenation of arange(s, s + n) for every (s, n), without a Python loop."""
+    total = int(sizes.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.repeat(starts - (np.cumsum(sizes) - sizes), sizes)
+    return np.arange(total, dtype=np.int64) + offsets
+
+
+class Corpus:
+    """The completed units of one corpus, addressed by dense sequence index."""
+
+    def __init__(self, store: Store, name: str) -> None:
+        self.store, self.name = store, name
+        self._open()
+
+    def _open(self) -> None:
+        group = self.store.root[f"{CORPORA_GROUP}/{self.name}"]
+        assert isinstance(group, zarr.Group)
+        self.group = group
+        self.info: dict[str, Any] = dict(group.attrs[CORPUS_KEY])
+        layout = self.info["layout"]
+        self.unit_size = int(layout["unit_size"])
+        self.token_slot, self.position_slot = int(layout["token_slot"]), int(layout["position_slot"])
+        self.n_units = int(layout["n_units"])
+        self.table_slot = int(layout["table_slot"])
+        total = int(self.info["counts"]["sequences"])
+        done = np.asarray(group["done"][:]).astype(bool)
+        self.done_units = np.flatnonzero(done)
+        sizes = np.minimum(self.unit_size, total - self.done_units * self.unit_size)
+        self._unit_first = np.cumsum(sizes) - sizes  # dense index of each done unit's first sequence
+        self._len = int(sizes.sum())
+        self._cache: OrderedDict[int, _UnitBlock] = OrderedDict()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"store": self.store, "name": self.name}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.store, self.name = state["store"], state["name"]
+        self._open()
+
+    def __len__(self) -> int:
+        return self._len
+
+    @property
+    def complete(self) -> bool:
+        return len(self.done_units) == self.n_units
+
+    def unit_ranges(self) -> list[tuple[int, int]]:
+        """[start, stop) dense sequence ranges, one per completed unit (for block-shuffled reads)."""
+        stops = np.r_[self._unit_first[1:], self._len]
+        return [(int(a), int(b)) for a, b in zip(self._unit_first, stops, strict=True)]
+
+    def _locate(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if len(indices) and (indices.min() < 0 or indices.max() >= self._len):
+            raise IndexError(f"corpus {self.name!r} has {self._len} sequences, got {indices}")
+        slot = np.searchsorted(self._unit_first, indices, side="right") - 1
+        return self.done_units[slot], indices - self._unit_first[slot]
+
+    def _unit(self, u: int) -> _UnitBlock:
+        if u in self._cache:
+            self._cache.move_to_end(u)
+            return self._cache[u]
+        try:
+            block = self._read_unit(u)
+        except ValueError as err:  # zarr reports a failed crc32c as ValueError
+            raise StoreCorruptError(
+                f"store {self.store.url}, corpus {self.name!r}, unit {u}: {err}. "
+                "Run `kdcache verify` to list every damaged array."
+            ) from err
+        self._cache[u] = block
+        if len(self._cache) > UNIT_CACHE:
+            self._cache.popitem(last=False)
+        return block
+
+    def _read_unit(self, u: int) -> _UnitBlock:
+        g, s = self.group, self.unit_size
+        lengths = np.asarray(g["plan_lengths"][u * s : (u + 1) * s], dtype=np.int64)
+        n_positions = np.asarray(g["plan_positions"][u * s : (u + 1) * s], dtype=np.int64)
+        tok0, pos0 = u * self.token_slot, u * self.position_slot
+        n_tok, n_pos = int(lengths.sum()), int(n_positions.sum())
+        return _UnitBlock(
+            lengths=lengths,
+            n_positions=n_positions,
+            token_start=np.cumsum(lengths) - lengths,
+            position_start=np.cumsum(n_positions) - n_positions,
+            input_ids=np.asarray(g["input_ids"][tok0 : tok0 + n_tok], dtype=np.int64),
+            word_ids=np.asarray(g["word_ids"][tok0 : tok0 + n_tok], dtype=np.int64),
+            positions=np.asarray(g["positions"][pos0 : pos0 + n_pos], dtype=np.int64),
+            masked_ids=np.asarray(g["masked_ids"][pos0 : pos0 + n_pos], dtype=np.int64),
+            target_ids=read_target_ids(g, u, self.table_slot, pos0, n_pos),
+            target_values=np.asarray(g["target_values"][pos0 : pos0 + n_pos]),
+            tail=(
+                np.asarray(g["tail_logmass"][pos0 : pos0 + n_pos])
+                if self.store.meta.encoding == "topk"
+                else None
+            ),
+        )
+
+    def _records(self, units: np.ndarray, local: np.ndarray) -> list[dict[str, Any]]:
+        arr, s = self.group["records"], self.unit_size
+        return [
+            json.loads(str(np.asarray(arr[int(u) * s + int(i)]).item()))
+            for u, i in zip(units, local, strict=True)
+        ]
+
+    def __getitem__(self, index: int) -> SequenceRecord:
+        (u,), (i,) = self._locate(np.array([index], dtype=np.int64))
+        blk = self._unit(int(u))
+        t0, n = int(blk.token_start[i]), int(blk.lengths[i])
+        p0, m = int(blk.position_start[i]), int(blk.n_positions[i])
+        tail = blk.tail[p0 : p0 + m] if blk.tail is not None else None
+        targets = target_codec.decode(
+            self.store.meta, blk.target_ids[p0 : p0 + m], blk.target_values[p0 : p0 + m], tail
+        )
+        (rec,) = self._records(np.array([u]), np.array([i]))
+        return SequenceRecord(
+            input_ids=blk.input_ids[t0 : t0 + n],
+            word_ids=blk.word_ids[t0 : t0 + n],
+            positions=blk.positions[p0 : p0 + m],
+            masked_ids=blk.masked_ids[p0 : p0 + m],
+            targets=targets,
+            text=rec.get("text") or "",
+            id=rec.get("id"),
+            line=rec.get("line"),
+            split=rec.get("split") or "train",
+            domain=rec.get("domain"),
+            intent=rec.get("intent"),
+            locale=rec.get("locale"),
+            tags=rec.get("tags"),
+        )
+
+    def split_array(self) -> np.ndarray:
+        """Per-sequence split names (cheap: reads only the split array of completed units)."""
+        return self._sequence_column("split")
+
+    def column(self, name: str) -> list[Any]:
+        """Per-sequence metadata field: id, line, split, domain, intent, locale, tags or text."""
+        if name == "split":
+            return list(self.split_array())
+        return [json.loads(r).get(name) for r in self._sequence_column("records")]
+
+    def _sequence_column(self, array: str) -> np.ndarray:
+        arr, s, total = self.group[array], self.unit_size, int(self.info["counts"]["sequences"])
+        parts = [
+            np.asarray(arr[u * s : min((u + 1) * s, total)], dtype=object) for u in self.done_units
+        ]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=object)
+
+    def batch(self, indices: Any) -> SparseBatch:
+        """Many sequences decoded into padded torch tensors (see SparseBatch)."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        units, local = self._locate(idx)
+        meta = self.store.meta
+        lengths = np.zeros(len(idx), dtype=np.int64)
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in ("tok", "wid", "pos", "mid", "tid", "tv", "tail", "row")}
+        order = np.argsort(units, kind="stable")
+        for u in np.unique(units):
+            rows = order[units[order] == u]
+            blk = self._unit(int(u))
+            li = local[rows]
+            lengths[rows] = blk.lengths[li]
+            tok = ragged_index(blk.token_start[li], blk.lengths[li])
+            pos = ragged_index(blk.position_start[li], blk.n_positions[li])
+            parts["tok"].append(blk.input_ids[tok])
+            parts["wid"].append(blk.word_ids[tok])
+            parts["pos"].append(blk.positions[pos])
+            parts["mid"].append(blk.masked_ids[pos])
+            parts["tid"].append(blk.target_ids[pos])
+            parts["tv"].append(blk.target_values[pos])
+            if blk.tail is not None:
+                parts["tail"].append(blk.tail[pos])
+            parts["row"].append(np.repeat(rows, blk.n_positions[li]))
+        # token rows in the order the loop visited them
+        visit = np.concatenate([order[units[order] == u] for u in np.unique(units)])
+        tok_rows = np.repeat(visit, lengths[visit])
+        tok_cols = ragged_index(np.zeros(len(visit), dtype=np.int64), lengths[visit])
+        width = int(lengths.max()) if len(lengths) else 0
+        input_ids = np.full((len(idx), width), meta.pad_token_id, dtype=np.int64)
+        word_ids = np.full((len(idx), width), -1, dtype=np.int64)
+        input_ids[tok_rows, tok_cols] = np.concatenate(parts["tok"]) if parts["tok"] else []
+        word_ids[tok_rows, tok_cols] = np.concatenate(parts["wid"]) if parts["wid"] else []
+        attention = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
+        cat = {k: np.concatenate(v) for k, v in parts.items() if v}
+        batch_index = cat.get("row", np.zeros(0, dtype=np.int64))
+        positions = cat.get("pos", np.zeros(0, dtype=np.int64))
+        teacher_input = input_ids.copy()
+        teacher_input[batch_index, positions] = cat.get("mid", np.zeros(0, dtype=np.int64))
+        targets = target_codec.decode(
+            meta,
+            cat.get("tid", np.zeros((0, meta.width), dtype=np.uint32)),
+            cat.get("tv", np.zeros((0, meta.width), dtype=target_codec.value_dtype(meta))),
+            cat.get("tail", np.zeros(0, dtype=np.float32)),
+        )
+        return SparseBatch(
+            input_ids=torch.from_numpy(input_ids),
+            teacher_input_ids=torch.from_numpy(teacher_input),
+            attention_mask=torch.from_numpy(attention),
+            word_ids=torch.from_numpy(word_ids),
+            batch_index=torch.from_numpy(batch_index),
+            positions=torch.from_numpy(positions),
+            labels=torch.from_numpy(input_ids[batch_index, positions]),
+            targets=_to_torch(targets),
+            indices=torch.from_numpy(idx),
+        )
+
+
+def _to_torch(t: SparseTargets) -> SparseTargets:
+    def conv(x: Any) -> Any:
+        return None if x is None else torch.from_numpy(np.ascontiguousarray(x))
+
+    return SparseTargets(
+        t.encoding, conv(t.ids), logprobs=conv(t.logprobs), tail_logmass=conv(t.tail_logmass),
+        counts=conv(t.counts), n_samples=t.n_samples,
+    )
+
+
+class Store:
+    """An opened, validated store. `store[name]` gives a `Corpus`."""
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
+        self.url, self.storage_options = url, storage_options
+        self.root = open_root(url, "r", storage_options)
+        if META_KEY not in self.root.attrs:
+            raise UserError(
+                f"{url}: not a kdcache store, or its creation never finished "
+                "(no kdcache metadata); rerun the precompute command that writes it"
+            )
+        self.meta = StoreMeta.from_dict(dict(self.root.attrs[META_KEY]))
+        self._corpora: dict[str, Corpus] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"url": self.url, "storage_options": self.storage_options}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["url"], state["storage_options"])  # type: ignore[misc]
+
+    @property
+    def corpora(self) -> list[str]:
+        """Names of the corpora whose creation finished, sorted."""
+        names: list[str] = []
+        if CORPORA_GROUP not in self.root:
+            return names
+
+        def walk(group: zarr.Group, prefix: str) -> None:
+            for key, child in group.groups():
+                name = f"{prefix}{key}"
+                if CORPUS_KEY in child.attrs:
+                    names.append(name)
+                else:
+                    walk(child, f"{name}/")
+
+        top = self.root[CORPORA_GROUP]
+        assert isinstance(top, zarr.Group)
+        walk(top, "")
+        return sorted(names)
+
+    def __getitem__(self, name: str) -> Corpus:
+        if name not in self._corpora:
+            if name not in self.corpora:
+                raise UserError(f"store {self.url} has no corpus {name!r}; it has {self.corpora}")
+            self._corpora[name] = Corpus(self, name)
+        return self._corpora[name]
+
+    @property
+    def complete(self) -> bool:
+        return all(self[name].complete for name in self.corpora)
+
+
+def open_store(
+    url: str,
+    expected: StoreMeta | dict[str, Any] | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> Store:
+    """Open a store for reading; with `expected`, refuse one written with other settings."""
+    store = Store(str(url), storage_options)
+    store.meta.check(expected, where=f"store {url}")
+    return store

@@ -1,0 +1,178 @@
+"""FAISS inner-product search on L2-normalised vectors (cosine similarity = inner product).
+
+Two shapes of search cover every metric:
+
+* `InnerProductIndex`: an index over one in-memory set (the task side, a reference set);
+  exact `IndexFlatIP` up to ``exact_max`` vectors, else `IndexIVFFlat` (nlist ≈ 4·√n, trained on
+  a seeded random sample) whose recall@k against exact search is measured on sampled queries.
+* `StreamedTopK`: the top-k of fixed queries (the task side) over a database that arrives in
+  blocks (the generic side). Each block is indexed, searched and dropped, and results are merged
+  with `faiss.ResultHeap`, so memory is O(block · d + queries · k) whatever the generic size.
+  Above ``exact_max`` generic vectors, every block goes into one IVF index whose coarse quantizer
+  is trained once on the first block (a random sample: the sample order is shuffled), and the
+  queries' coarse assignments are computed once and reused (`search_preassigned`).
+
+faiss-gpu is used for exact search when installed and a GPU is visible; thread count is always
+set explicitly with `faiss.omp_set_num_threads`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import faiss
+import numpy as np
+
+RECALL_QUERIES = 256
+"""Queries sampled for the recall@k check of an approximate index."""
+
+
+def configure_threads(threads: int) -> None:
+    """Pin FAISS's OpenMP pool to ``threads`` (it defaults to every core of the machine)."""
+    faiss.omp_set_num_threads(threads)
+
+
+def gpu_count() -> int:
+    """GPUs faiss can use (0 with faiss-cpu)."""
+    return faiss.get_num_gpus() if hasattr(faiss, "StandardGpuResources") else 0
+
+
+def _nlist(n: int) -> int:
+    return int(min(max(16, 4 * math.sqrt(n)), n // 39))
+
+
+def _flat(d: int, use_gpu: bool) -> faiss.Index:
+    index = faiss.IndexFlatIP(d)
+    if use_gpu and gpu_count() > 0:
+        return faiss.index_cpu_to_all_gpus(index)
+    return index
+
+
+def _recall(approx_ids: np.ndarray, exact_ids: np.ndarray) -> float:
+    """Mean |approx ∩ exact| / k over queries (both (q, k))."""
+    hits = [len(set(a.tolist()) & set(e.tolist())) for a, e in zip(approx_ids, exact_ids, strict=True)]
+    return float(np.mean(hits)) / exact_ids.shape[1]
+
+
+class InnerProductIndex:
+    """Searchable set of ``n`` unit vectors (n, d) float32; `search` returns (sims, ids), (q, k)."""
+
+    def __init__(self, vectors: np.ndarray, *, exact_max: int, nprobe: int, seed: int, use_gpu: bool):
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        n, d = self.vectors.shape
+        self.exact = n <= exact_max
+        if self.exact:
+            self.index = _flat(d, use_gpu)
+        else:
+            nlist = _nlist(n)
+            rng = np.random.default_rng(seed)
+            train = self.vectors[rng.choice(n, size=min(n, 64 * nlist), replace=False)]
+            self.index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+            self.index.train(train)
+            self.index.nprobe = min(nprobe, nlist)
+        self.index.add(self.vectors)
+        self.recall: float | None = None
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        k = min(k, self.vectors.shape[0])
+        sims, ids = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        if not self.exact and self.recall is None:
+            rng = np.random.default_rng(len(queries))
+            pick = rng.choice(len(queries), size=min(len(queries), RECALL_QUERIES), replace=False)
+            exact = faiss.IndexFlatIP(self.vectors.shape[1])
+            exact.add(self.vectors)
+            self.recall = _recall(ids[pick], exact.search(queries[pick], k)[1])
+        return sims, ids
+
+    def describe(self) -> dict[str, object]:
+        if self.exact:
+            return {"type": "IndexFlatIP", "n": int(self.vectors.shape[0]), "recall": 1.0}
+        return {
+            "type": "IndexIVFFlat",
+            "n": int(self.vectors.shape[0]),
+            "nlist": int(self.index.nlist),
+            "nprobe": int(self.index.nprobe),
+            "recall": self.recall,
+        }
+
+
+class StreamedTopK:
+    """Top-k inner products of fixed ``queries`` (q, d) over a database fed block by block.
+
+    `add_block(block, offset)` takes database rows ``offset .. offset+len(block)``; `result()`
+    returns (sims, ids), (q, k), sorted by decreasing similarity, ids global.
+    ``approximate``: use one IVF index (see module docstring) rather than exact block search.
+    """
+
+    def __init__(self, queries: np.ndarray, k: int, *, approximate: bool, nprobe: int, use_gpu: bool):
+        self.queries = np.ascontiguousarray(queries, dtype=np.float32)
+        self.k = k
+        self.d = self.queries.shape[1]
+        self.approximate = approximate
+        self.nprobe = nprobe
+        self.use_gpu = use_gpu
+        self.heap = faiss.ResultHeap(len(self.queries), k, keep_max=True)
+        self.ivf: faiss.IndexIVFFlat | None = None
+        self.coarse: tuple[np.ndarray, np.ndarray] | None = None
+        rng = np.random.default_rng(0)
+        self.check = rng.choice(len(self.queries), size=min(len(self.queries), RECALL_QUERIES), replace=False)
+        self.check_heap = faiss.ResultHeap(len(self.check), k, keep_max=True)
+        self.n = 0
+        self.finished = False
+
+    def _train(self, block: np.ndarray) -> None:
+        nlist = _nlist(len(block))
+        quantizer = faiss.IndexFlatIP(self.d)
+        ivf = faiss.IndexIVFFlat(quantizer, self.d, nlist, faiss.METRIC_INNER_PRODUCT)
+        ivf.train(block[: 64 * nlist])
+        ivf.nprobe = min(self.nprobe, nlist)
+        coarse_sims, coarse_ids = quantizer.search(self.queries, ivf.nprobe)
+        self.ivf, self.coarse = ivf, (coarse_ids, coarse_sims)
+
+    def add_block(self, block: np.ndarray, offset: int) -> None:
+        block = np.ascontiguousarray(block, dtype=np.float32)
+        k = min(self.k, len(block))
+        if self.approximate:
+            if self.ivf is None:
+                self._train(block)
+            assert self.ivf is not None and self.coarse is not None
+            self.ivf.reset()
+            self.ivf.add(block)
+            sims, ids = self.ivf.search_preassigned(self.queries, k, *self.coarse)
+            exact = faiss.IndexFlatIP(self.d)
+            exact.add(block)
+            check_sims, check_ids = exact.search(self.queries[self.check], k)
+            self.check_heap.add_result(_pad(check_sims, self.k), _pad(check_ids + offset, self.k, -1))
+        else:
+            index = _flat(self.d, self.use_gpu)
+            index.add(block)
+            sims, ids = index.search(self.queries, k)
+        ids = np.where(ids >= 0, ids + offset, -1)
+        self.heap.add_result(_pad(sims, self.k), _pad(ids, self.k, -1))
+        self.n += len(block)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self.finished:
+            self.heap.finalize()
+            if self.approximate:
+                self.check_heap.finalize()
+            self.finished = True
+        k = min(self.k, self.n)
+        return self.heap.D[:, :k].copy(), self.heap.I[:, :k].copy()
+
+    def recall(self) -> float:
+        """recall@k of the approximate search on sampled queries (1.0 when exact)."""
+        if not self.approximate:
+            return 1.0
+        self.result()
+        k = min(self.k, self.n)
+        return _recall(self.heap.I[self.check, :k], self.check_heap.I[:, :k])
+
+
+def _pad(values: np.ndarray, k: int, fill: float = -np.inf) -> np.ndarray:
+    """Right-pad (q, j) results to (q, k) so blocks smaller than k merge cleanly."""
+    if values.shape[1] == k:
+        return values
+    out = np.full((values.shape[0], k), fill, dtype=values.dtype)
+    out[:, : values.shape[1]] = values
+    return out

@@ -1,0 +1,1 @@
+"""Students: transfer-set sampling, KD losses, student models, distillation, finetuning, sweeps."""

@@ -1,0 +1,280 @@
+"""Distil a student from a cached-teacher store: `run_distill(DistillConfig) -> Path`.
+
+One step: the student reads the masked inputs the teacher saw (``teacher_input_ids``), its LM
+head runs only at the P labelled positions, and `DistillLoss` compares those (P, V) logits with
+the stored sparse targets. AdamW with linear warmup then cosine decay to 0, gradient clipping,
+bf16 autocast on CUDA (fp32 on CPU). Checkpoints every `checkpoint_every` steps; a killed run
+resumes from the last one and lands on the same weights as an uninterrupted run, because the
+batch order is a pure function of (spec, epoch) and the RNG state is checkpointed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch.optim.lr_scheduler import LambdaLR
+from transformers import PreTrainedModel
+
+from logit_store import SparseBatch, Store, StoreMeta, UserError, open_store
+from student_train.checkpoints import load_checkpoint, save_checkpoint
+from student_train.heldout import evaluate_heldout
+from student_train.losses import DistillLoss, LossParts
+from student_train.runs import CHECKPOINT_DIR, MODEL_DIR, config_hash, finish_run, open_run
+from student_train.students import build_student, load_store_tokenizer, mlm_logits_at, save_student
+from student_train.transfer_set import (
+    TransferSet,
+    TransferSetSpec,
+    plan_transfer_set,
+    stream_batches,
+)
+
+# Fields that change how a run executes, not what it computes: kept out of the config hash.
+RUNTIME_FIELDS = (
+    "out",
+    "num_workers",
+    "checkpoint_every",
+    "log_every",
+    "device",
+    "storage_options",
+)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """One distillation run.
+
+    store/out: store URL and run folder. transfer: the transfer set. student: a SPEC of
+    `students.build_student`. temperature, kd_weight, alpha_mlm: `DistillLoss`. steps or epochs:
+    run length (one of them; epochs are passes over the transfer set). lr, weight_decay,
+    warmup (steps; default 5% of the run), grad_clip: AdamW and schedule. batch_tokens: padded
+    tokens per batch (B × L_max). seed: init, dropout and (with the spec's) data order.
+    eval_sequences: held-out (non-train split) sequences per source scored at the end.
+    """
+
+    store: str
+    out: str
+    transfer: TransferSetSpec
+    student: str = "tiny"
+    temperature: float = 1.0
+    kd_weight: float = 1.0
+    alpha_mlm: float = 0.0
+    steps: int | None = None
+    epochs: int | None = None
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    warmup: int | None = None
+    grad_clip: float = 1.0
+    batch_tokens: int = 4096
+    seed: int = 0
+    eval_sequences: int = 256
+    num_workers: int = 1
+    checkpoint_every: int = 200
+    log_every: int = 10
+    device: str = "auto"
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if (self.steps is None) == (self.epochs is None):
+            raise UserError("give exactly one of --steps or --epochs")
+        if (self.steps or 1) < 1 or (self.epochs or 1) < 1:
+            raise UserError("--steps/--epochs must be >= 1")
+        if self.temperature <= 0:
+            raise UserError(f"--temperature must be > 0, got {self.temperature}")
+        if self.kd_weight < 0 or self.alpha_mlm < 0 or self.kd_weight + self.alpha_mlm == 0:
+            raise UserError("--kd-weight and --alpha-mlm must be >= 0 and not both 0")
+        if self.lr <= 0 or self.batch_tokens < 1 or self.grad_clip <= 0:
+            raise UserError("--lr, --batch-tokens and the gradient clip must be > 0")
+        if self.checkpoint_every < 1 or self.log_every < 1 or self.num_workers < 0:
+            raise UserError("checkpoint/log intervals must be >= 1 and workers >= 0")
+
+    def record(self, meta: StoreMeta) -> dict[str, Any]:
+        """The hashed part of config.json: settings + the store's identity (not runtime knobs)."""
+        data = {k: v for k, v in asdict(self).items() if k not in RUNTIME_FIELDS}
+        data["transfer"] = self.transfer.to_dict()
+        if self.student.endswith(".json") and Path(self.student).is_file():
+            data["student_file"] = json.loads(Path(self.student).read_text())
+        data["store_identity"] = {
+            name: getattr(meta, name)
+            for name in ("teacher_hash", "tokenizer_hash", "encoding", "k", "n_samples", "masking")
+        }
+        return data
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine; use cpu")
+    return torch.device(name)
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def to_device(batch: SparseBatch, device: torch.device) -> SparseBatch:
+    """Every tensor of a batch (targets included) on `device`."""
+    move: dict[str, Any] = {
+        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+        for k, v in vars(batch.targets).items()
+    }
+    fields = {k: v.to(device, non_blocking=True) for k, v in vars(batch).items() if k != "targets"}
+    return replace(batch, targets=replace(batch.targets, **move), **fields)
+
+
+def optimizer_for(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW; no weight decay on biases and LayerNorm weights (1-D parameters)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> LambdaLR:
+    """lr × step/warmup during warmup, then lr × ½(1 + cos(π · progress)) down to 0."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return LambdaLR(optimizer, factor)
+
+
+def train_step(
+    model: PreTrainedModel, batch: SparseBatch, loss_fn: DistillLoss, device: torch.device
+) -> LossParts:
+    """Forward at the labelled positions and backward; the optimizer step is the caller's."""
+    with _autocast(device):
+        logits = mlm_logits_at(
+            model, batch.teacher_input_ids, batch.attention_mask, batch.batch_index, batch.positions
+        )
+    parts = loss_fn(logits, batch.targets, batch.labels)
+    parts.total.backward()
+    return parts
+
+
+def _batches_from(
+    store: Store, plan: TransferSet, cfg: DistillConfig, start: int
+) -> Iterator[SparseBatch]:
+    """The run's batch sequence from global step `start` on, epoch after epoch."""
+    epoch, skip = 0, start
+    while True:
+        planned = plan.epoch(epoch, cfg.batch_tokens)
+        if skip < len(planned):
+            yield from stream_batches(store, planned[skip:], cfg.num_workers)
+        skip = max(0, skip - len(planned))
+        epoch += 1
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]distil"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+def run_distill(
+    cfg: DistillConfig,
+    console: Console | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> Path:
+    """Distil per `cfg` into the run folder `cfg.out` and return it (skipped if already done).
+
+    `on_step(step)` is called after every optimizer step (step = steps done so far).
+    """
+    console = console or Console(stderr=True)
+    out = Path(cfg.out)
+    store = open_store(cfg.store, storage_options=cfg.storage_options or None)
+    record = cfg.record(store.meta)
+    if open_run(out, record) == "done":
+        console.print(f"skip: {out} already holds completed run {config_hash(record)}")
+        return out
+    tokenizer = load_store_tokenizer(store.meta)
+    model = build_student(cfg.student, store.meta, seed=cfg.seed)
+    plan = plan_transfer_set(store, cfg.transfer)
+    total = cfg.steps or sum(len(plan.epoch(e, cfg.batch_tokens)) for e in range(cfg.epochs or 0))
+    device = _device(cfg.device)
+    torch.nn.Module.to(model, device).train()
+    optimizer = optimizer_for(model, cfg.lr, cfg.weight_decay)
+    scheduler = warmup_cosine(optimizer, min(cfg.warmup or max(1, total // 20), total), total)
+    loss_fn = DistillLoss(cfg.temperature, cfg.kd_weight, cfg.alpha_mlm)
+    torch.manual_seed(cfg.seed)
+    state = load_checkpoint(out / CHECKPOINT_DIR, model, optimizer, scheduler)
+    start = state["step"] if state else 0
+    tokens = state["tokens"] if state else 0
+    if state:
+        console.print(f"resume: {out} from step {start}")
+    window: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    t0, tokens_at_t0, last = time.perf_counter(), tokens, {"loss": math.nan, "kd": 0.0, "mlm": 0.0}
+    with _progress(console) as progress:
+        task = progress.add_task("distil", total=total, completed=start, status="")
+        for step, batch in zip(
+            range(start, total), _batches_from(store, plan, cfg, start), strict=False
+        ):
+            tokens += int(batch.attention_mask.sum())
+            batch = to_device(batch, device)
+            parts = train_step(model, batch, loss_fn, device)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            window.append((parts.total.detach(), parts.kd, parts.mlm))
+            if (step + 1) % cfg.log_every == 0 or step + 1 == total:
+                mean = torch.stack([torch.stack(w) for w in window]).float().mean(0).tolist()
+                last, window = dict(zip(("loss", "kd", "mlm"), mean, strict=True)), []
+                rate = (tokens - tokens_at_t0) / max(time.perf_counter() - t0, 1e-9)
+                status = f"loss {last['loss']:.4f} kd {last['kd']:.4f} mlm {last['mlm']:.4f} "
+                progress.update(task, completed=step + 1, status=status + f"{rate:,.0f} tok/s")
+            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == total:
+                extra = {"tokens": tokens}
+                save_checkpoint(out / CHECKPOINT_DIR, step + 1, model, optimizer, scheduler, extra)
+            if on_step is not None:
+                on_step(step + 1)
+    wall = time.perf_counter() - t0
+    model.eval()
+    save_student(model, tokenizer, out / MODEL_DIR)
+    finish_run(
+        out,
+        {
+            "steps": total,
+            "tokens_seen": tokens,
+            "train_tokens_per_s": (tokens - tokens_at_t0) / max(wall, 1e-9),
+            "wall_s": wall,
+            "final_train": last,
+            "transfer_set": plan.summary(),
+            "student": {
+                "spec": cfg.student,
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "layers": model.config.num_hidden_layers,
+                "hidden": model.config.hidden_size,
+            },
+            "heldout": evaluate_heldout(
+                model, store, cfg.transfer, loss_fn, device, cfg.eval_sequences
+            ),
+        },
+    )
+    console.print(f"done: {out} ({total} steps, {wall:.1f}s)")
+    return out

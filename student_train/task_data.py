@@ -1,0 +1,188 @@
+"""Labelled finetuning data read from the store: DC and ICNER splits, label vocabularies,
+first-subword slot labels and length-grouped, dynamically padded batches.
+
+The corpora are never re-read: token ids, word ids and the record fields (split, domain,
+intent, BIO tags) all come from the store the teacher wrote, so the student sees exactly the
+tokenisation the teacher saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from logit_store import UserError
+
+Task = Literal["dc", "icner"]
+TASKS: tuple[Task, ...] = ("dc", "icner")
+READ_BATCH = 512  # sequences per store read
+IGNORE_INDEX = -100  # torch cross-entropy ignore_index: non-first subwords, specials, padding
+
+
+@dataclass(frozen=True)
+class TaskSplit:
+    """One split of a task corpus, N sequences.
+
+    input_ids[n] (L_n,) token ids incl. specials; word_ids[n] (L_n,) word index or -1;
+    labels[n] the domain (dc) or intent (icner); tags[n] word-level BIO tags (icner only).
+    """
+
+    corpus: str
+    split: str
+    indices: np.ndarray
+    input_ids: list[np.ndarray]
+    word_ids: list[np.ndarray]
+    labels: list[str]
+    tags: list[list[str]] | None
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.array([len(ids) for ids in self.input_ids], dtype=np.int64)
+
+
+def read_task_split(corpus: Any, name: str, task: Task, split: str) -> TaskSplit:
+    """Read the sequences of `split` from the store corpus `name` (`corpus = store[name]`).
+
+    DC needs a domain per sequence, ICNER an intent and word-level tags covering every word id.
+    """
+    splits = np.asarray(corpus.split_array())
+    indices = np.flatnonzero(splits == split)
+    if len(indices) == 0:
+        present = sorted({str(s) for s in splits})
+        raise UserError(
+            f"corpus {name!r} has no {split!r} sequences (splits present: {present}); "
+            "finetuning trains on 'train' and evaluates on 'test' — precompute a task corpus "
+            "that carries both splits"
+        )
+    field = "domain" if task == "dc" else "intent"
+    column = corpus.column(field)
+    ids_column = corpus.column("id")
+    tag_column = corpus.column("tags") if task == "icner" else None
+    input_ids, word_ids, labels, tags = [], [], [], []
+    for start in range(0, len(indices), READ_BATCH):
+        chunk = indices[start : start + READ_BATCH]
+        batch = corpus.batch(chunk)  # padded tensors; unpad with the attention mask
+        lengths = batch.attention_mask.sum(1).tolist()
+        for row, (i, n) in enumerate(zip(chunk.tolist(), lengths, strict=True)):
+            input_ids.append(batch.input_ids[row, :n].numpy().astype(np.int64))
+            word_ids.append(batch.word_ids[row, :n].numpy().astype(np.int64))
+            if column[i] is None:
+                raise UserError(
+                    f"corpus {name!r} sequence {ids_column[i]!r}: no {field} label; task "
+                    f"{task!r} needs one per sequence — pick a corpus with {field} labels"
+                )
+            labels.append(str(column[i]))
+            if tag_column is not None:
+                seq_tags, top = tag_column[i], int(word_ids[-1].max(initial=-1))
+                if seq_tags is None or len(seq_tags) <= top:
+                    raise UserError(
+                        f"corpus {name!r} sequence {ids_column[i]!r}: word-level tags missing "
+                        f"or shorter than its {top + 1} words; ICNER needs a BIO tag per word"
+                    )
+                tags.append([str(t) for t in seq_tags])
+    return TaskSplit(
+        name, split, indices, input_ids, word_ids, labels, tags if task == "icner" else None
+    )
+
+
+def label_vocab(names: Sequence[str]) -> tuple[str, ...]:
+    """Sorted unique names; the index is the class id."""
+    return tuple(sorted(set(names)))
+
+
+def first_subword_labels(word_ids: np.ndarray, word_labels: Sequence[int]) -> np.ndarray:
+    """Token-level labels (L,) from word-level ones: the first token of each word gets its
+    word's label, later subwords and special tokens (word id -1) get IGNORE_INDEX."""
+    out = np.full(len(word_ids), IGNORE_INDEX, dtype=np.int64)
+    seen: set[int] = set()
+    for t, w in enumerate(word_ids.tolist()):
+        if w >= 0 and w not in seen:
+            seen.add(w)
+            out[t] = word_labels[w]
+    return out
+
+
+def word_level_tags(
+    word_ids: np.ndarray, token_tags: Sequence[str], n_words: int, fill: str = "O"
+) -> tuple[list[str], int]:
+    """Word-level tags (n_words,) read at each word's first token; words with no token
+    (truncated away by max_length) get `fill`. Returns (tags, number of filled words)."""
+    tags: list[str | None] = [None] * n_words
+    for t, w in enumerate(word_ids.tolist()):
+        if 0 <= w < n_words and tags[w] is None:
+            tags[w] = token_tags[t]
+    missing = sum(tag is None for tag in tags)
+    return [fill if tag is None else tag for tag in tags], missing
+
+
+def length_grouped_batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, group_batches: int = 50
+) -> list[np.ndarray]:
+    """Shuffle, sort by length inside blocks of `group_batches` batches, cut into batches and
+    shuffle the batches: little padding, still a random order each epoch (deterministic in rng)."""
+    order = rng.permutation(len(lengths))
+    block = batch_size * group_batches
+    batches: list[np.ndarray] = []
+    for start in range(0, len(order), block):
+        chunk = order[start : start + block]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Evaluation batches in length order (no shuffling needed)."""
+    order = np.argsort(lengths, kind="stable")
+    return [order[j : j + batch_size] for j in range(0, len(order), batch_size)]
+
+
+@dataclass(frozen=True)
+class TaskBatch:
+    """input_ids, attention_mask (B, L) int64; labels (B,) class ids (-100 = unknown label);
+    tag_labels (B, L) token-level slot ids with IGNORE_INDEX, ICNER only."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+    tag_labels: torch.Tensor | None
+
+    def to(self, device: torch.device) -> TaskBatch:
+        tags = None if self.tag_labels is None else self.tag_labels.to(device)
+        return TaskBatch(
+            self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device), tags
+        )
+
+
+def collate(
+    data: TaskSplit,
+    rows: np.ndarray,
+    pad_token_id: int,
+    label_ids: dict[str, int],
+    tag_ids: dict[str, int] | None,
+) -> TaskBatch:
+    """Pad the sequences `rows` of `data` to the longest one in the batch."""
+    width = max(len(data.input_ids[r]) for r in rows)
+    input_ids = np.full((len(rows), width), pad_token_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    tag_labels = np.full((len(rows), width), IGNORE_INDEX, dtype=np.int64)
+    for b, r in enumerate(rows):
+        n = len(data.input_ids[r])
+        input_ids[b, :n] = data.input_ids[r]
+        mask[b, :n] = 1
+        if tag_ids is not None and data.tags is not None:
+            word_labels = [tag_ids.get(t, IGNORE_INDEX) for t in data.tags[r]]
+            tag_labels[b, :n] = first_subword_labels(data.word_ids[r], word_labels)
+    labels = np.array([label_ids.get(data.labels[r], IGNORE_INDEX) for r in rows], np.int64)
+    return TaskBatch(
+        torch.from_numpy(input_ids),
+        torch.from_numpy(mask),
+        torch.from_numpy(labels),
+        torch.from_numpy(tag_labels) if tag_ids is not None else None,
+    )

@@ -1,0 +1,237 @@
+"""Tokenize a corpus and choose its labelled positions before the teacher runs.
+
+The plan is cheap and deterministic, so every process (and every rerun after a crash) derives the
+same sequences, lengths and masks without talking to the others:
+
+* tokenization with the teacher's fast tokenizer; texts that come with ``words`` (e.g. ATIS with
+  word-level BIO tags) are tokenized with ``is_split_into_words`` so ``word_ids`` maps every token
+  to its word (and so to its tag); special tokens get word id -1;
+* sequences longer than ``max_length`` tokens are truncated (counted as ``truncated``), texts
+  that tokenize to no ordinary token are skipped (counted as ``empty_tokenization``);
+* BERT-style masking (DESIGN §4): each ordinary token is selected with probability ``mask_prob``
+  (at least one per sequence); a selected token becomes [MASK] with probability 0.8, a uniformly
+  random vocabulary id with 0.1, and stays unchanged with 0.1. Every random number is a
+  counter-based hash of (seed, corpus name, sequence index, token index, stream), so the masks
+  do not depend on batching, process count or platform;
+* labelled positions: the masked ones (``positions="masked"``) or every ordinary token
+  (``"all"``) in MLM mode; index 0 for a sequence-classification teacher; every ordinary token for
+  a token-classification teacher.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from logit_store import CorpusPlan
+from teacher_infer.corpus_records import CorpusText, ReadReport
+
+TOKENIZE_BATCH = 512
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+@dataclass(frozen=True)
+class MaskingSpec:
+    """What the teacher sees and where it is labelled; recorded in the store's metadata."""
+
+    mode: str  # "mlm" | "task"
+    task_kind: str | None  # task mode: "sequence" | "token"
+    mask_prob: float
+    seed: int
+    positions: str  # "masked" | "all"
+
+    def to_meta(self) -> dict[str, Any]:
+        if self.mode == "task":
+            return {"scheme": "none", "positions": f"task-{self.task_kind}"}
+        return {
+            "scheme": "bert-80-10-10",
+            "mask_prob": self.mask_prob,
+            "seed": self.seed,
+            "positions": self.positions,
+        }
+
+
+@dataclass(frozen=True)
+class PlannedCorpus:
+    """One corpus, tokenized and masked. Ragged arrays are flat with ``(N + 1,)`` offsets.
+
+    input_ids (T,) original ids; word_ids (T,) word index or -1; token_offsets (N + 1,)
+    positions (P,) index within its sequence; masked_ids (P,) id the teacher sees there;
+    position_offsets (N + 1,); teacher input = input_ids with masked_ids written at positions.
+    """
+
+    plan: CorpusPlan
+    input_ids: np.ndarray
+    word_ids: np.ndarray
+    token_offsets: np.ndarray
+    positions: np.ndarray
+    masked_ids: np.ndarray
+    position_offsets: np.ndarray
+    records: list[dict[str, Any]]
+
+    @property
+    def name(self) -> str:
+        return self.plan.name
+
+    def teacher_input(self, i: int) -> np.ndarray:
+        """(L,) ids the teacher sees for sequence i: the original ids with masks applied."""
+        ids = self.input_ids[self.token_offsets[i] : self.token_offsets[i + 1]].copy()
+        p0, p1 = self.position_offsets[i], self.position_offsets[i + 1]
+        ids[self.positions[p0:p1]] = self.masked_ids[p0:p1]
+        return ids
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser on uint64 arrays (wrapping arithmetic): a strong 64-bit mixer."""
+    x = (x + np.uint64(0x9E3779B97F4A7C15)) & _M64
+    x = ((x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _M64
+    x = ((x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _M64
+    return x ^ (x >> np.uint64(31))
+
+
+def uniform_hash(
+    seed: int, corpus: str, seq: np.ndarray, tok: np.ndarray, stream: int
+) -> np.ndarray:
+    """Uniform [0, 1) floats keyed by (seed, corpus, sequence index, token index, stream)."""
+    digest = hashlib.sha256(f"{seed}\x00{corpus}\x00{stream}".encode()).digest()
+    base = np.uint64(int.from_bytes(digest[:8], "little"))
+    with np.errstate(over="ignore"):
+        h = _splitmix64(base ^ seq.astype(np.uint64))
+        h = _splitmix64(h ^ tok.astype(np.uint64))
+    return (h >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def _tokenize(
+    tokenizer: Any, texts: Sequence[CorpusText], max_length: int
+) -> tuple[list[list[int]], list[list[int]], int]:
+    """Token ids and word ids (-1 = special) per text, truncated; returns the truncation count."""
+    ids_out: list[list[int]] = [[] for _ in texts]
+    words_out: list[list[int]] = [[] for _ in texts]
+    truncated = 0
+    for lo in range(0, len(texts), TOKENIZE_BATCH):
+        chunk = texts[lo : lo + TOKENIZE_BATCH]
+        for pretok in (True, False):
+            idx = [i for i, t in enumerate(chunk) if (t.words is not None) == pretok]
+            if not idx:
+                continue
+            inputs = [chunk[i].words if pretok else chunk[i].text for i in idx]
+            enc = tokenizer(
+                inputs,
+                is_split_into_words=pretok,
+                truncation=True,
+                max_length=max_length,
+                return_overflowing_tokens=True,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+            )
+            seen: set[int] = set()
+            for row, sample in enumerate(enc["overflow_to_sample_mapping"]):
+                if sample in seen:  # an overflow piece: the text was truncated
+                    continue
+                seen.add(sample)
+                target = lo + idx[sample]
+                ids_out[target] = enc["input_ids"][row]
+                words_out[target] = [-1 if w is None else w for w in enc.word_ids(row)]
+            pieces = np.bincount(enc["overflow_to_sample_mapping"], minlength=len(idx))
+            truncated += int((pieces > 1).sum())
+    return ids_out, words_out, truncated
+
+
+def _select_positions(
+    name: str, lengths: np.ndarray, word_ids: np.ndarray, spec: MaskingSpec
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labelled positions, sequence index, selected-for-masking flags) on the flat token axis."""
+    n = len(lengths)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    seq = np.repeat(np.arange(n), lengths)
+    tok = np.arange(int(offsets[-1])) - offsets[seq]
+    ordinary = word_ids >= 0
+    if spec.mode == "task":
+        keep = tok == 0 if spec.task_kind == "sequence" else ordinary
+        return np.flatnonzero(keep), seq, np.zeros(len(seq), bool)
+    u = uniform_hash(spec.seed, name, seq, tok, stream=0)
+    u = np.where(ordinary, u, 2.0)  # special tokens are never candidates
+    selected = u < spec.mask_prob
+    if spec.mask_prob > 0:  # at least one masked position: the candidate with the smallest u
+        first_min = np.minimum.reduceat(u, offsets[:-1])
+        none = np.add.reduceat(selected, offsets[:-1]) == 0
+        is_min = (u == first_min[seq]) & none[seq] & ordinary
+        # keep only the first minimum per sequence (ties are astronomically rare but possible)
+        flat = np.flatnonzero(is_min)
+        _, first = np.unique(seq[flat], return_index=True)
+        selected[flat[first]] = True
+    keep = selected if spec.positions == "masked" else ordinary
+    return np.flatnonzero(keep), seq, selected
+
+
+def plan_corpus(
+    name: str,
+    texts: Sequence[CorpusText],
+    report: ReadReport,
+    tokenizer: Any,
+    spec: MaskingSpec,
+    max_length: int,
+    vocab_size: int,
+    unit_size: int,
+) -> PlannedCorpus:
+    """Tokenize, truncate, mask and choose labelled positions for one corpus."""
+    ids_list, words_list, truncated = _tokenize(tokenizer, texts, max_length)
+    keep = [i for i, w in enumerate(words_list) if any(x >= 0 for x in w)]
+    lengths = np.array([len(ids_list[i]) for i in keep], dtype=np.int64)
+    input_ids = np.fromiter((t for i in keep for t in ids_list[i]), np.int64, int(lengths.sum()))
+    word_ids = np.fromiter((w for i in keep for w in words_list[i]), np.int64, len(input_ids))
+    flat_pos, seq, selected = _select_positions(name, lengths, word_ids, spec)
+    token_offsets = np.concatenate([[0], np.cumsum(lengths)])
+
+    teacher_ids = input_ids.copy()
+    if spec.mode == "mlm":
+        tok = np.arange(len(seq)) - token_offsets[seq]
+        action = uniform_hash(spec.seed, name, seq, tok, stream=1)
+        random_id = np.floor(uniform_hash(spec.seed, name, seq, tok, stream=2) * vocab_size)
+        teacher_ids = np.where(selected & (action < 0.8), tokenizer.mask_token_id, teacher_ids)
+        rand = selected & (action >= 0.8) & (action < 0.9)
+        teacher_ids = np.where(rand, random_id.astype(np.int64), teacher_ids)
+
+    pos_seq = seq[flat_pos]
+    n_positions = np.bincount(pos_seq, minlength=len(lengths)).astype(np.int64)
+    records = [texts[i].to_record() for i in keep]
+    skipped = dict(report.skipped)
+    skipped["truncated"] = truncated
+    skipped["empty_tokenization"] = len(texts) - len(keep)
+    plan = CorpusPlan(
+        name=name,
+        lengths=lengths,
+        n_positions=n_positions,
+        source=report.source,
+        source_hash=report.source_hash,
+        skipped=skipped,
+        label_names=_label_names(records),
+        unit_size=unit_size,
+    )
+    return PlannedCorpus(
+        plan=plan,
+        input_ids=input_ids,
+        word_ids=word_ids,
+        token_offsets=token_offsets,
+        positions=flat_pos - token_offsets[pos_seq],
+        masked_ids=teacher_ids[flat_pos],
+        position_offsets=np.concatenate([[0], np.cumsum(n_positions)]),
+        records=records,
+    )
+
+
+def _label_names(records: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Sorted vocabularies of the optional labels present in the corpus."""
+    names: dict[str, list[str]] = {}
+    for key in ("domain", "intent", "locale"):
+        values = {r[key] for r in records if r[key] is not None}
+        if values:
+            names[key] = sorted(values)
+    tags = {tag for r in records if r["tags"] for tag in r["tags"]}
+    if tags:
+        names["tags"] = sorted(tags)
+    return names

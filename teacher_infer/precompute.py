@@ -1,0 +1,282 @@
+"""`kdcache precompute`: run the teacher once over corpora and fill a store, resumably.
+
+    config = PrecomputeConfig(teacher="path", corpora=(("task", "demo:atis"),), out="store.zarr")
+    summary = run_precompute(config)
+
+Steps: load the teacher (hashing weights and tokenizer), read and plan every corpus (tokenize,
+truncate, mask: `plan.py`), `create_store` (which refuses an existing store written with another
+teacher, tokenizer or setting, naming the field), then compute every *pending* unit and hand it
+to a background writer thread through a bounded queue, so the teacher never waits for storage
+and memory stays flat. Resuming is rerunning the same command: done units are skipped, and
+units are batched only internally, so the result equals an uninterrupted run's.
+
+Under `torchrun` (WORLD_SIZE > 1) rank 0 creates the store, all ranks wait at a barrier, then
+rank r computes units[r::world] of every corpus and all ranks meet at a final barrier.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from rich.console import Console
+from rich.table import Table
+
+from logit_store import StoreMeta, StoreWriter, Unit, UnitData, UserError, create_store
+from teacher_infer.corpora import read_corpus
+from teacher_infer.plan import MaskingSpec, PlannedCorpus, plan_corpus
+from teacher_infer.precompute_progress import UnitProgress
+from teacher_infer.teacher import DTYPES, Teacher, load_teacher
+from teacher_infer.unit_targets import TargetSpec, compute_unit
+
+WRITE_QUEUE_DEPTH = 2
+
+
+@dataclass(frozen=True)
+class PrecomputeConfig:
+    """Everything `kdcache precompute` needs; validated on construction (UserError naming the flag).
+
+    corpora: (name, source) pairs; sources are whatever `teacher_infer.corpora.read_corpus` reads.
+    token_budget: max B * Lmax per forward pass. unit_size: sequences per resumable unit.
+    """
+
+    teacher: str
+    corpora: tuple[tuple[str, str], ...]
+    out: str
+    mode: str = "mlm"
+    encoding: str = "topk"
+    k: int = 32
+    n_samples: int = 50
+    max_length: int = 128
+    mask_prob: float = 0.15
+    seed: int = 0
+    positions: str = "masked"
+    token_budget: int = 8192
+    unit_size: int = 1024
+    device: str = "auto"
+    dtype: str = "auto"
+    value_dtype: str = "q8"
+    storage_options: Mapping[str, str] = field(default_factory=dict)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        choices = {
+            "mode": ("mlm", "task"),
+            "encoding": ("topk", "sampled"),
+            "positions": ("masked", "all"),
+            "dtype": ("auto", *DTYPES),
+            "value_dtype": ("q8", "fp16"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                flag = name.replace("_", "-")
+                raise UserError(f"--{flag} must be one of {allowed}, got {getattr(self, name)!r}")
+        if not self.device.split(":")[0] in ("auto", "cpu", "cuda"):
+            raise UserError(f"--device must be auto, cpu or cuda[:N], got {self.device!r}")
+        if not self.corpora:
+            raise UserError("give at least one --corpus NAME=SOURCE")
+        names = [name for name, _ in self.corpora]
+        if len(set(names)) != len(names):
+            raise UserError(f"--corpus names must be unique, got {names}")
+        if self.k < 1 or self.n_samples < 1:
+            raise UserError(f"--k and --samples must be >= 1, got {self.k}, {self.n_samples}")
+        if self.max_length < 3:
+            raise UserError(f"--max-length must be >= 3 (specials + a token), got {self.max_length}")
+        if not 0.0 <= self.mask_prob <= 1.0:
+            raise UserError(f"--mask-prob must be in [0, 1], got {self.mask_prob}")
+        if self.mode == "mlm" and self.positions == "masked" and self.mask_prob == 0.0:
+            raise UserError("--mask-prob 0 leaves nothing masked: use --positions all or mask-prob > 0")
+        if self.token_budget < self.max_length:
+            raise UserError(
+                f"--token-budget {self.token_budget} must be >= --max-length {self.max_length}"
+            )
+        if self.unit_size < 1:
+            raise UserError(f"--unit-size must be >= 1, got {self.unit_size}")
+
+
+def build_meta(teacher: Teacher, config: PrecomputeConfig, masking: MaskingSpec) -> StoreMeta:
+    tok = teacher.tokenizer
+    return StoreMeta(
+        teacher_id=config.teacher,
+        teacher_hash=teacher.weights_hash,
+        tokenizer_id=config.teacher,
+        tokenizer_hash=teacher.tok_hash,
+        vocab_size=teacher.vocab_size,
+        pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else 0,
+        mask_token_id=tok.mask_token_id,
+        cls_token_id=tok.cls_token_id,
+        sep_token_id=tok.sep_token_id,
+        mode=config.mode,
+        task_kind=teacher.task_kind,
+        label_names=teacher.label_names,
+        encoding=config.encoding,
+        k=config.k,
+        n_samples=config.n_samples if config.encoding == "sampled" else 0,
+        value_dtype=config.value_dtype,
+        masking=masking.to_meta(),
+        max_length=config.max_length,
+        extra={
+            "device": str(teacher.device),
+            "dtype": str(teacher.dtype).removeprefix("torch."),
+            "head_at_positions": teacher.head_at_positions,
+        },
+    )
+
+
+class BackgroundWriter:
+    """Writes units on a thread fed by a bounded queue; a write error resurfaces on put/close."""
+
+    def __init__(self, writer: StoreWriter, depth: int = WRITE_QUEUE_DEPTH) -> None:
+        self.writer = writer
+        self.queue: queue.Queue[tuple[Unit, UnitData] | None] = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._loop, name="kdcache-writer", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while (item := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self.writer.write_unit(*item)
+                except BaseException as err:  # re-raised on the compute thread
+                    self.error = err
+
+    def put(self, unit: Unit, data: UnitData) -> None:
+        self._raise()
+        self.queue.put((unit, data))
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+def _distributed(device: str) -> tuple[int, int, str]:
+    """(rank, world size, device) with the process group initialised under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, device
+    rank = int(os.environ["RANK"])
+    use_cuda = device != "cpu" and torch.cuda.is_available()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    if use_cuda and device in ("auto", "cuda"):
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        torch.cuda.set_device(device)
+    return rank, world, device
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        dist.barrier()
+
+
+def plan_corpora(teacher: Teacher, config: PrecomputeConfig, masking: MaskingSpec) -> list[PlannedCorpus]:
+    planned = []
+    for name, source in config.corpora:
+        texts, report = read_corpus(source, seed=config.seed)
+        planned.append(
+            plan_corpus(
+                name,
+                texts,
+                report,
+                teacher.tokenizer,
+                masking,
+                config.max_length,
+                teacher.vocab_size,
+                config.unit_size,
+            )
+        )
+    return planned
+
+
+def run_precompute(config: PrecomputeConfig, console: Console | None = None) -> dict[str, Any]:
+    """Fill `config.out` with teacher targets for every pending unit; returns a summary dict."""
+    started = time.perf_counter()
+    console = console or Console(stderr=True)
+    rank, world, device = _distributed(config.device)
+    teacher = load_teacher(config.teacher, config.mode, device, config.dtype)
+    masking = MaskingSpec(
+        config.mode, teacher.task_kind, config.mask_prob, config.seed, config.positions
+    )
+    meta = build_meta(teacher, config, masking)
+    planned = plan_corpora(teacher, config, masking)
+    options = dict(config.storage_options) or None
+    if rank == 0:
+        writer = create_store(config.out, meta, [p.plan for p in planned], options)
+    _barrier(world)
+    if rank != 0:
+        writer = create_store(config.out, meta, [p.plan for p in planned], options)
+    work = {p.name: writer.pending(p.name)[rank::world] for p in planned}
+    spec = TargetSpec(config.encoding, config.k, config.n_samples, config.seed)
+
+    background = BackgroundWriter(writer)
+    computed_tokens = 0
+    with UnitProgress(planned, work, console, enabled=config.progress and rank == 0) as progress:
+        try:
+            for corpus in planned:
+                for unit in work[corpus.name]:
+                    tick = progress.ticker(corpus.name)
+                    data = compute_unit(teacher, corpus, unit, spec, config.token_budget, tick)
+                    background.put(unit, data)
+                    computed_tokens += len(data.input_ids)
+        finally:
+            background.close()
+    _barrier(world)
+    elapsed = time.perf_counter() - started
+    return {
+        "store": config.out,
+        "rank": rank,
+        "world_size": world,
+        "teacher_hash": teacher.weights_hash,
+        "device": str(teacher.device),
+        "dtype": str(teacher.dtype).removeprefix("torch."),
+        "head_at_positions": teacher.head_at_positions,
+        "elapsed_s": round(elapsed, 3),
+        "tokens_computed": computed_tokens,
+        "corpora": {
+            p.name: {
+                "sequences": p.plan.num_sequences,
+                "tokens": int(p.plan.lengths.sum()),
+                "positions": int(p.plan.n_positions.sum()),
+                "units": len(writer.units(p.name)),
+                "units_computed": len(work[p.name]),
+                "skipped": dict(p.plan.skipped),
+            }
+            for p in planned
+        },
+    }
+
+
+def print_summary(summary: dict[str, Any], console: Console) -> None:
+    """A table per corpus, then the elapsed time and throughput."""
+    table = Table(title=f"precompute -> {summary['store']}")
+    for col in ("corpus", "sequences", "tokens", "positions", "units (computed/total)", "skipped"):
+        table.add_column(col)
+    for name, c in summary["corpora"].items():
+        skipped = ", ".join(f"{k}={v}" for k, v in c["skipped"].items() if v) or "-"
+        table.add_row(
+            name,
+            str(c["sequences"]),
+            str(c["tokens"]),
+            str(c["positions"]),
+            f"{c['units_computed']}/{c['units']}",
+            skipped,
+        )
+    console.print(table)
+    rate = summary["tokens_computed"] / max(summary["elapsed_s"], 1e-9)
+    console.print(
+        f"{summary['device']} {summary['dtype']}: {summary['tokens_computed']} tokens computed "
+        f"in {summary['elapsed_s']:.1f} s ({rate:,.0f} tokens/s overall)"
+    )

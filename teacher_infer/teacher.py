@@ -1,0 +1,271 @@
+"""The teacher: load a Hugging Face encoder, fingerprint it, and turn its logits into targets.
+
+Forward pass (`Teacher.logits_at`): the encoder runs on the whole (B, L) batch, but the MLM head
+(dense + norm + a vocabulary-sized projection, the expensive part at V = 250k) runs only on the P
+labelled positions. That is done generically for every `AutoModelForMaskedLM` whose forward is
+``head(base_model(...)[0])`` (BERT, RoBERTa, XLM-R, DistilBERT, DeBERTa, ModernBERT, ...): a
+forward hook on ``model.base_model`` replaces its last hidden state (B, L, H) by the gathered
+(1, P, H) rows, so the model's own head code sees only those rows. At load time the split is
+checked against full logits on a probe batch; a model where it does not hold falls back to full
+logits gathered afterwards.
+
+Targets (`topk_targets`, `sampled_targets`) are computed on the device in float32; only (P, k)
+tensors leave it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import (
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+)
+
+from logit_store import UserError
+
+log = logging.getLogger(__name__)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def teacher_hash(model: nn.Module) -> str:
+    """sha256 over (name, dtype, shape, bytes) of every state-dict tensor, in name order."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def tokenizer_hash(tokenizer: Any) -> str:
+    """sha256 of the fast tokenizer's full JSON (vocab, normaliser, pre-tokenizer, template)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise UserError(f"tokenizer {tokenizer.name_or_path!r} is not a fast tokenizer")
+    state = json.dumps(json.loads(backend.to_str()), sort_keys=True)
+    return hashlib.sha256(state.encode()).hexdigest()
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: CUDA is not available on this machine; use cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """auto: bf16 (fp16 without bf16 support) on CUDA, fp32 on CPU."""
+    if dtype != "auto":
+        return DTYPES[dtype]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def load_model(
+    name_or_path: str, mode: str, task_kind: str | None = None, allow_new_weights: bool = False
+) -> tuple[nn.Module, list[str]]:
+    """A Hugging Face model for `mode`, and the names of weights it had to initialise."""
+    if mode == "mlm":
+        auto: Any = AutoModelForMaskedLM
+    elif task_kind == "token":
+        auto = AutoModelForTokenClassification
+    else:
+        auto = AutoModelForSequenceClassification
+    try:
+        model, info = auto.from_pretrained(name_or_path, output_loading_info=True)
+    except (OSError, ValueError) as err:
+        raise UserError(f"--teacher {name_or_path!r}: cannot load a {mode} model: {err}") from err
+    missing = sorted(info.get("missing_keys", []))
+    if missing and not allow_new_weights:
+        raise UserError(
+            f"--teacher {name_or_path!r} has no trained weights for {missing[:4]}"
+            f"{' ...' if len(missing) > 4 else ''}: its {mode} head would be random. "
+            "Train one first (kdcache teacher-adapt) or pick a teacher with that head."
+        )
+    return model.eval(), missing
+
+
+def infer_task_kind(name_or_path: str) -> str:
+    """'token' when the checkpoint's architecture is a token-classification head, else 'sequence'."""
+    from transformers import AutoConfig
+
+    archs = AutoConfig.from_pretrained(name_or_path).architectures or []
+    return "token" if any(a.endswith("ForTokenClassification") for a in archs) else "sequence"
+
+
+@dataclass
+class Teacher:
+    """A loaded teacher on its device; `logits_at` is its only forward entry point."""
+
+    name: str
+    model: nn.Module
+    tokenizer: Any
+    mode: str
+    task_kind: str | None
+    device: torch.device
+    dtype: torch.dtype
+    weights_hash: str
+    tok_hash: str
+    head_at_positions: bool
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_names) if self.mode == "task" else int(self.model.config.vocab_size)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.get_input_embeddings().weight.shape[0])
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        if self.mode != "task":
+            return ()
+        id2label = self.model.config.id2label
+        return tuple(str(id2label[i]) for i in range(len(id2label)))
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    @contextlib.contextmanager
+    def _gather_hidden(self, batch_index: torch.Tensor, positions: torch.Tensor) -> Iterator[None]:
+        def hook(_module: nn.Module, _args: Any, output: Any) -> Any:
+            output["last_hidden_state"] = output[0][batch_index, positions].unsqueeze(0)
+            return output
+
+        handle = self.model.base_model.register_forward_hook(hook)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    def logits_at(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        batch_index: torch.Tensor,
+        positions: torch.Tensor,
+        head_at_positions: bool | None = None,
+    ) -> torch.Tensor:
+        """(P, C) logits at rows (batch_index, positions) of a (B, L) batch, in model dtype.
+
+        C is the vocabulary (mlm) or the label space (task). Sequence classification ignores
+        `positions` (its one labelled position is index 0 of each row).
+        """
+        split = self.head_at_positions if head_at_positions is None else head_at_positions
+        with torch.inference_mode(), self._autocast():
+            if self.mode == "mlm" and split:
+                with self._gather_hidden(batch_index, positions):
+                    out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+                return out.logits[0]
+            logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+            if self.task_kind == "sequence":
+                return logits[batch_index]
+            return logits[batch_index, positions]
+
+
+def _check_head_split(teacher: Teacher) -> bool:
+    """True when head-at-positions logits match full logits on a seeded probe batch."""
+    gen = torch.Generator().manual_seed(0)
+    high = min(teacher.vocab_size, 1000)
+    ids = torch.randint(5, high, (2, 7), generator=gen).to(teacher.device)
+    mask = torch.ones_like(ids)
+    b = torch.tensor([0, 0, 1, 1], device=teacher.device)
+    p = torch.tensor([1, 5, 0, 6], device=teacher.device)
+    saved = teacher.dtype
+    teacher.dtype = torch.float32
+    try:
+        full = teacher.logits_at(ids, mask, b, p, head_at_positions=False)
+        part = teacher.logits_at(ids, mask, b, p, head_at_positions=True)
+    except (RuntimeError, TypeError, KeyError, IndexError):
+        return False
+    finally:
+        teacher.dtype = saved
+    scale = float(full.abs().max()) + 1.0
+    return part.shape == full.shape and bool(torch.allclose(part, full, atol=1e-4 * scale))
+
+
+def load_teacher(
+    name_or_path: str, mode: str = "mlm", device: str = "auto", dtype: str = "auto"
+) -> Teacher:
+    """Load tokenizer + model, hash both, move to the device and pick the forward strategy."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError) as err:
+        raise UserError(f"--teacher {name_or_path!r}: cannot load its tokenizer: {err}") from err
+    task_kind = infer_task_kind(name_or_path) if mode == "task" else None
+    model, _ = load_model(name_or_path, mode, task_kind)
+    if mode == "mlm" and tokenizer.mask_token_id is None:
+        raise UserError(f"--teacher {name_or_path!r}: its tokenizer has no mask token")
+    dev = resolve_device(device)
+    teacher = Teacher(
+        name=name_or_path,
+        model=model,
+        tokenizer=tokenizer,
+        mode=mode,
+        task_kind=task_kind,
+        device=dev,
+        dtype=resolve_dtype(dtype, dev),
+        weights_hash=teacher_hash(model),
+        tok_hash=tokenizer_hash(tokenizer),
+        head_at_positions=False,
+    )
+    model.to(dev)
+    if mode == "mlm":
+        teacher.head_at_positions = _check_head_split(teacher)
+        if not teacher.head_at_positions:
+            log.warning("%s: MLM head cannot run at positions only; using full logits", name_or_path)
+    return teacher
+
+
+def topk_targets(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-k of log_softmax(logits) (P, C) and the tail log-mass, all in float32 on device.
+
+    ids (P, k), logprobs (P, k) = logits - lse, and
+    tail_logmass (P,) = lse(logits outside the top k) - lse(logits) = log(1 - sum exp(logprobs)).
+    The tail comes from the complement's own log-sum-exp: 1 - sum(top-k) cancels catastrophically
+    when the top k hold ~all the mass (fp32 error in lse alone is ~1e-7 * |logit|), while the
+    complement's lse stays relatively exact even for a tail of 1e-12. -inf when k >= C.
+    """
+    x = logits.float()
+    lse = torch.logsumexp(x, dim=-1)
+    top, ids = x.topk(min(k, x.shape[-1]), dim=-1)
+    rest = x.scatter(-1, ids, float("-inf"))
+    tail = torch.logsumexp(rest, dim=-1) - lse
+    return ids, top - lse.unsqueeze(-1), tail
+
+
+def sampled_targets(
+    logits: torch.Tensor, n_samples: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """N draws with replacement from softmax(logits) (P, C) as unique ids + counts.
+
+    Returns ids (P, m) ascending, counts (P, m) int32 with m = min(N, C); columns past a row's
+    unique ids are padding (id 0, count 0). Draws use `generator`, so a unit replays exactly.
+    """
+    probs = torch.softmax(logits.float(), dim=-1)
+    draws = torch.multinomial(probs, n_samples, replacement=True, generator=generator)
+    draws, _ = draws.sort(dim=-1)
+    first = torch.ones_like(draws, dtype=torch.bool)
+    first[:, 1:] = draws[:, 1:] != draws[:, :-1]
+    run = first.cumsum(dim=-1) - 1  # (P, N) index of each draw's unique id
+    width = min(n_samples, logits.shape[-1])
+    ids = torch.zeros(len(draws), width, dtype=draws.dtype, device=draws.device)
+    ids.scatter_(1, run, draws)
+    counts = torch.zeros(len(draws), width, dtype=torch.int32, device=draws.device)
+    counts.scatter_add_(1, run, torch.ones_like(run, dtype=torch.int32))
+    return ids, counts

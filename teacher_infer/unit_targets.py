@@ -1,0 +1,166 @@
+"""One unit of a planned corpus -> teacher targets (`UnitData`), batched inside the unit only.
+
+A unit's sequences are sorted by length (stable, so ties keep plan order) and cut into
+token-budget batches: a batch of B sequences padded to its longest, Lmax, satisfies
+B * Lmax <= token_budget (at least one sequence). Sorting makes neighbours nearly equal in length,
+so padding waste is small, and because batches never cross a unit boundary a resumed unit is
+computed from exactly the same batches: its targets are bit-identical to an uninterrupted run's.
+
+Per batch the device computes (P_b, k) targets; they are copied to (pinned) host memory without
+blocking, and the host scatters them back into plan order once the unit is done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from logit_store import SparseTargets, Unit, UnitData
+from teacher_infer.plan import PlannedCorpus
+from teacher_infer.teacher import Teacher, sampled_targets, topk_targets
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """How logits become sparse targets: `topk` with k, or `sampled` with N draws (seeded)."""
+
+    encoding: str
+    k: int
+    n_samples: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Host tensors for one forward pass; `rows` (P_b,) are the targets' rows within the unit."""
+
+    input_ids: torch.Tensor  # (B, Lmax) teacher input, pad-filled
+    attention_mask: torch.Tensor  # (B, Lmax)
+    batch_index: torch.Tensor  # (P_b,)
+    positions: torch.Tensor  # (P_b,)
+    rows: np.ndarray  # (P_b,)
+    n_sequences: int
+    n_tokens: int
+
+
+def token_budget_batches(lengths: np.ndarray, token_budget: int) -> list[np.ndarray]:
+    """Indices into `lengths`, sorted ascending by length, cut so B * Lmax <= token_budget."""
+    order = np.argsort(lengths, kind="stable")
+    batches: list[np.ndarray] = []
+    start = 0
+    for stop in range(1, len(order) + 1):
+        if (stop - start) * int(lengths[order[stop - 1]]) > token_budget and stop - 1 > start:
+            batches.append(order[start : stop - 1])
+            start = stop - 1
+    if start < len(order):
+        batches.append(order[start:])
+    return batches
+
+
+def unit_batches(
+    corpus: PlannedCorpus, unit: Unit, token_budget: int, pad_id: int, pin: bool
+) -> Iterator[Batch]:
+    """The unit's batches, in length order, as host tensors (pinned when `pin`)."""
+    lengths = corpus.plan.lengths[unit.start : unit.stop]
+    pos_off = corpus.position_offsets
+    for local in token_budget_batches(lengths, token_budget):
+        seqs = local + unit.start
+        lmax = int(lengths[local].max())
+        ids = np.full((len(seqs), lmax), pad_id, dtype=np.int64)
+        mask = np.zeros((len(seqs), lmax), dtype=np.int64)
+        b_index, b_pos, rows = [], [], []
+        for row, s in enumerate(seqs):
+            seq_ids = corpus.teacher_input(int(s))
+            ids[row, : len(seq_ids)] = seq_ids
+            mask[row, : len(seq_ids)] = 1
+            p0, p1 = int(pos_off[s]), int(pos_off[s + 1])
+            b_index.append(np.full(p1 - p0, row, dtype=np.int64))
+            b_pos.append(corpus.positions[p0:p1])
+            rows.append(np.arange(p0, p1) - int(pos_off[unit.start]))
+        tensors = [torch.from_numpy(a) for a in (ids, mask, np.concatenate(b_index))]
+        tensors.append(torch.from_numpy(np.concatenate(b_pos).astype(np.int64)))
+        if pin:
+            tensors = [t.pin_memory() for t in tensors]
+        yield Batch(*tensors, np.concatenate(rows), len(seqs), int(lengths[local].sum()))
+
+
+def unit_generator(seed: int, corpus: str, unit_index: int, device: torch.device) -> torch.Generator:
+    """The sampling generator of one unit, seeded from (seed, corpus name, unit index)."""
+    digest = hashlib.sha256(f"{seed}\x00{corpus}\x00{unit_index}".encode()).digest()
+    return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+
+def _to_host(t: torch.Tensor) -> torch.Tensor:
+    if t.device.type != "cuda":
+        return t
+    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    return host.copy_(t, non_blocking=True)
+
+
+def compute_unit(
+    teacher: Teacher,
+    corpus: PlannedCorpus,
+    unit: Unit,
+    spec: TargetSpec,
+    token_budget: int,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> UnitData:
+    """Run the teacher over one unit and assemble its `UnitData` in plan order.
+
+    `on_batch(n_sequences, n_tokens)` is called after each batch is queued (progress).
+    """
+    dev = teacher.device
+    pin = dev.type == "cuda"
+    generator = unit_generator(spec.seed, corpus.name, unit.index, dev)
+    pad_id = teacher.tokenizer.pad_token_id or 0
+    pending: list[tuple[np.ndarray, tuple[torch.Tensor, ...]]] = []
+    for batch in unit_batches(corpus, unit, token_budget, pad_id, pin):
+        logits = teacher.logits_at(
+            batch.input_ids.to(dev, non_blocking=pin),
+            batch.attention_mask.to(dev, non_blocking=pin),
+            batch.batch_index.to(dev, non_blocking=pin),
+            batch.positions.to(dev, non_blocking=pin),
+        )
+        with torch.inference_mode():
+            if spec.encoding == "topk":
+                out: tuple[torch.Tensor, ...] = topk_targets(logits, spec.k)
+            else:
+                out = sampled_targets(logits, spec.n_samples, generator)
+        pending.append((batch.rows, tuple(_to_host(t) for t in out)))
+        if on_batch is not None:
+            on_batch(batch.n_sequences, batch.n_tokens)
+    if pin:
+        torch.cuda.current_stream(dev).synchronize()
+
+    p0, p1 = int(corpus.position_offsets[unit.start]), int(corpus.position_offsets[unit.stop])
+    t0, t1 = int(corpus.token_offsets[unit.start]), int(corpus.token_offsets[unit.stop])
+    return UnitData(
+        input_ids=corpus.input_ids[t0:t1],
+        word_ids=corpus.word_ids[t0:t1],
+        positions=corpus.positions[p0:p1],
+        masked_ids=corpus.masked_ids[p0:p1],
+        targets=_assemble(pending, p1 - p0, spec),
+        records=corpus.records[unit.start : unit.stop],
+    )
+
+
+def _assemble(
+    pending: list[tuple[np.ndarray, tuple[torch.Tensor, ...]]], n_rows: int, spec: TargetSpec
+) -> SparseTargets:
+    """Scatter per-batch host results into (P, width) arrays in plan order."""
+    width = pending[0][1][0].shape[1] if pending else 1
+    ids = np.zeros((n_rows, width), dtype=np.int64)
+    values = np.zeros((n_rows, width), dtype=np.float32 if spec.encoding == "topk" else np.int32)
+    tail = np.zeros(n_rows, dtype=np.float32)
+    for rows, out in pending:
+        ids[rows] = out[0].numpy()
+        values[rows] = out[1].numpy()
+        if spec.encoding == "topk":
+            tail[rows] = out[2].numpy()
+    if spec.encoding == "topk":
+        return SparseTargets("topk", ids, logprobs=values, tail_logmass=tail)
+    return SparseTargets("sampled", ids, counts=values, n_samples=spec.n_samples)

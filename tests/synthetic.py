@@ -1,0 +1,137 @@
+"""Seeded synthetic stores for tests: Zipf-shaped teacher logits, real top-k/sampled targets.
+
+Also runnable as a writer process (used by the kill/resume and concurrent-writer tests):
+    python tests/synthetic.py URL ENCODING [--units 0,2,4] [--sleep SECONDS]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import zlib
+
+import numpy as np
+import torch
+
+from logit_store import CorpusPlan, SparseTargets, StoreMeta, StoreWriter, UnitData, create_store
+from logit_store.sparsify import sampled_targets, topk_targets
+
+VOCAB = 500
+
+
+def synthetic_meta(encoding: str = "topk", **overrides: object) -> StoreMeta:
+    fields: dict[str, object] = dict(
+        teacher_id="synthetic-teacher",
+        teacher_hash="t" * 64,
+        tokenizer_id="synthetic-tok",
+        tokenizer_hash="a" * 64,
+        vocab_size=VOCAB,
+        pad_token_id=0,
+        mask_token_id=4,
+        encoding=encoding,
+        k=8,
+        n_samples=20 if encoding == "sampled" else 0,
+        masking={"scheme": "bert-80-10-10", "mask_prob": 0.15, "seed": 0, "positions": "masked"},
+        max_length=32,
+    )
+    fields.update(overrides)
+    return StoreMeta(**fields)  # type: ignore[arg-type]
+
+
+def synthetic_plans(n_task: int = 40, n_generic: int = 30, unit_size: int = 8) -> list[CorpusPlan]:
+    plans = []
+    for name, n, seed in (("generic", n_generic, 1), ("task", n_task, 2)):
+        rng = np.random.default_rng(seed)
+        lengths = rng.integers(4, 32, n)
+        plans.append(
+            CorpusPlan(
+                name=name,
+                lengths=lengths,
+                n_positions=np.maximum(1, lengths // 6),
+                source=f"synthetic:{name}",
+                source_hash=f"{seed:064d}",
+                unit_size=unit_size,
+                label_names={"domain": ["a", "b"]},
+            )
+        )
+    return plans
+
+
+def zipf_logits(
+    rows: int, vocab: int, generator: torch.Generator, spread: float = 2.0
+) -> torch.Tensor:
+    """Logits with a Zipf-shaped prior over a fixed token order plus per-row noise."""
+    rank = torch.arange(1, vocab + 1, dtype=torch.float32)
+    prior = -1.1 * torch.log(rank)
+    return prior + spread * torch.randn(rows, vocab, generator=generator)
+
+
+def unit_data(meta: StoreMeta, plan: CorpusPlan, start: int, stop: int) -> UnitData:
+    """Deterministic data of sequences [start, stop): same inputs give identical arrays."""
+    gen = torch.Generator().manual_seed(zlib.crc32(f"{plan.name}:{start}".encode()))
+    rng = np.random.default_rng([start, len(plan.name)])
+    lengths = plan.lengths[start:stop]
+    n_pos = plan.n_positions[start:stop]
+    input_ids = rng.integers(5, meta.vocab_size, int(lengths.sum()))
+    positions = np.concatenate(
+        [rng.choice(int(n), int(p), replace=False) for n, p in zip(lengths, n_pos, strict=True)]
+    )
+    logits = zipf_logits(int(n_pos.sum()), meta.vocab_size, gen)
+    if meta.encoding == "topk":
+        t = topk_targets(logits, meta.k)
+        targets = SparseTargets(
+            "topk", t.ids.numpy(), logprobs=t.logprobs.numpy(), tail_logmass=t.tail_logmass.numpy()
+        )
+    else:
+        t = sampled_targets(logits, meta.n_samples, gen)
+        targets = SparseTargets(
+            "sampled", t.ids.numpy(), counts=t.counts.numpy(), n_samples=meta.n_samples
+        )
+    records = [
+        {
+            "id": f"{plan.name}-{i}",
+            "line": i + 1,
+            "split": "test" if i % 5 == 0 else "train",
+            "domain": "ab"[i % 2],
+            "text": f"sentence {i}",
+        }
+        for i in range(start, stop)
+    ]
+    word_ids = np.concatenate([np.arange(int(n)) for n in lengths])
+    return UnitData(
+        input_ids,
+        word_ids,
+        positions,
+        np.full(len(positions), meta.mask_token_id),
+        targets,
+        records,
+    )
+
+
+def write_synthetic(
+    url: str,
+    encoding: str = "topk",
+    units: list[int] | None = None,
+    sleep: float = 0.0,
+    **plan_kwargs: int,
+) -> StoreWriter:
+    meta, plans = synthetic_meta(encoding), synthetic_plans(**plan_kwargs)
+    writer = create_store(url, meta, plans)
+    for plan in plans:
+        for unit in writer.pending(plan.name):
+            if units is not None and unit.index not in units:
+                continue
+            writer.write_unit(unit, unit_data(meta, plan, unit.start, unit.stop))
+            time.sleep(sleep)
+    return writer
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("encoding")
+    parser.add_argument("--units", default=None)
+    parser.add_argument("--sleep", type=float, default=0.0)
+    args = parser.parse_args()
+    chosen = [int(u) for u in args.units.split(",")] if args.units else None
+    write_synthetic(args.url, args.encoding, chosen, args.sleep)

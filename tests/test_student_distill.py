@@ -1,0 +1,128 @@
+"""End-to-end distillation: run folder layout, skip-if-done, resume after a kill, baselines."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from student_stores import write_store
+from transformers import AutoModel, AutoModelForMaskedLM
+
+from student_train.distill import DistillConfig, run_distill
+from student_train.runs import read_metrics
+from student_train.transfer_set import TransferSetSpec
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny models on a shared 2-core box: one intra-op thread is several times faster."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def store_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = tmp_path_factory.mktemp("distill") / "store.zarr"
+    write_store(url, {"generic": 96, "task": 64}, test_every=8)
+    return str(url)
+
+
+@pytest.fixture(scope="module")
+def student_json(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("cfg") / "student.json"
+    path.write_text(json.dumps({"layers": 2, "hidden": 32, "heads": 2, "intermediate": 64}))
+    return str(path)
+
+
+def _config(store_url: str, student_json: str, out: Path, **kw: object) -> DistillConfig:
+    fields: dict = dict(
+        store=store_url,
+        out=str(out),
+        transfer=TransferSetSpec(mix=(("generic", 0.3), ("task", 0.7)), size=80, seed=1),
+        student=student_json,
+        steps=12,
+        lr=3e-3,
+        batch_tokens=256,
+        num_workers=0,
+        checkpoint_every=4,
+        eval_sequences=16,
+    )
+    fields.update(kw)
+    return DistillConfig(**fields)
+
+
+def test_distill_writes_run_folder_and_skips_when_done(
+    store_url: str, student_json: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = _config(store_url, student_json, tmp_path / "run", temperature=2.0, alpha_mlm=0.5)
+    run = run_distill(cfg)
+    config = json.loads((run / "config.json").read_text())
+    metrics = read_metrics(run)
+    assert config["config_hash"] == metrics["config_hash"] and len(config["config_hash"]) == 16
+    assert config["temperature"] == 2.0 and config["transfer"]["mix"] == [
+        ["generic", 0.3],
+        ["task", 0.7],
+    ]
+    assert metrics["steps"] == 12 and metrics["tokens_seen"] > 0
+    assert metrics["transfer_set"]["generic"]["sequences"] == 24
+    assert set(metrics["heldout"]) == {"generic", "task"}
+    assert 0.0 <= metrics["heldout"]["task"]["accuracy"] <= 1.0
+    encoder = AutoModel.from_pretrained(run / "model")
+    assert encoder.config.hidden_size == 32 and encoder.config.vocab_size == 64
+    mlm = AutoModelForMaskedLM.from_pretrained(run / "model")
+    assert mlm.config.num_hidden_layers == 2
+    stamp = (run / "metrics.json").stat().st_mtime_ns
+    capsys.readouterr()
+    run_distill(cfg)
+    assert "skip" in capsys.readouterr().err
+    assert (run / "metrics.json").stat().st_mtime_ns == stamp
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_resume_after_kill_equals_uninterrupted_run(
+    store_url: str, student_json: str, tmp_path: Path
+) -> None:
+    whole = run_distill(_config(store_url, student_json, tmp_path / "whole"))
+
+    def kill_at_step_6(step: int) -> None:
+        if step == 6:  # the checkpoint of step 4 is the last one on disk
+            raise _Killed
+
+    cfg = _config(store_url, student_json, tmp_path / "killed")
+    with pytest.raises(_Killed):
+        run_distill(cfg, on_step=kill_at_step_6)
+    assert not (tmp_path / "killed" / "metrics.json").exists()
+    resumed = run_distill(cfg)
+    a = load_file(str(whole / "model" / "model.safetensors"))
+    b = load_file(str(resumed / "model" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+    assert read_metrics(whole)["tokens_seen"] == read_metrics(resumed)["tokens_seen"]
+
+
+def test_hard_label_baseline_and_kd_learn(
+    store_url: str, student_json: str, tmp_path: Path
+) -> None:
+    kd_run = run_distill(_config(store_url, student_json, tmp_path / "kd", steps=60))
+    hard_run = run_distill(
+        _config(store_url, student_json, tmp_path / "hard", steps=60, kd_weight=0.0, alpha_mlm=1.0)
+    )
+    kd, hard = read_metrics(kd_run), read_metrics(hard_run)
+    assert hard["final_train"]["kd"] == 0.0 and hard["final_train"]["mlm"] > 0
+    assert kd["final_train"]["mlm"] == 0.0 and kd["final_train"]["kd"] > 0
+    # both learn the synthetic teacher's token mapping (uniform guess: log 64 = 4.16) ...
+    for metrics in (kd, hard):
+        assert metrics["heldout"]["task"]["mlm_ce"] < 4.0
+    # ... and distillation fits the teacher's distribution better than hard labels do
+    assert kd["heldout"]["task"]["kd"] < hard["heldout"]["task"]["kd"]
+    assert kd["config_hash"] != hard["config_hash"]

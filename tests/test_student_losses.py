@@ -1,0 +1,163 @@
+"""KD losses against dense references on seeded data (top-k with k = V equals dense KL)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from logit_store.records import SparseTargets
+from student_train.losses import (
+    DistillLoss,
+    dense_kd_loss,
+    log1mexp,
+    mlm_loss,
+    sampled_kd_loss,
+    topk_kd_loss,
+)
+
+P, V = 12, 50
+
+
+def _logits(seed: int, scale: float = 3.0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(P, V, generator=g) * scale, torch.randn(P, V, generator=g) * scale
+
+
+def _topk_targets(teacher_logits: torch.Tensor, k: int) -> SparseTargets:
+    """Top-k of the T = 1 teacher with its exact tail log-mass (logsumexp of the rest)."""
+    logp = F.log_softmax(teacher_logits.double(), dim=-1)
+    values, ids = logp.topk(k, dim=-1)
+    rest = logp.scatter(1, ids, float("-inf"))
+    tail = torch.logsumexp(rest, dim=-1)
+    return SparseTargets("topk", ids=ids, logprobs=values.float(), tail_logmass=tail.float())
+
+
+def _bucket_kl_reference(teacher: torch.Tensor, student: torch.Tensor, k: int) -> torch.Tensor:
+    """KL over k+1 buckets computed densely in float64 by summing the masses outside top-k."""
+    p = F.softmax(teacher.double(), dim=-1)
+    q = F.softmax(student.double(), dim=-1)
+    ids = p.topk(k, dim=-1).indices
+    p_in, q_in = p.gather(1, ids), q.gather(1, ids)
+    p_out, q_out = 1 - p_in.sum(1), 1 - q_in.sum(1)
+    kl = (p_in * (p_in.log() - q_in.log())).sum(1) + p_out * (p_out.log() - q_out.log())
+    return kl.mean()
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 0.5])
+def test_topk_with_k_equal_v_is_dense_kl_value_and_gradient(temperature: float) -> None:
+    teacher, student = _logits(0)
+    targets = _topk_targets(teacher, V)
+    s1 = student.clone().requires_grad_(True)
+    s2 = student.clone().requires_grad_(True)
+    sparse = topk_kd_loss(s1, targets, temperature)
+    dense = dense_kd_loss(s2, teacher, temperature)
+    sparse.backward()
+    dense.backward()
+    assert torch.isfinite(sparse)
+    assert abs(sparse.item() - dense.item()) < 1e-5
+    assert s1.grad is not None and s2.grad is not None
+    assert torch.allclose(s1.grad, s2.grad, atol=1e-6)
+
+
+def test_topk_tail_bucket_matches_dense_bucket_kl() -> None:
+    teacher, student = _logits(1)
+    for k in (1, 5, 20):
+        loss = topk_kd_loss(student, _topk_targets(teacher, k))
+        ref = _bucket_kl_reference(teacher, student, k)
+        assert abs(loss.item() - ref.item()) < 1e-5, k
+
+
+def test_topk_tempered_tail_is_renormalised_pseudo_token() -> None:
+    teacher, student = _logits(2)
+    k, temperature = 8, 3.0
+    targets = _topk_targets(teacher, k)
+    buckets = torch.cat([targets.logprobs, targets.tail_logmass[:, None]], 1).double()
+    p_hat = F.softmax(buckets / temperature, dim=-1)
+    q = F.softmax(student.double() / temperature, dim=-1)
+    q_in = q.gather(1, targets.ids)
+    q_hat = torch.cat([q_in, 1 - q_in.sum(1, keepdim=True)], 1)
+    ref = (p_hat * (p_hat.log() - q_hat.log())).sum(1).mean() * temperature**2
+    assert abs(topk_kd_loss(student, targets, temperature).item() - ref.item()) < 1e-4
+
+
+def test_topk_stable_when_student_holds_all_mass_in_topk() -> None:
+    teacher, _ = _logits(3)
+    targets = _topk_targets(teacher, 4)
+    student = torch.full((P, V), -200.0)
+    student.scatter_(1, targets.ids, 200.0)
+    student.requires_grad_(True)
+    loss = topk_kd_loss(student, targets)
+    loss.backward()
+    assert torch.isfinite(loss) and loss.item() > 1.0  # the teacher's tail is not covered
+    assert student.grad is not None and torch.isfinite(student.grad).all()
+
+
+def test_log1mexp_matches_float64_on_both_branches() -> None:
+    a = torch.tensor([1e-6, 1e-3, 0.5, math.log(2.0), 1.0, 10.0, 40.0], dtype=torch.float32)
+    expected = torch.log(1 - torch.exp(-a.double()))
+    assert torch.allclose(log1mexp(a).double(), expected, rtol=1e-5)
+
+
+def _sampled_targets(teacher: torch.Tensor, n: int, seed: int) -> SparseTargets:
+    g = torch.Generator().manual_seed(seed)
+    draws = torch.multinomial(F.softmax(teacher, -1), n, replacement=True, generator=g)
+    counts = torch.zeros(P, V).scatter_add_(1, draws, torch.ones(P, n))
+    m = int((counts > 0).sum(1).max())
+    c, ids = counts.topk(m, dim=-1)
+    ids = torch.where(c > 0, ids, torch.zeros_like(ids))
+    return SparseTargets("sampled", ids=ids, counts=c, n_samples=n)
+
+
+def test_sampled_with_exact_counts_is_dense_cross_entropy() -> None:
+    _, student = _logits(4)
+    n = 8
+    g = torch.Generator().manual_seed(5)
+    ids = torch.stack([torch.randperm(V, generator=g)[:3] for _ in range(P)])
+    counts = torch.tensor([[4.0, 3.0, 1.0]]).expand(P, 3)
+    dense_p = torch.zeros(P, V).scatter(1, ids, counts / n)
+    ref = -(dense_p * F.log_softmax(student, -1)).sum(1).mean()
+    targets = SparseTargets("sampled", ids=ids, counts=counts, n_samples=n)
+    assert abs(sampled_kd_loss(student, targets).item() - ref.item()) < 1e-5
+
+
+def test_sampled_estimator_is_unbiased_for_dense_cross_entropy() -> None:
+    teacher, student = _logits(6, scale=1.0)
+    dense_ce = -(F.softmax(teacher, -1) * F.log_softmax(student, -1)).sum(1).mean().item()
+    estimates = torch.tensor(
+        [sampled_kd_loss(student, _sampled_targets(teacher, 20, s)).item() for s in range(200)]
+    )
+    stderr = estimates.std().item() / math.sqrt(len(estimates))
+    assert abs(estimates.mean().item() - dense_ce) < 4 * stderr + 1e-4
+
+
+def test_sampled_kd_gradient_matches_dense_kl_in_expectation() -> None:
+    teacher, student = _logits(7, scale=1.0)
+    s_dense = student.clone().requires_grad_(True)
+    dense_kd_loss(s_dense, teacher).backward()
+    grads = []
+    for seed in range(100):
+        s = student.clone().requires_grad_(True)
+        sampled_kd_loss(s, _sampled_targets(teacher, 50, seed)).backward()
+        assert s.grad is not None
+        grads.append(s.grad)
+    mean_grad = torch.stack(grads).mean(0)
+    assert s_dense.grad is not None
+    assert (mean_grad - s_dense.grad).abs().max().item() < 5e-3
+
+
+def test_distill_loss_weights_and_hard_label_baseline() -> None:
+    teacher, student = _logits(8)
+    targets = _topk_targets(teacher, 5)
+    labels = torch.arange(P) % V
+    kd_only = DistillLoss(temperature=2.0)(student, targets, labels)
+    mixed = DistillLoss(temperature=2.0, kd_weight=0.5, alpha_mlm=0.5)(student, targets, labels)
+    hard = DistillLoss(kd_weight=0.0, alpha_mlm=1.0)(student, targets, labels)
+    mlm = mlm_loss(student, labels)
+    assert abs(kd_only.total.item() - topk_kd_loss(student, targets, 2.0).item()) < 1e-6
+    assert abs(mixed.total.item() - 0.5 * (kd_only.kd.item() + mlm.item())) < 1e-5
+    assert abs(hard.total.item() - mlm.item()) < 1e-6 and hard.kd.item() == 0.0
+    with pytest.raises(AssertionError):
+        DistillLoss(kd_weight=0.0, alpha_mlm=0.0)

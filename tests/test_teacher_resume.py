@@ -1,0 +1,114 @@
+"""The real entry point in subprocesses: SIGKILL + rerun, and torchrun with 2 ranks (gloo).
+
+Both must leave a store whose every array equals an uninterrupted single-process run's.
+All processes run with one thread so float results do not depend on thread scheduling.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from teacher_fixtures import save_tiny_bert_mlm, write_tagged_corpus, write_text_corpus
+
+from logit_store import open_store
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+pytestmark = pytest.mark.slow
+
+
+def _args(files: dict[str, Path], out: Path) -> list[str]:
+    return [
+        "precompute",
+        "--teacher", str(files["bert"]),
+        "--corpus", f"generic={files['generic']}",
+        "--corpus", f"task={files['task']}",
+        "--out", str(out),
+        "--max-length", "48",
+        "--unit-size", "8",
+        "--token-budget", "256",
+        "--device", "cpu",
+    ]  # fmt: skip
+
+
+def _cli(files: dict[str, Path], out: Path) -> list[str]:
+    return [sys.executable, "-m", "cli", *_args(files, out)]
+
+
+def _arrays(url: Path) -> dict[str, np.ndarray]:
+    found: dict[str, np.ndarray] = {}
+
+    def walk(group: zarr.Group, prefix: str) -> None:
+        for name, arr in group.arrays():
+            found[prefix + name] = arr[...]
+        for name, sub in group.groups():
+            walk(sub, f"{prefix}{name}/")
+
+    walk(zarr.open_group(str(url), mode="r"), "")
+    return found
+
+
+def _assert_same_store(a: Path, b: Path) -> None:
+    left, right = _arrays(a), _arrays(b)
+    assert sorted(left) == sorted(right)
+    assert any("target_values" in name for name in left)
+    for name, values in left.items():
+        assert np.array_equal(values, right[name]), name
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("resume")
+    files = {
+        "bert": save_tiny_bert_mlm(root / "bert"),
+        "generic": write_text_corpus(root / "generic.txt", 400),
+        "task": write_tagged_corpus(root / "task.jsonl", 40),
+    }
+    files["reference"] = root / "reference.zarr"
+    subprocess.run(_cli(files, files["reference"]), cwd=ROOT, env=ENV, check=True, capture_output=True)
+    return files
+
+
+def test_sigkill_mid_run_then_rerun_equals_uninterrupted(files, tmp_path: Path) -> None:
+    out = tmp_path / "killed.zarr"
+    proc = subprocess.Popen(_cli(files, out), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    done = 0
+    while done == 0 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+        done = _completed_sequences(out)
+    finished_early = proc.poll()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    stderr = proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+    assert finished_early is None and done > 0, (finished_early, done, stderr)
+    partial = open_store(str(out))
+    assert 0 < len(partial["generic"]) < 400 and not partial.complete
+    rerun = subprocess.run(_cli(files, out), cwd=ROOT, env=ENV, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert open_store(str(out)).complete
+    _assert_same_store(out, files["reference"])
+
+
+def _completed_sequences(out: Path) -> int:
+    try:
+        return len(open_store(str(out))["generic"])
+    except Exception:  # not created yet, or being created by the other process
+        return 0
+
+
+def test_torchrun_two_ranks_equals_single_process(files, tmp_path: Path) -> None:
+    out = tmp_path / "ranks.zarr"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun), "--standalone", "--nproc-per-node", "2", "cli.py", *_args(files, out)]
+    result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _assert_same_store(out, files["reference"])
