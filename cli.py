@@ -230,8 +230,11 @@ def similarity(
     from similarity import CompareSettings, SimilarityConfig, run_similarity
     from similarity.render import print_report
 
-    missing = [name for name, value in (("--generic", generic), ("--task", task), ("--out", out))
-               if value is None]
+    missing = [
+        name
+        for name, value in (("--generic", generic), ("--task", task), ("--out", out))
+        if value is None
+    ]
     if missing:
         raise UserError(f"kdcache similarity: missing {', '.join(missing)} (or use `show REPORT`)")
     config = SimilarityConfig(

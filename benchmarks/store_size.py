@@ -39,8 +39,14 @@ def logits_batch(vocab: int, rows: int, perm: torch.Tensor, gen: torch.Generator
 
 def to_numpy(t: SparseTargets) -> SparseTargets:
     conv = lambda x: None if x is None else x.numpy()  # noqa: E731
-    return SparseTargets(t.encoding, t.ids.numpy(), logprobs=conv(t.logprobs),
-                         tail_logmass=conv(t.tail_logmass), counts=conv(t.counts), n_samples=t.n_samples)
+    return SparseTargets(
+        t.encoding,
+        t.ids.numpy(),
+        logprobs=conv(t.logprobs),
+        tail_logmass=conv(t.tail_logmass),
+        counts=conv(t.counts),
+        n_samples=t.n_samples,
+    )
 
 
 def store_bytes(url: str) -> int:
@@ -56,23 +62,36 @@ def store_bytes(url: str) -> int:
 def write(url: str, meta: StoreMeta, targets: SparseTargets) -> None:
     n_pos = targets.num_positions
     n_seq = n_pos // POSITIONS_PER_SEQ
-    plan = CorpusPlan(name="c", lengths=np.full(n_seq, 16), n_positions=np.full(n_seq, POSITIONS_PER_SEQ),
-                      unit_size=n_seq)
+    plan = CorpusPlan(
+        name="c",
+        lengths=np.full(n_seq, 16),
+        n_positions=np.full(n_seq, POSITIONS_PER_SEQ),
+        unit_size=n_seq,
+    )
     writer = create_store(url, meta, [plan])
     (unit,) = writer.units("c")
     positions = np.tile(np.arange(POSITIONS_PER_SEQ), n_seq)
-    writer.write_unit(unit, UnitData(
-        np.full(16 * n_seq, 5), np.zeros(16 * n_seq, dtype=np.int64), positions, np.full(n_pos, 4), targets,
-        [{"text": ""} for _ in range(n_seq)],
-    ))
+    writer.write_unit(
+        unit,
+        UnitData(
+            np.full(16 * n_seq, 5),
+            np.zeros(16 * n_seq, dtype=np.int64),
+            positions,
+            np.full(n_pos, 4),
+            targets,
+            [{"text": ""} for _ in range(n_seq)],
+        ),
+    )
 
 
 def read_rate(url: str, repeats: int = 3) -> float:
     """Labelled positions per second decoded into torch tensors by Corpus.batch, one thread."""
     torch.set_num_threads(1)
     best = 0.0
+    corpus = open_store(url)["c"]
+    corpus.batch([0])  # open the arrays once (reads their metadata)
     for _ in range(repeats):
-        corpus = open_store(url)["c"]
+        corpus._cache.clear()  # decode from disk every time
         start = time.perf_counter()
         b = corpus.batch(np.arange(len(corpus)))
         best = max(best, b.targets.num_positions / (time.perf_counter() - start))
@@ -89,19 +108,42 @@ def naive_bytes(t: SparseTargets) -> int:
 def run(vocab: int, positions: int, ks: list[int], tmp: Path) -> list[dict[str, object]]:
     gen = torch.Generator().manual_seed(vocab)
     perm = torch.randperm(vocab, generator=gen)
-    batches = [logits_batch(vocab, ROWS_PER_BATCH, perm, gen) for _ in range(positions // ROWS_PER_BATCH)]
-    entropy = torch.cat([-(torch.softmax(z, -1) * torch.log_softmax(z, -1)).sum(-1) for z in batches])
+    batches = [
+        logits_batch(vocab, ROWS_PER_BATCH, perm, gen) for _ in range(positions // ROWS_PER_BATCH)
+    ]
+    entropy = torch.cat(
+        [-(torch.softmax(z, -1) * torch.log_softmax(z, -1)).sum(-1) for z in batches]
+    )
     results: list[dict[str, object]] = []
-    base = dict(teacher_id="bench", teacher_hash="0", tokenizer_id="bench", tokenizer_hash="0",
-                vocab_size=vocab, pad_token_id=0, mask_token_id=4)
+    base = dict(
+        teacher_id="bench",
+        teacher_hash="0",
+        tokenizer_id="bench",
+        tokenizer_hash="0",
+        vocab_size=vocab,
+        pad_token_id=0,
+        mask_token_id=4,
+    )
     for k in ks:
         exact = [sort_by_id(topk_targets(z, k)) for z in batches]
         cat = lambda ts, f: torch.cat([getattr(t, f) for t in ts])  # noqa: E731
-        exact_all = SparseTargets("topk", cat(exact, "ids"), logprobs=cat(exact, "logprobs"),
-                                  tail_logmass=cat(exact, "tail_logmass"))
+        exact_all = SparseTargets(
+            "topk",
+            cat(exact, "ids"),
+            logprobs=cat(exact, "logprobs"),
+            tail_logmass=cat(exact, "tail_logmass"),
+        )
         prob_order = [topk_targets(z, k) for z in batches]
-        naive = naive_bytes(to_numpy(SparseTargets("topk", cat(prob_order, "ids"), logprobs=cat(prob_order, "logprobs"),
-                                                   tail_logmass=cat(prob_order, "tail_logmass"))))
+        naive = naive_bytes(
+            to_numpy(
+                SparseTargets(
+                    "topk",
+                    cat(prob_order, "ids"),
+                    logprobs=cat(prob_order, "logprobs"),
+                    tail_logmass=cat(prob_order, "tail_logmass"),
+                )
+            )
+        )
         for value_dtype in ("q8", "fp16"):
             url = str(tmp / f"topk-{vocab}-{k}-{value_dtype}.zarr")
             meta = StoreMeta(**base, encoding="topk", k=k, value_dtype=value_dtype)  # type: ignore[arg-type]
@@ -109,27 +151,49 @@ def run(vocab: int, positions: int, ks: list[int], tmp: Path) -> list[dict[str, 
             batch = open_store(url)["c"].batch(np.arange(positions // POSITIONS_PER_SEQ))
             assert torch.equal(batch.batch_index, torch.arange(positions) // POSITIONS_PER_SEQ)
             stored = sort_by_id(batch.targets)
-            fid = [fidelity(z, SparseTargets("topk", stored.ids[i * ROWS_PER_BATCH:(i + 1) * ROWS_PER_BATCH],
-                                             logprobs=stored.logprobs[i * ROWS_PER_BATCH:(i + 1) * ROWS_PER_BATCH],
-                                             tail_logmass=stored.tail_logmass[i * ROWS_PER_BATCH:(i + 1) * ROWS_PER_BATCH]),
-                            exact[i]) for i, z in enumerate(batches)]
+            fid = [
+                fidelity(
+                    z,
+                    SparseTargets(
+                        "topk",
+                        stored.ids[i * ROWS_PER_BATCH : (i + 1) * ROWS_PER_BATCH],
+                        logprobs=stored.logprobs[i * ROWS_PER_BATCH : (i + 1) * ROWS_PER_BATCH],
+                        tail_logmass=stored.tail_logmass[
+                            i * ROWS_PER_BATCH : (i + 1) * ROWS_PER_BATCH
+                        ],
+                    ),
+                    exact[i],
+                )
+                for i, z in enumerate(batches)
+            ]
             quant = bucket_kl(exact_all, stored).numpy()
-            results.append({
-                "vocab": vocab, "encoding": "topk", "k": k, "values": value_dtype,
-                "bytes_per_position": round(store_bytes(url) / positions, 1),
-                "naive_bytes_per_position": round(naive / positions, 1),
-                "forward_kl_mean": round(float(np.mean([f.forward_kl.mean() for f in fid])), 4),
-                "jsd_mean": round(float(np.mean([f.jsd.mean() for f in fid])), 4),
-                "quantization_kl_mean": float(f"{quant.mean():.2e}"),
-                "quantization_kl_max": float(f"{quant.max():.2e}"),
-                "read_positions_per_s": round(read_rate(url)) if k == 32 and value_dtype == "q8" else None,
-            })
+            results.append(
+                {
+                    "vocab": vocab,
+                    "encoding": "topk",
+                    "k": k,
+                    "values": value_dtype,
+                    "bytes_per_position": round(store_bytes(url) / positions, 1),
+                    "naive_bytes_per_position": round(naive / positions, 1),
+                    "forward_kl_mean": round(float(np.mean([f.forward_kl.mean() for f in fid])), 4),
+                    "jsd_mean": round(float(np.mean([f.jsd.mean() for f in fid])), 4),
+                    "quantization_kl_mean": float(f"{quant.mean():.2e}"),
+                    "quantization_kl_max": float(f"{quant.max():.2e}"),
+                    "read_positions_per_s": round(read_rate(url))
+                    if k == 32 and value_dtype == "q8"
+                    else None,
+                }
+            )
             print(json.dumps(results[-1]))
     sampled = [sampled_targets(z, 50, gen) for z in batches]
     width = max(t.ids.shape[1] for t in sampled)
     pad = lambda x: torch.nn.functional.pad(x, (0, width - x.shape[1]))  # noqa: E731
-    all_s = SparseTargets("sampled", torch.cat([pad(t.ids) for t in sampled]),
-                          counts=torch.cat([pad(t.counts) for t in sampled]), n_samples=50)
+    all_s = SparseTargets(
+        "sampled",
+        torch.cat([pad(t.ids) for t in sampled]),
+        counts=torch.cat([pad(t.counts) for t in sampled]),
+        n_samples=50,
+    )
     url = str(tmp / f"sampled-{vocab}.zarr")
     write(url, StoreMeta(**base, encoding="sampled", n_samples=50), to_numpy(all_s))  # type: ignore[arg-type]
     total = store_bytes(url)
@@ -144,11 +208,21 @@ def run(vocab: int, positions: int, ks: list[int], tmp: Path) -> list[dict[str, 
         n = int(sel.sum()) // POSITIONS_PER_SEQ * POSITIONS_PER_SEQ
         sub = SparseTargets("sampled", sub.ids[:n], counts=sub.counts[:n], n_samples=50)
         write(burl, StoreMeta(**base, encoding="sampled", n_samples=50), to_numpy(sub))  # type: ignore[arg-type]
-        buckets[f"{lo}-{hi}"] = {"positions": n, "bytes_per_position": round(store_bytes(burl) / n, 1),
-                                 "unique_ids_mean": round(float(uniques[sel].mean()), 1)}
-    results.append({"vocab": vocab, "encoding": "sampled", "N": 50,
-                    "bytes_per_position": round(total / positions, 1),
-                    "unique_ids_mean": round(float(uniques.mean()), 1), "by_entropy_nats": buckets})
+        buckets[f"{lo}-{hi}"] = {
+            "positions": n,
+            "bytes_per_position": round(store_bytes(burl) / n, 1),
+            "unique_ids_mean": round(float(uniques[sel].mean()), 1),
+        }
+    results.append(
+        {
+            "vocab": vocab,
+            "encoding": "sampled",
+            "N": 50,
+            "bytes_per_position": round(total / positions, 1),
+            "unique_ids_mean": round(float(uniques.mean()), 1),
+            "by_entropy_nats": buckets,
+        }
+    )
     print(json.dumps(results[-1]))
     return results
 

@@ -36,6 +36,18 @@ def table_slot(meta: StoreMeta, layout: UnitLayout) -> int:
     return -(-need // TABLE_CHUNK) * TABLE_CHUNK if need > TABLE_CHUNK else need
 
 
+def child_array(group: zarr.Group, name: str) -> zarr.Array:
+    arr = group[name]
+    assert isinstance(arr, zarr.Array), f"{name} is not an array"
+    return arr
+
+
+def attrs_dict(group: zarr.Group, key: str) -> dict[str, Any]:
+    value = group.attrs[key]
+    assert isinstance(value, dict), f"attribute {key} is not a mapping"
+    return dict(value)
+
+
 def numeric_codecs() -> list[Any]:
     return [BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle"), Crc32cCodec()]
 
@@ -64,47 +76,98 @@ def create_corpus_arrays(
     plan_chunk = min(PLAN_CHUNK, n)
     for name, values in (("plan_lengths", plan.lengths), ("plan_positions", plan.n_positions)):
         arr = group.create_array(
-            name, shape=(n,), dtype="int32", chunks=(plan_chunk,),
-            compressors=numeric_codecs(), fill_value=0, overwrite=True,
+            name,
+            shape=(n,),
+            dtype="int32",
+            chunks=(plan_chunk,),
+            compressors=numeric_codecs(),
+            fill_value=0,
+            overwrite=True,
         )
         arr[:] = values.astype(np.int32)
     group.create_array(
-        "done", shape=(units,), dtype="uint8", chunks=(1,), compressors=[Crc32cCodec()],
-        fill_value=0, overwrite=True,
+        "done",
+        shape=(units,),
+        dtype="uint8",
+        chunks=(1,),
+        compressors=[Crc32cCodec()],
+        fill_value=0,
+        overwrite=True,
     )
     for name in SEQUENCE_ARRAYS:
         group.create_array(
-            name, shape=(units * s,), dtype=str, chunks=(s,), compressors=text_codecs(),
-            fill_value="", overwrite=True,
+            name,
+            shape=(units * s,),
+            dtype=str,
+            chunks=(s,),
+            compressors=text_codecs(),
+            fill_value="",
+            overwrite=True,
         )
     for name in TOKEN_ARRAYS:
         group.create_array(
-            name, shape=(units * t,), dtype="int32", chunks=(layout.token_chunk,), shards=(t,),
-            compressors=numeric_codecs(), fill_value=0, overwrite=True,
+            name,
+            shape=(units * t,),
+            dtype="int32",
+            chunks=(layout.token_chunk,),
+            shards=(t,),
+            compressors=numeric_codecs(),
+            fill_value=0,
+            overwrite=True,
         )
     pc = layout.position_chunk
     for name in ("positions", "masked_ids"):
         group.create_array(
-            name, shape=(units * p,), dtype="int32", chunks=(pc,), shards=(p,),
-            compressors=numeric_codecs(), fill_value=0, overwrite=True,
+            name,
+            shape=(units * p,),
+            dtype="int32",
+            chunks=(pc,),
+            shards=(p,),
+            compressors=numeric_codecs(),
+            fill_value=0,
+            overwrite=True,
         )
     group.create_array(
-        "target_ids", shape=(units * p, w), dtype="uint32", chunks=(pc, w), shards=(p, w),
-        compressors=numeric_codecs(), fill_value=0, overwrite=True,
+        "target_ids",
+        shape=(units * p, w),
+        dtype="uint32",
+        chunks=(pc, w),
+        shards=(p, w),
+        compressors=numeric_codecs(),
+        fill_value=0,
+        overwrite=True,
     )
     group.create_array(
-        "target_values", shape=(units * p, w), dtype=target_codec.value_dtype(meta),
-        chunks=(pc, w), shards=(p, w), compressors=numeric_codecs(), fill_value=0, overwrite=True,
+        "target_values",
+        shape=(units * p, w),
+        dtype=target_codec.value_dtype(meta),
+        chunks=(pc, w),
+        shards=(p, w),
+        compressors=numeric_codecs(),
+        fill_value=0,
+        overwrite=True,
     )
     ts = table_slot(meta, layout)
     group.create_array(
-        "id_table", shape=(units * ts,), dtype="uint32", chunks=(min(TABLE_CHUNK, ts),),
-        shards=(ts,), compressors=numeric_codecs(), fill_value=0, overwrite=True,
+        "id_table",
+        shape=(units * ts,),
+        dtype="uint32",
+        chunks=(min(TABLE_CHUNK, ts),),
+        shards=(ts,),
+        compressors=numeric_codecs(),
+        fill_value=0,
+        overwrite=True,
     )
     if meta.encoding == "topk":
         group.create_array(
-            "tail_logmass", shape=(units * p,), dtype="float32", chunks=(pc,), shards=(p,),
-            compressors=numeric_codecs(), fill_value=0.0, overwrite=True,
+            "tail_logmass",
+            shape=(units * p,),
+            dtype="float32",
+            chunks=(pc,),
+            shards=(p,),
+            compressors=numeric_codecs(),
+            fill_value=0.0,
+            overwrite=True,
         )
 
 

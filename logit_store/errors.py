@@ -12,7 +12,10 @@ class StoreMismatchError(UserError):
 
     def __init__(self, where: str, diffs: list[tuple[str, object, object]]) -> None:
         self.diffs = diffs
-        lines = [f"  {field}: stored {stored!r} != expected {expected!r}" for field, stored, expected in diffs]
+        lines = [
+            f"  {field}: stored {stored!r} != expected {expected!r}"
+            for field, stored, expected in diffs
+        ]
         super().__init__(
             f"{where} was written with different settings:\n"
             + "\n".join(lines)

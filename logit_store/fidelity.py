@@ -72,15 +72,20 @@ def _kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 def bucket_kl(exact: SparseTargets, stored: SparseTargets) -> torch.Tensor:
     """KL over the k + 1 buckets (top-k ids and the tail) between two top-k encodings."""
+
     def buckets(t: SparseTargets) -> torch.Tensor:
-        lp = torch.cat([_as_tensor(t.logprobs).double(), _as_tensor(t.tail_logmass).double()[:, None]], 1)
+        lp = torch.cat(
+            [_as_tensor(t.logprobs).double(), _as_tensor(t.tail_logmass).double()[:, None]], 1
+        )
         p = lp.exp()
         return p / p.sum(-1, keepdim=True)
 
     return _kl(buckets(exact), buckets(stored))
 
 
-def fidelity(logits: torch.Tensor, stored: SparseTargets, exact: SparseTargets | None = None) -> Fidelity:
+def fidelity(
+    logits: torch.Tensor, stored: SparseTargets, exact: SparseTargets | None = None
+) -> Fidelity:
     """Compare dense teacher logits (P, V) with what the store reconstructs from `stored`.
 
     `exact` is the unquantized top-k of the same logits (for the quantization-only error); both
@@ -92,7 +97,11 @@ def fidelity(logits: torch.Tensor, stored: SparseTargets, exact: SparseTargets |
     forward = _kl(p, q)
     reverse = _kl(q, p) if stored.encoding == "topk" else torch.full_like(forward, math.inf)
     jsd = 0.5 * _kl(p, m) + 0.5 * _kl(q, m)
-    quant = bucket_kl(exact, stored).numpy() if exact is not None and stored.encoding == "topk" else None
+    quant = (
+        bucket_kl(exact, stored).numpy()
+        if exact is not None and stored.encoding == "topk"
+        else None
+    )
     return Fidelity(forward.numpy(), reverse.numpy(), jsd.numpy(), quant)
 
 
@@ -102,7 +111,10 @@ def sort_by_id(t: SparseTargets) -> SparseTargets:
     order = ids.argsort(dim=-1)
     take = lambda x: None if x is None else torch.gather(_as_tensor(x), 1, order)  # noqa: E731
     return SparseTargets(
-        t.encoding, torch.gather(ids, 1, order), logprobs=take(t.logprobs),
+        t.encoding,
+        torch.gather(ids, 1, order),
+        logprobs=take(t.logprobs),
         tail_logmass=None if t.tail_logmass is None else _as_tensor(t.tail_logmass),
-        counts=take(t.counts), n_samples=t.n_samples,
+        counts=take(t.counts),
+        n_samples=t.n_samples,
     )

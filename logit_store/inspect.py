@@ -57,7 +57,11 @@ def inspect_summary(store: Store) -> dict[str, Any]:
         "format_version": meta.format_version,
         "tool_version": meta.tool_version,
         "teacher": {"id": meta.teacher_id, "hash": meta.teacher_hash},
-        "tokenizer": {"id": meta.tokenizer_id, "hash": meta.tokenizer_hash, "vocab_size": meta.vocab_size},
+        "tokenizer": {
+            "id": meta.tokenizer_id,
+            "hash": meta.tokenizer_hash,
+            "vocab_size": meta.vocab_size,
+        },
         "mode": meta.mode,
         "task_kind": meta.task_kind,
         "label_names": list(meta.label_names),
@@ -76,8 +80,13 @@ def inspect_summary(store: Store) -> dict[str, Any]:
 def print_summary(summary: dict[str, Any], console: Console) -> None:
     enc = summary["encoding"]
     width = f"k={summary['k']}" if enc == "topk" else f"N={summary['samples']}"
-    console.print(f"[bold]{summary['store']}[/bold]  (format v{summary['format_version']}, {summary['tool_version']})")
-    console.print(f"teacher    {summary['teacher']['id']}  [dim]{summary['teacher']['hash'][:16]}[/dim]")
+    console.print(
+        f"[bold]{summary['store']}[/bold]  "
+        f"(format v{summary['format_version']}, {summary['tool_version']})"
+    )
+    console.print(
+        f"teacher    {summary['teacher']['id']}  [dim]{summary['teacher']['hash'][:16]}[/dim]"
+    )
     tok = summary["tokenizer"]
     console.print(f"tokenizer  {tok['id']}  V={tok['vocab_size']}  [dim]{tok['hash'][:16]}[/dim]")
     console.print(
@@ -85,16 +94,33 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         f"max_length={summary['max_length']}  masking={summary['masking']}"
     )
     table = Table(title=None)
-    for col in ("corpus", "sequences", "tokens", "labelled pos.", "B/pos (targets)", "B/pos (all)", "units", "skipped"):
+    for col in (
+        "corpus",
+        "sequences",
+        "tokens",
+        "labelled pos.",
+        "B/pos (targets)",
+        "B/pos (all)",
+        "units",
+        "skipped",
+    ):
         table.add_column(col, justify="left" if col in ("corpus", "skipped") else "right")
     for c in summary["corpora"]:
         units = f"{c['units_done']}/{c['units_total']}"
         table.add_row(
-            c["name"], f"{c['sequences']:,}", f"{c['tokens']:,}", f"{c['labelled_positions']:,}",
-            f"{c['target_bytes_per_position']:.1f}", f"{c['position_bytes_per_position']:.1f}",
+            c["name"],
+            f"{c['sequences']:,}",
+            f"{c['tokens']:,}",
+            f"{c['labelled_positions']:,}",
+            f"{c['target_bytes_per_position']:.1f}",
+            f"{c['position_bytes_per_position']:.1f}",
             units if c["complete"] else f"[yellow]{units}[/yellow]",
             ", ".join(f"{k}={v}" for k, v in c["skipped"].items()) or "-",
         )
     console.print(table)
-    state = "[green]complete[/green]" if summary["complete"] else "[yellow]incomplete: rerun precompute to finish[/yellow]"
+    state = (
+        "[green]complete[/green]"
+        if summary["complete"]
+        else "[yellow]incomplete: rerun precompute to finish[/yellow]"
+    )
     console.print(f"status     {state}")

@@ -84,7 +84,9 @@ class SequenceAddresses:
     n_positions: np.ndarray
 
     @classmethod
-    def compute(cls, layout: UnitLayout, lengths: np.ndarray, n_positions: np.ndarray) -> SequenceAddresses:
+    def compute(
+        cls, layout: UnitLayout, lengths: np.ndarray, n_positions: np.ndarray
+    ) -> SequenceAddresses:
         unit = np.arange(len(lengths)) // layout.unit_size
         return cls(
             token_start=_starts_within_units(lengths, unit) + unit * layout.token_slot,

@@ -68,7 +68,7 @@ class StoreMeta:
             raise UserError(f"vocab_size must be >= 2, got {self.vocab_size}")
         if self.mode == "task" and not self.label_names:
             raise UserError("task mode needs label_names (the teacher head's label space)")
-        if self.encoding == "topk" and not 1 <= self.k:
+        if self.encoding == "topk" and not self.k >= 1:
             raise UserError(f"k must be >= 1, got {self.k}")
         if self.encoding == "sampled" and not 1 <= self.n_samples <= 65535:
             raise UserError(f"samples must be in 1..65535, got {self.n_samples}")
@@ -175,7 +175,7 @@ class CorpusPlan:
             "label_names": {k: list(v) for k, v in self.label_names.items()},
             "unit_size": self.unit_size,
             "counts": {
-                "sequences": int(len(self.lengths)),
+                "sequences": len(self.lengths),
                 "tokens": int(self.lengths.sum()),
                 "positions": int(self.n_positions.sum()),
             },

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,14 @@ import torch
 import zarr
 
 from logit_store import target_codec
-from logit_store.arrays import CORPORA_GROUP, CORPUS_KEY, META_KEY, open_root
+from logit_store.arrays import (
+    CORPORA_GROUP,
+    CORPUS_KEY,
+    META_KEY,
+    attrs_dict,
+    child_array,
+    open_root,
+)
 from logit_store.errors import StoreCorruptError, UserError
 from logit_store.meta import StoreMeta
 from logit_store.records import SparseTargets
@@ -93,11 +101,13 @@ class _UnitBlock:
     tail: np.ndarray | None
 
 
-def read_target_ids(group: zarr.Group, u: int, table_slot: int, start: int, n: int) -> np.ndarray:
+def read_target_ids(
+    array: Callable[[str], zarr.Array], u: int, table_slot: int, start: int, n: int
+) -> np.ndarray:
     """Stored rank gaps of positions [start, start + n) -> absolute ids, via unit u's id table."""
-    gaps = np.asarray(group["target_ids"][start : start + n])
+    gaps = np.asarray(array("target_ids")[start : start + n])
     used = int(np.cumsum(gaps, axis=1, dtype=np.int64).max()) + 1 if gaps.size else 0
-    table = np.asarray(group["id_table"][u * table_slot : u * table_slot + used])
+    table = np.asarray(array("id_table")[u * table_slot : u * table_slot + used])
     return target_codec.ids_from_gaps(gaps, table)
 
 
@@ -121,19 +131,31 @@ class Corpus:
         group = self.store.root[f"{CORPORA_GROUP}/{self.name}"]
         assert isinstance(group, zarr.Group)
         self.group = group
-        self.info: dict[str, Any] = dict(group.attrs[CORPUS_KEY])
+        self.info: dict[str, Any] = attrs_dict(group, CORPUS_KEY)
         layout = self.info["layout"]
         self.unit_size = int(layout["unit_size"])
-        self.token_slot, self.position_slot = int(layout["token_slot"]), int(layout["position_slot"])
+        self.token_slot, self.position_slot = (
+            int(layout["token_slot"]),
+            int(layout["position_slot"]),
+        )
         self.n_units = int(layout["n_units"])
         self.table_slot = int(layout["table_slot"])
         total = int(self.info["counts"]["sequences"])
-        done = np.asarray(group["done"][:]).astype(bool)
+        done = np.asarray(child_array(group, "done")[:]).astype(bool)
         self.done_units = np.flatnonzero(done)
         sizes = np.minimum(self.unit_size, total - self.done_units * self.unit_size)
-        self._unit_first = np.cumsum(sizes) - sizes  # dense index of each done unit's first sequence
+        self._unit_first = (
+            np.cumsum(sizes) - sizes
+        )  # dense index of each done unit's first sequence
         self._len = int(sizes.sum())
         self._cache: OrderedDict[int, _UnitBlock] = OrderedDict()
+        self._arrays: dict[str, zarr.Array] = {}
+
+    def array(self, name: str) -> zarr.Array:
+        """The corpus's zarr array `name` (opened once: each open reads its metadata)."""
+        if name not in self._arrays:
+            self._arrays[name] = child_array(self.group, name)
+        return self._arrays[name]
 
     def __getstate__(self) -> dict[str, Any]:
         return {"store": self.store, "name": self.name}
@@ -150,7 +172,7 @@ class Corpus:
         return len(self.done_units) == self.n_units
 
     def unit_ranges(self) -> list[tuple[int, int]]:
-        """[start, stop) dense sequence ranges, one per completed unit (for block-shuffled reads)."""
+        """[start, stop) dense sequence ranges, one per completed unit (block-shuffled reads)."""
         stops = np.r_[self._unit_first[1:], self._len]
         return [(int(a), int(b)) for a, b in zip(self._unit_first, stops, strict=True)]
 
@@ -177,9 +199,9 @@ class Corpus:
         return block
 
     def _read_unit(self, u: int) -> _UnitBlock:
-        g, s = self.group, self.unit_size
-        lengths = np.asarray(g["plan_lengths"][u * s : (u + 1) * s], dtype=np.int64)
-        n_positions = np.asarray(g["plan_positions"][u * s : (u + 1) * s], dtype=np.int64)
+        g, s = self.array, self.unit_size
+        lengths = np.asarray(g("plan_lengths")[u * s : (u + 1) * s], dtype=np.int64)
+        n_positions = np.asarray(g("plan_positions")[u * s : (u + 1) * s], dtype=np.int64)
         tok0, pos0 = u * self.token_slot, u * self.position_slot
         n_tok, n_pos = int(lengths.sum()), int(n_positions.sum())
         return _UnitBlock(
@@ -187,21 +209,21 @@ class Corpus:
             n_positions=n_positions,
             token_start=np.cumsum(lengths) - lengths,
             position_start=np.cumsum(n_positions) - n_positions,
-            input_ids=np.asarray(g["input_ids"][tok0 : tok0 + n_tok], dtype=np.int64),
-            word_ids=np.asarray(g["word_ids"][tok0 : tok0 + n_tok], dtype=np.int64),
-            positions=np.asarray(g["positions"][pos0 : pos0 + n_pos], dtype=np.int64),
-            masked_ids=np.asarray(g["masked_ids"][pos0 : pos0 + n_pos], dtype=np.int64),
+            input_ids=np.asarray(g("input_ids")[tok0 : tok0 + n_tok], dtype=np.int64),
+            word_ids=np.asarray(g("word_ids")[tok0 : tok0 + n_tok], dtype=np.int64),
+            positions=np.asarray(g("positions")[pos0 : pos0 + n_pos], dtype=np.int64),
+            masked_ids=np.asarray(g("masked_ids")[pos0 : pos0 + n_pos], dtype=np.int64),
             target_ids=read_target_ids(g, u, self.table_slot, pos0, n_pos),
-            target_values=np.asarray(g["target_values"][pos0 : pos0 + n_pos]),
+            target_values=np.asarray(g("target_values")[pos0 : pos0 + n_pos]),
             tail=(
-                np.asarray(g["tail_logmass"][pos0 : pos0 + n_pos])
+                np.asarray(g("tail_logmass")[pos0 : pos0 + n_pos])
                 if self.store.meta.encoding == "topk"
                 else None
             ),
         )
 
     def _records(self, units: np.ndarray, local: np.ndarray) -> list[dict[str, Any]]:
-        arr, s = self.group["records"], self.unit_size
+        arr, s = self.array("records"), self.unit_size
         return [
             json.loads(str(np.asarray(arr[int(u) * s + int(i)]).item()))
             for u, i in zip(units, local, strict=True)
@@ -244,7 +266,7 @@ class Corpus:
         return [json.loads(r).get(name) for r in self._sequence_column("records")]
 
     def _sequence_column(self, array: str) -> np.ndarray:
-        arr, s, total = self.group[array], self.unit_size, int(self.info["counts"]["sequences"])
+        arr, s, total = self.array(array), self.unit_size, int(self.info["counts"]["sequences"])
         parts = [
             np.asarray(arr[u * s : min((u + 1) * s, total)], dtype=object) for u in self.done_units
         ]
@@ -256,7 +278,9 @@ class Corpus:
         units, local = self._locate(idx)
         meta = self.store.meta
         lengths = np.zeros(len(idx), dtype=np.int64)
-        parts: dict[str, list[np.ndarray]] = {k: [] for k in ("tok", "wid", "pos", "mid", "tid", "tv", "tail", "row")}
+        parts: dict[str, list[np.ndarray]] = {
+            k: [] for k in ("tok", "wid", "pos", "mid", "tid", "tv", "tail", "row")
+        }
         order = np.argsort(units, kind="stable")
         for u in np.unique(units):
             rows = order[units[order] == u]
@@ -313,8 +337,12 @@ def _to_torch(t: SparseTargets) -> SparseTargets:
         return None if x is None else torch.from_numpy(np.ascontiguousarray(x))
 
     return SparseTargets(
-        t.encoding, conv(t.ids), logprobs=conv(t.logprobs), tail_logmass=conv(t.tail_logmass),
-        counts=conv(t.counts), n_samples=t.n_samples,
+        t.encoding,
+        conv(t.ids),
+        logprobs=conv(t.logprobs),
+        tail_logmass=conv(t.tail_logmass),
+        counts=conv(t.counts),
+        n_samples=t.n_samples,
     )
 
 
@@ -329,7 +357,7 @@ class Store:
                 f"{url}: not a kdcache store, or its creation never finished "
                 "(no kdcache metadata); rerun the precompute command that writes it"
             )
-        self.meta = StoreMeta.from_dict(dict(self.root.attrs[META_KEY]))
+        self.meta = StoreMeta.from_dict(attrs_dict(self.root, META_KEY))
         self._corpora: dict[str, Corpus] = {}
 
     def __getstate__(self) -> dict[str, Any]:

@@ -25,9 +25,7 @@ from logit_store.records import SparseTargets
 def log1mexp(x: torch.Tensor) -> torch.Tensor:
     """log(1 - exp(x)) for x <= 0, accurate over the whole range."""
     x = x.clamp(max=0.0)
-    return torch.where(
-        x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x))
-    )
+    return torch.where(x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
 
 
 def topk_targets(logits: torch.Tensor, k: int) -> SparseTargets:

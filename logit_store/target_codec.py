@@ -30,7 +30,9 @@ def value_dtype(meta: StoreMeta) -> np.dtype:
 
 
 def _q8_table(meta: StoreMeta) -> np.ndarray:
-    return (-np.arange(256, dtype=np.float32) * np.float32(meta.q8_range / 255.0)).astype(np.float32)
+    return (-np.arange(256, dtype=np.float32) * np.float32(meta.q8_range / 255.0)).astype(
+        np.float32
+    )
 
 
 def encode(meta: StoreMeta, targets: SparseTargets) -> dict[str, np.ndarray]:
@@ -92,7 +94,9 @@ def ids_from_gaps(gaps: np.ndarray, table: np.ndarray) -> np.ndarray:
     return table.astype(np.int64)[ranks]
 
 
-def decode(meta: StoreMeta, full_ids: np.ndarray, values: np.ndarray, tail: np.ndarray | None) -> SparseTargets:
+def decode(
+    meta: StoreMeta, full_ids: np.ndarray, values: np.ndarray, tail: np.ndarray | None
+) -> SparseTargets:
     """Absolute ids (see `ids_from_gaps`), stored values and tail -> SparseTargets (numpy)."""
     if meta.encoding == "topk":
         if meta.value_dtype == "q8":
@@ -100,7 +104,9 @@ def decode(meta: StoreMeta, full_ids: np.ndarray, values: np.ndarray, tail: np.n
         else:
             logprobs = values.astype(np.float32)
         assert tail is not None
-        return SparseTargets("topk", full_ids, logprobs=logprobs, tail_logmass=tail.astype(np.float32))
+        return SparseTargets(
+            "topk", full_ids, logprobs=logprobs, tail_logmass=tail.astype(np.float32)
+        )
     counts = values.astype(np.float32)
     if len(counts):
         used = int((counts > 0).sum(axis=1).max())

@@ -20,7 +20,7 @@ MAX_LISTED = 10
 
 
 def _read_slot(corpus: Corpus, array: str, start: int, stop: int) -> np.ndarray:
-    return np.asarray(corpus.group[array][start:stop])
+    return np.asarray(corpus.array(array)[start:stop])
 
 
 def _check_unit(corpus: Corpus, u: int, n_classes: int, vocab: int) -> list[str]:
@@ -49,7 +49,10 @@ def _check_unit(corpus: Corpus, u: int, n_classes: int, vocab: int) -> list[str]
             faults.append(f"{where}: array {name!r} cannot be read ({type(err).__name__}: {err})")
     if faults:
         return faults
-    lengths, n_pos = arrays["plan_lengths"].astype(np.int64), arrays["plan_positions"].astype(np.int64)
+    lengths, n_pos = (
+        arrays["plan_lengths"].astype(np.int64),
+        arrays["plan_positions"].astype(np.int64),
+    )
     n_tok, n_lab = int(lengths.sum()), int(n_pos.sum())
     records = arrays["records"]
     if (records[:n_seq] == "").any() or (records[n_seq:] != "").any():
@@ -76,7 +79,9 @@ def _check_unit(corpus: Corpus, u: int, n_classes: int, vocab: int) -> list[str]
     if ranks.size and ranks.max() >= corpus.table_slot:
         return [*faults, f"{where}: array 'target_ids' points past the unit's id table"]
     targets = target_codec.decode(
-        meta, target_codec.ids_from_gaps(gaps, arrays["id_table"]), arrays["target_values"][:n_lab],
+        meta,
+        target_codec.ids_from_gaps(gaps, arrays["id_table"]),
+        arrays["target_values"][:n_lab],
         None if tail is None else tail[:n_lab],
     )
     if len(targets.ids) and (targets.ids.max() >= n_classes):
@@ -87,7 +92,9 @@ def _check_unit(corpus: Corpus, u: int, n_classes: int, vocab: int) -> list[str]
         if (targets.tail_logmass > 0).any() or np.isnan(targets.tail_logmass).any():
             faults.append(f"{where}: array 'tail_logmass' has values > 0 or NaN")
     elif len(targets.counts) and (targets.counts.sum(axis=1) != meta.n_samples).any():
-        faults.append(f"{where}: array 'target_values' has counts that do not sum to N = {meta.n_samples}")
+        faults.append(
+            f"{where}: array 'target_values' has counts that do not sum to N = {meta.n_samples}"
+        )
     return faults
 
 
@@ -106,7 +113,9 @@ def verify_store(
         corpus = store[name]
         missing = sorted(set(range(corpus.n_units)) - set(corpus.done_units.tolist()))
         if missing:
-            listed = ", ".join(map(str, missing[:MAX_LISTED])) + (" ..." if len(missing) > MAX_LISTED else "")
+            listed = ", ".join(map(str, missing[:MAX_LISTED])) + (
+                " ..." if len(missing) > MAX_LISTED else ""
+            )
             faults.append(
                 f"corpus {name!r}: {len(missing)} of {corpus.n_units} units not written "
                 f"(units {listed}); rerun the precompute command to finish them"

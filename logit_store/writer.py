@@ -23,6 +23,8 @@ from logit_store.arrays import (
     CORPORA_GROUP,
     CORPUS_KEY,
     META_KEY,
+    attrs_dict,
+    child_array,
     create_corpus_arrays,
     layout_attrs,
     open_root,
@@ -55,16 +57,16 @@ class UnitData:
 
 
 def _plan_diffs(group: zarr.Group, plan: CorpusPlan) -> list[tuple[str, object, object]]:
-    stored = dict(group.attrs[CORPUS_KEY])
+    stored = attrs_dict(group, CORPUS_KEY)
     wanted = plan.attrs()
-    diffs = [
+    diffs: list[tuple[str, object, object]] = [
         (f"{plan.name}.{key}", stored.get(key), wanted[key])
         for key in ("source_hash", "unit_size", "counts", "label_names")
         if stored.get(key) != wanted[key]
     ]
     if not diffs:
         for name, values in (("plan_lengths", plan.lengths), ("plan_positions", plan.n_positions)):
-            if not np.array_equal(group[name][:], values):
+            if not np.array_equal(child_array(group, name)[:], values):
                 diffs.append((f"{plan.name}.{name}", "stored plan", "a different plan"))
     return diffs
 
@@ -82,7 +84,7 @@ def create_store(
     """
     root = open_root(url, "a", storage_options)
     if META_KEY in root.attrs:
-        StoreMeta.from_dict(dict(root.attrs[META_KEY])).check(meta, where=f"store {url}")
+        StoreMeta.from_dict(attrs_dict(root, META_KEY)).check(meta, where=f"store {url}")
     layouts: dict[str, UnitLayout] = {}
     for plan in plans:
         path = f"{CORPORA_GROUP}/{plan.name}"
@@ -125,12 +127,16 @@ class StoreWriter:
         return self.layouts[corpus].units(corpus, self.plans[corpus].num_sequences)
 
     def pending(self, corpus: str) -> list[Unit]:
-        done = self._group(corpus)["done"][:]
+        done = np.asarray(child_array(self._group(corpus), "done")[:])
         return [u for u in self.units(corpus) if not done[u.index]]
 
     def write_unit(self, unit: Unit, data: UnitData) -> None:
         """Write all of a unit's shards, then its done flag (so readers never see half a unit)."""
-        plan, layout, group = self.plans[unit.corpus], self.layouts[unit.corpus], self._group(unit.corpus)
+        plan, layout, group = (
+            self.plans[unit.corpus],
+            self.layouts[unit.corpus],
+            self._group(unit.corpus),
+        )
         lengths = plan.lengths[unit.start : unit.stop]
         n_positions = plan.n_positions[unit.start : unit.stop]
         n_tokens, n_labelled = int(lengths.sum()), int(n_positions.sum())
@@ -139,7 +145,7 @@ class StoreWriter:
         u, s, t, p = unit.index, layout.unit_size, layout.token_slot, layout.position_slot
 
         def put(name: str, values: np.ndarray, slot: int, used: int) -> None:
-            arr = group[name]
+            arr = child_array(group, name)
             full = np.zeros((slot, *arr.shape[1:]), dtype=arr.dtype)
             full[:used] = values
             arr[u * slot : (u + 1) * slot] = full
@@ -156,11 +162,13 @@ class StoreWriter:
         records = np.full(s, "", dtype=object)
         splits = np.full(s, "", dtype=object)
         for i, rec in enumerate(data.records):
-            records[i] = json.dumps({key: rec.get(key) for key in RECORD_FIELDS}, ensure_ascii=False)
+            records[i] = json.dumps(
+                {key: rec.get(key) for key in RECORD_FIELDS}, ensure_ascii=False
+            )
             splits[i] = str(rec.get("split") or "train")
-        group["records"][u * s : (u + 1) * s] = records
-        group["split"][u * s : (u + 1) * s] = splits
-        group["done"][u] = 1
+        child_array(group, "records")[u * s : (u + 1) * s] = records
+        child_array(group, "split")[u * s : (u + 1) * s] = splits
+        child_array(group, "done")[u] = 1
 
 
 def _check_unit(
@@ -168,12 +176,22 @@ def _check_unit(
 ) -> None:
     """The unit data must match the plan it was cut from (internal invariant: asserts)."""
     n_seq = unit.stop - unit.start
-    assert len(data.records) == n_seq, f"unit {unit}: {len(data.records)} records for {n_seq} sequences"
-    assert len(data.input_ids) == len(data.word_ids) == int(lengths.sum()), f"unit {unit}: token count"
-    assert len(data.positions) == len(data.masked_ids) == int(n_positions.sum()), f"unit {unit}: positions"
+    assert len(data.records) == n_seq, (
+        f"unit {unit}: {len(data.records)} records for {n_seq} sequences"
+    )
+    assert len(data.input_ids) == len(data.word_ids) == int(lengths.sum()), (
+        f"unit {unit}: token count"
+    )
+    assert len(data.positions) == len(data.masked_ids) == int(n_positions.sum()), (
+        f"unit {unit}: positions"
+    )
     assert data.targets.num_positions == len(data.positions), f"unit {unit}: target rows"
     if len(data.positions):
         seq_len = np.repeat(lengths, n_positions)
-        assert ((data.positions >= 0) & (data.positions < seq_len)).all(), f"unit {unit}: position range"
+        assert ((data.positions >= 0) & (data.positions < seq_len)).all(), (
+            f"unit {unit}: position range"
+        )
     if len(data.input_ids):
-        assert 0 <= data.input_ids.min() and data.input_ids.max() < meta.vocab_size, "token id range"
+        assert data.input_ids.min() >= 0 and data.input_ids.max() < meta.vocab_size, (
+            "token id range"
+        )

@@ -15,7 +15,7 @@ the tail (everything else) with stored log-mass ``tail_logmass`` = log(1 - Σ_{i
     ℓ_tail = tail_logmass / T
     log p̂_b = ℓ_b - logsumexp(ℓ_1..ℓ_k, ℓ_tail)             b ∈ S ∪ {tail}
     log q̂_i = log q_T(i)                                     i ∈ S
-    log q̂_tail = log(1 - Σ_{i∈S} q_T(i)) = log1mexp(-logsumexp_{i∈S} log q_T(i))
+    log q̂_tail = log(1 - Σ_{i∈S} q_T(i)) = log1mexp(logsumexp_{i∈S} log q_T(i))
     L_topk = T² · Σ_b p̂_b (log p̂_b - log q̂_b)
 
 Temperature treatment, exactly: dividing the stored log-probs by T and renormalising over the
@@ -43,18 +43,13 @@ no-distillation baseline.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from logit_store.records import SparseTargets
-
-
-def log1mexp(a: torch.Tensor) -> torch.Tensor:
-    """log(1 - exp(-a)) for a > 0, accurate on both sides of ln 2 (Mächler 2012)."""
-    return torch.where(a <= math.log(2.0), torch.log(-torch.expm1(-a)), torch.log1p(-torch.exp(-a)))
+from logit_store.sparsify import log1mexp
 
 
 def tempered_teacher(
@@ -69,11 +64,11 @@ def tempered_teacher(
 def student_tail_logmass(student_topk_logprobs: torch.Tensor) -> torch.Tensor:
     """log(1 - Σ_{i∈S} q(i)) from (P, k) student log-probs at the teacher's top-k ids → (P,).
 
-    The argument of log1mexp is clamped to ≥ float32 eps: when the student holds all but
+    log Σ q is clamped to ≤ -(float32 eps): when the student holds all but
     < 1e-7 of its mass inside S, float32 cannot resolve the remainder anyway.
     """
     inside = torch.logsumexp(student_topk_logprobs, dim=1)
-    return log1mexp((-inside).clamp_min(torch.finfo(torch.float32).eps))
+    return log1mexp(inside.clamp(max=-torch.finfo(torch.float32).eps))
 
 
 def topk_kd_loss(

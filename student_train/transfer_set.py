@@ -27,7 +27,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import zarr
 from torch.utils.data import DataLoader, Dataset
 
 from logit_store import Corpus, SparseBatch, Store, UserError
@@ -111,9 +110,7 @@ class TransferSetSpec:
 
 def corpus_lengths(corpus: Corpus) -> np.ndarray:
     """Tokens per sequence over the corpus's completed units (dense index order)."""
-    array = corpus.group["plan_lengths"]
-    assert isinstance(array, zarr.Array)
-    lengths = np.asarray(array[:], dtype=np.int64)
+    lengths = np.asarray(corpus.array("plan_lengths")[:], dtype=np.int64)
     s = corpus.unit_size
     return np.concatenate(
         [lengths[u * s : (u + 1) * s] for u in corpus.done_units] or [np.zeros(0, np.int64)]

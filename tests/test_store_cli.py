@@ -12,7 +12,10 @@ from synthetic import write_synthetic
 
 def kdcache(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
         cwd=Path(__file__).parents[1],
     )
 

@@ -12,24 +12,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from synthetic import synthetic_meta, synthetic_plans, write_synthetic
 
 from logit_store import StoreMismatchError, create_store, open_store
-from synthetic import synthetic_meta, synthetic_plans, write_synthetic
 
 WRITER = [sys.executable, str(Path(__file__).with_name("synthetic.py"))]
 
 
 def _arrays(url: str) -> dict[str, np.ndarray]:
     root = zarr.open_group(url, mode="r")
-    return {path: np.asarray(arr[...]) for path, arr in root.arrays()} | {
-        f"{g}/{path}": np.asarray(arr[...])
-        for g in ("corpora/generic", "corpora/task")
-        for path, arr in root[g].arrays()
-    }
+    out: dict[str, np.ndarray] = {}
+    for name in ("corpora/generic", "corpora/task"):
+        group = root[name]
+        assert isinstance(group, zarr.Group)
+        out |= {f"{name}/{path}": np.asarray(arr[...]) for path, arr in group.arrays()}
+    return out
 
 
 def _done_units(url: str) -> int:
-    return sum(len(list((Path(url) / "corpora" / c / "done" / "c").glob("*"))) for c in ("generic", "task"))
+    return sum(
+        len(list((Path(url) / "corpora" / c / "done" / "c").glob("*"))) for c in ("generic", "task")
+    )
 
 
 def _assert_same_store(a: str, b: str) -> None:
@@ -64,10 +67,11 @@ def test_sigkill_mid_write_then_resume_equals_uninterrupted(tmp_path: Path, enco
 def test_two_processes_writing_disjoint_units(tmp_path: Path) -> None:
     reference, shared = str(tmp_path / "ref.zarr"), str(tmp_path / "shared.zarr")
     write_synthetic(reference)
-    create_store(shared, synthetic_meta(), synthetic_plans())  # one process creates, then both write
+    create_store(
+        shared, synthetic_meta(), synthetic_plans()
+    )  # one process creates, then both write
     procs = [
-        subprocess.Popen([*WRITER, shared, "topk", "--units", units])
-        for units in ("0,2,4", "1,3")
+        subprocess.Popen([*WRITER, shared, "topk", "--units", units]) for units in ("0,2,4", "1,3")
     ]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     assert open_store(shared).complete
@@ -79,7 +83,7 @@ def test_reopen_with_other_settings_is_refused(tmp_path: Path) -> None:
     write_synthetic(url)
     with pytest.raises(StoreMismatchError, match="tokenizer_hash: stored 'aaaa"):
         create_store(url, synthetic_meta(tokenizer_hash="b" * 64), synthetic_plans())
-    with pytest.raises(StoreMismatchError, match="task.counts"):
+    with pytest.raises(StoreMismatchError, match=r"task\.counts"):
         create_store(url, synthetic_meta(), synthetic_plans(n_task=41))
     with pytest.raises(StoreMismatchError, match="k: stored 8 != expected 16"):
         open_store(url, expected=synthetic_meta(k=16))

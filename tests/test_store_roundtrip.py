@@ -10,32 +10,58 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from synthetic import (
+    VOCAB,
+    synthetic_meta,
+    synthetic_plans,
+    unit_data,
+    write_synthetic,
+    zipf_logits,
+)
 
 from logit_store import SparseTargets, open_store, target_codec
 from logit_store.fidelity import bucket_kl, fidelity, sort_by_id
 from logit_store.sparsify import log1mexp, sampled_targets, topk_targets
-from synthetic import VOCAB, synthetic_meta, synthetic_plans, unit_data, write_synthetic, zipf_logits
 
 
 def _numpy(t: SparseTargets) -> SparseTargets:
     conv = lambda x: None if x is None else x.numpy()  # noqa: E731
-    return SparseTargets(t.encoding, t.ids.numpy(), logprobs=conv(t.logprobs),
-                         tail_logmass=conv(t.tail_logmass), counts=conv(t.counts), n_samples=t.n_samples)
+    return SparseTargets(
+        t.encoding,
+        t.ids.numpy(),
+        logprobs=conv(t.logprobs),
+        tail_logmass=conv(t.tail_logmass),
+        counts=conv(t.counts),
+        n_samples=t.n_samples,
+    )
 
 
 @settings(max_examples=25, deadline=None)
-@given(rows=st.integers(0, 30), k=st.integers(1, 40), seed=st.integers(0, 10_000),
-       value_dtype=st.sampled_from(["q8", "fp16"]), spread=st.floats(0.1, 8.0))
-def test_topk_codec_roundtrip(rows: int, k: int, seed: int, value_dtype: str, spread: float) -> None:
+@given(
+    rows=st.integers(0, 30),
+    k=st.integers(1, 40),
+    seed=st.integers(0, 10_000),
+    value_dtype=st.sampled_from(["q8", "fp16"]),
+    spread=st.floats(0.1, 8.0),
+)
+def test_topk_codec_roundtrip(
+    rows: int, k: int, seed: int, value_dtype: str, spread: float
+) -> None:
     meta = synthetic_meta("topk", k=k, value_dtype=value_dtype)
     logits = zipf_logits(rows, VOCAB, torch.Generator().manual_seed(seed), spread)
     exact = _numpy(sort_by_id(topk_targets(logits, k)))
     enc = target_codec.encode(meta, exact)
-    dec = target_codec.decode(meta, target_codec.ids_from_gaps(enc["ids"], enc["table"]), enc["values"], enc["tail"])
+    dec = target_codec.decode(
+        meta, target_codec.ids_from_gaps(enc["ids"], enc["table"]), enc["values"], enc["tail"]
+    )
     # rows come back in id-table order: compare as {id: value} per row
     order = np.argsort(dec.ids, axis=1)
-    dec = SparseTargets("topk", np.take_along_axis(dec.ids, order, 1),
-                        logprobs=np.take_along_axis(dec.logprobs, order, 1), tail_logmass=dec.tail_logmass)
+    dec = SparseTargets(
+        "topk",
+        np.take_along_axis(dec.ids, order, 1),
+        logprobs=np.take_along_axis(dec.logprobs, order, 1),
+        tail_logmass=dec.tail_logmass,
+    )
     np.testing.assert_array_equal(dec.ids, exact.ids)
     np.testing.assert_array_equal(dec.tail_logmass, exact.tail_logmass)
     step = meta.q8_range / 255 if value_dtype == "q8" else 0.0
@@ -47,14 +73,27 @@ def test_topk_codec_roundtrip(rows: int, k: int, seed: int, value_dtype: str, sp
 
 
 @settings(max_examples=25, deadline=None)
-@given(rows=st.integers(0, 30), n=st.integers(1, 300), seed=st.integers(0, 10_000), spread=st.floats(0.1, 8.0))
+@given(
+    rows=st.integers(0, 30),
+    n=st.integers(1, 300),
+    seed=st.integers(0, 10_000),
+    spread=st.floats(0.1, 8.0),
+)
 def test_sampled_codec_roundtrip_is_lossless(rows: int, n: int, seed: int, spread: float) -> None:
     meta = synthetic_meta("sampled", n_samples=n)
     logits = zipf_logits(rows, VOCAB, torch.Generator().manual_seed(seed), spread)
     exact = _numpy(sampled_targets(logits, n, torch.Generator().manual_seed(seed)))
     enc = target_codec.encode(meta, exact)
-    dec = target_codec.decode(meta, target_codec.ids_from_gaps(enc["ids"], enc["table"]), enc["values"], None)
-    dense = lambda t: np.stack([np.bincount(i, weights=c, minlength=VOCAB) for i, c in zip(t.ids, t.counts, strict=True)]) if rows else np.zeros((0, VOCAB))  # noqa: E731
+    dec = target_codec.decode(
+        meta, target_codec.ids_from_gaps(enc["ids"], enc["table"]), enc["values"], None
+    )
+
+    def dense(t: SparseTargets) -> np.ndarray:
+        rows = [
+            np.bincount(i, weights=c, minlength=VOCAB) for i, c in zip(t.ids, t.counts, strict=True)
+        ]
+        return np.stack(rows) if rows else np.zeros((0, VOCAB))
+
     np.testing.assert_array_equal(dense(dec), dense(exact))
     assert (dec.counts.sum(axis=1) == n).all()
 
@@ -66,7 +105,9 @@ def test_topk_with_k_equal_vocab_reproduces_the_dense_distribution() -> None:
     report = fidelity(logits, exact)
     assert np.abs(report.forward_kl).max() < 1e-6 and report.jsd.max() < 1e-9  # fp32 log-probs
     # the KD cross-entropy of a student against the stored targets equals the dense one
-    student = torch.log_softmax(torch.randn(16, VOCAB, generator=torch.Generator().manual_seed(4)), -1)
+    student = torch.log_softmax(
+        torch.randn(16, VOCAB, generator=torch.Generator().manual_seed(4)), -1
+    )
     dense_ce = -(torch.softmax(logits, -1) * student).sum(-1)
     sparse_ce = -(exact.logprobs.exp() * student.gather(1, exact.ids)).sum(-1)
     torch.testing.assert_close(sparse_ce, dense_ce, atol=1e-5, rtol=1e-5)
@@ -88,14 +129,20 @@ def test_log1mexp_matches_float64_reference() -> None:
     mpmath = pytest.importorskip("mpmath")
     mpmath.mp.dps = 120
     x = -torch.logspace(-12, 2, 200, dtype=torch.float64)
-    ref = torch.tensor([float(mpmath.log(1 - mpmath.exp(mpmath.mpf(float(v))))) for v in x], dtype=torch.float64)
+    ref = torch.tensor(
+        [float(mpmath.log(1 - mpmath.exp(mpmath.mpf(float(v))))) for v in x], dtype=torch.float64
+    )
     torch.testing.assert_close(log1mexp(x), ref, rtol=1e-12, atol=0.0)
 
 
 @pytest.mark.parametrize("encoding", ["topk", "sampled"])
 @pytest.mark.parametrize("where", ["local", "memory"])
 def test_store_roundtrip_records_and_batches(tmp_path, encoding: str, where: str) -> None:
-    url = str(tmp_path / "s.zarr") if where == "local" else f"memory://kdcache-{uuid.uuid4().hex}.zarr"
+    url = (
+        str(tmp_path / "s.zarr")
+        if where == "local"
+        else f"memory://kdcache-{uuid.uuid4().hex}.zarr"
+    )
     write_synthetic(url, encoding)
     store = open_store(url, expected={"tokenizer_hash": "a" * 64, "encoding": encoding})
     assert store.corpora == ["generic", "task"] and store.complete
@@ -111,17 +158,34 @@ def test_store_roundtrip_records_and_batches(tmp_path, encoding: str, where: str
     assert batch.input_ids.shape[0] == 3 and batch.attention_mask.sum(1).tolist() == [
         int(plans["task"].lengths[i]) for i in (9, 0, 33)
     ]
-    rows = (batch.batch_index == 0)
+    rows = batch.batch_index == 0
     np.testing.assert_array_equal(batch.targets.ids[rows].numpy()[:, : r.ids.shape[1]], r.ids)
     exact = unit_data(meta, plans["task"], 8, 16).targets  # what the writer was given for unit 1
     first = int(plans["task"].n_positions[8])
-    want = sorted(zip(exact.ids[first].tolist(), (exact.counts if encoding == "sampled" else exact.logprobs)[first].tolist()))
+    want = sorted(
+        zip(
+            exact.ids[first].tolist(),
+            (exact.counts if encoding == "sampled" else exact.logprobs)[first].tolist(),
+            strict=True,
+        )
+    )
     got_vals = r.counts if encoding == "sampled" else r.logprobs
-    got = sorted((i, v) for i, v, keep in zip(r.ids[0].tolist(), got_vals[0].tolist(), (got_vals[0] != 0).tolist()) if keep or encoding == "topk")
+    got = sorted(
+        (i, v)
+        for i, v, keep in zip(
+            r.ids[0].tolist(), got_vals[0].tolist(), (got_vals[0] != 0).tolist(), strict=True
+        )
+        if keep or encoding == "topk"
+    )
     assert [i for i, _ in got] == [i for i, v in want if encoding == "topk" or v > 0]
-    assert np.allclose([v for _, v in got], [v for _, v in want if encoding == "topk" or v > 0], atol=16 / 255 / 2 + 1e-6)
-    assert (batch.teacher_input_ids[batch.batch_index, batch.positions] == meta.mask_token_id).all()
-    assert (batch.labels == batch.input_ids[batch.batch_index, batch.positions]).all()
+    assert np.allclose(
+        [v for _, v in got],
+        [v for _, v in want if encoding == "topk" or v > 0],
+        atol=16 / 255 / 2 + 1e-6,
+    )
+    seen = batch.teacher_input_ids[batch.batch_index, batch.positions]
+    assert bool((seen == meta.mask_token_id).all())
+    assert torch.equal(batch.labels, batch.input_ids[batch.batch_index, batch.positions])
     assert list(task.split_array()[:6]) == ["test", "train", "train", "train", "train", "test"]
     assert task.column("domain")[:3] == ["a", "b", "a"]
     assert task.unit_ranges()[0] == (0, 8)
