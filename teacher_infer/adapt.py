@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.console import Console
+from rich.table import Table
 from torch import nn
 from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
@@ -210,3 +212,21 @@ def run_adapt(config: AdaptConfig) -> dict[str, Any]:
     }
     (out_dir / "adapt_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def print_metrics(metrics: dict[str, Any], console: Console) -> None:
+    """Held-out accuracy and cross-entropy before -> after, one row per corpus."""
+    if metrics["initialised_weights"]:
+        console.print(f"initialised a new MLM head: {', '.join(metrics['initialised_weights'])}")
+    table = Table(title=f"teacher-adapt: {metrics['steps']} steps in {metrics['elapsed_s']:.0f} s")
+    for col in ("corpus", "positions", "accuracy before -> after", "cross-entropy before -> after"):
+        table.add_column(col)
+    for name, before in metrics["before"].items():
+        after = metrics["after"][name]
+        table.add_row(
+            name,
+            str(before["positions"]),
+            f"{before['accuracy']:.3f} -> {after['accuracy']:.3f}",
+            f"{before['cross_entropy']:.3f} -> {after['cross_entropy']:.3f}",
+        )
+    console.print(table)

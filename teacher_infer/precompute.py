@@ -78,7 +78,7 @@ class PrecomputeConfig:
             if getattr(self, name) not in allowed:
                 flag = name.replace("_", "-")
                 raise UserError(f"--{flag} must be one of {allowed}, got {getattr(self, name)!r}")
-        if not self.device.split(":")[0] in ("auto", "cpu", "cuda"):
+        if self.device.split(":")[0] not in ("auto", "cpu", "cuda"):
             raise UserError(f"--device must be auto, cpu or cuda[:N], got {self.device!r}")
         if not self.corpora:
             raise UserError("give at least one --corpus NAME=SOURCE")
@@ -88,11 +88,15 @@ class PrecomputeConfig:
         if self.k < 1 or self.n_samples < 1:
             raise UserError(f"--k and --samples must be >= 1, got {self.k}, {self.n_samples}")
         if self.max_length < 3:
-            raise UserError(f"--max-length must be >= 3 (specials + a token), got {self.max_length}")
+            raise UserError(
+                f"--max-length must be >= 3 (specials + a token), got {self.max_length}"
+            )
         if not 0.0 <= self.mask_prob <= 1.0:
             raise UserError(f"--mask-prob must be in [0, 1], got {self.mask_prob}")
         if self.mode == "mlm" and self.positions == "masked" and self.mask_prob == 0.0:
-            raise UserError("--mask-prob 0 leaves nothing masked: use --positions all or mask-prob > 0")
+            raise UserError(
+                "--mask-prob 0 leaves nothing masked: use --positions all or mask-prob > 0"
+            )
         if self.token_budget < self.max_length:
             raise UserError(
                 f"--token-budget {self.token_budget} must be >= --max-length {self.max_length}"
@@ -182,7 +186,9 @@ def _barrier(world: int) -> None:
         dist.barrier()
 
 
-def plan_corpora(teacher: Teacher, config: PrecomputeConfig, masking: MaskingSpec) -> list[PlannedCorpus]:
+def plan_corpora(
+    teacher: Teacher, config: PrecomputeConfig, masking: MaskingSpec
+) -> list[PlannedCorpus]:
     planned = []
     for name, source in config.corpora:
         texts, report = read_corpus(source, seed=config.seed)

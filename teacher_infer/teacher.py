@@ -99,7 +99,7 @@ def load_model(
 
 
 def infer_task_kind(name_or_path: str) -> str:
-    """'token' when the checkpoint's architecture is a token-classification head, else 'sequence'."""
+    """'token' for a token-classification checkpoint, else 'sequence'."""
     from transformers import AutoConfig
 
     archs = AutoConfig.from_pretrained(name_or_path).architectures or []
@@ -228,7 +228,9 @@ def load_teacher(
     if mode == "mlm":
         teacher.head_at_positions = _check_head_split(teacher)
         if not teacher.head_at_positions:
-            log.warning("%s: MLM head cannot run at positions only; using full logits", name_or_path)
+            log.warning(
+                "%s: MLM head cannot run at positions only; using full logits", name_or_path
+            )
     return teacher
 
 

@@ -88,7 +88,9 @@ def unit_batches(
         yield Batch(*tensors, np.concatenate(rows), len(seqs), int(lengths[local].sum()))
 
 
-def unit_generator(seed: int, corpus: str, unit_index: int, device: torch.device) -> torch.Generator:
+def unit_generator(
+    seed: int, corpus: str, unit_index: int, device: torch.device
+) -> torch.Generator:
     """The sampling generator of one unit, seeded from (seed, corpus name, unit index)."""
     digest = hashlib.sha256(f"{seed}\x00{corpus}\x00{unit_index}".encode()).digest()
     return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") >> 1)

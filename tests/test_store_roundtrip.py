@@ -184,7 +184,7 @@ def test_store_roundtrip_records_and_batches(tmp_path, encoding: str, where: str
         atol=16 / 255 / 2 + 1e-6,
     )
     seen = batch.teacher_input_ids[batch.batch_index, batch.positions]
-    assert bool((seen == meta.mask_token_id).all())
+    assert torch.equal(seen, torch.full_like(seen, int(meta.mask_token_id or 0)))
     assert torch.equal(batch.labels, batch.input_ids[batch.batch_index, batch.positions])
     assert list(task.split_array()[:6]) == ["test", "train", "train", "train", "train", "test"]
     assert task.column("domain")[:3] == ["a", "b", "a"]

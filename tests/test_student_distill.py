@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from student_stores import write_store
+from student_stores import synthetic_meta, write_store
 from transformers import AutoModel, AutoModelForMaskedLM
 
 from student_train.distill import DistillConfig, run_distill
@@ -126,3 +132,55 @@ def test_hard_label_baseline_and_kd_learn(
     # ... and distillation fits the teacher's distribution better than hard labels do
     assert kd["heldout"]["task"]["kd"] < hard["heldout"]["task"]["kd"]
     assert kd["config_hash"] != hard["config_hash"]
+
+
+def test_sampled_targets_store_distils(tmp_path: Path, student_json: str) -> None:
+    url = str(tmp_path / "sampled.zarr")
+    write_store(url, {"task": 48}, meta=synthetic_meta(encoding="sampled"), test_every=6)
+    cfg = _config(url, student_json, tmp_path / "run", steps=6)
+    cfg = replace(cfg, transfer=TransferSetSpec(mix=(("task", 1.0),), size=30))
+    metrics = read_metrics(run_distill(cfg))
+    assert (
+        json.loads((tmp_path / "run" / "config.json").read_text())["store_identity"]["encoding"]
+        == "sampled"
+    )
+    assert 0.0 < metrics["final_train"]["kd"] < 10.0 and metrics["heldout"]["task"]["positions"] > 0
+
+
+_CHILD = """
+import sys, torch
+torch.set_num_threads(1)
+from student_train.distill import DistillConfig, run_distill
+from student_train.transfer_set import TransferSetSpec
+run_distill(DistillConfig(store=sys.argv[1], out=sys.argv[2], student=sys.argv[3], steps=80,
+    lr=3e-3, batch_tokens=256, num_workers=0, checkpoint_every=2, eval_sequences=16,
+    transfer=TransferSetSpec(mix=(("generic", 0.3), ("task", 0.7)), size=80, seed=1)))
+"""
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_equals_uninterrupted_run(
+    store_url: str, student_json: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "killed"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, store_url, str(out), student_json],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        stderr=subprocess.DEVNULL,
+    )
+    latest = out / "checkpoint" / "latest.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and child.poll() is None:
+        if latest.is_file() and json.loads(latest.read_text())["step"] >= 4:
+            break
+        time.sleep(0.01)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert not (out / "metrics.json").exists(), "the child finished before it was killed"
+    kw: dict = dict(steps=80, checkpoint_every=2)
+    resumed = run_distill(_config(store_url, student_json, out, **kw))
+    whole = run_distill(_config(store_url, student_json, tmp_path / "whole", **kw))
+    a = load_file(str(whole / "model" / "model.safetensors"))
+    b = load_file(str(resumed / "model" / "model.safetensors"))
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-5), key

@@ -79,7 +79,9 @@ def test_positions_all_and_task_modes(bert_tok) -> None:
     assert len(tok_task.positions) == int((tok_task.word_ids >= 0).sum())
     seq = np.repeat(np.arange(30), tok_task.plan.n_positions)
     # task mode: the teacher sees the original text
-    assert np.array_equal(tok_task.masked_ids, tok_task.input_ids[tok_task.token_offsets[seq] + tok_task.positions])
+    assert np.array_equal(
+        tok_task.masked_ids, tok_task.input_ids[tok_task.token_offsets[seq] + tok_task.positions]
+    )
 
 
 def test_truncation_and_empty_tokenization_are_counted(bert_tok) -> None:
@@ -101,7 +103,9 @@ def _tagged(words: list[str], tags: list[str]) -> CorpusText:
 
 @pytest.mark.parametrize("which", ["bert", "xlmr"])
 def test_word_ids_map_word_level_tags_to_tokens(which: str, bert_tok, tmp_path: Path) -> None:
-    tok = bert_tok if which == "bert" else AutoTokenizer.from_pretrained(save_tiny_xlmr_mlm(tmp_path))
+    tok = (
+        bert_tok if which == "bert" else AutoTokenizer.from_pretrained(save_tiny_xlmr_mlm(tmp_path))
+    )
     words = ["flights", "from", "boston", "to", "denver"]
     tags = ["O", "O", "B-city", "O", "B-city"]
     plan = _plan([_tagged(words, tags)], tok, MaskingSpec("task", "token", 0.0, 0, "masked"))

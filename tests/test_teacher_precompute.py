@@ -23,7 +23,7 @@ from teacher_infer.precompute import PrecomputeConfig, run_precompute
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
-    """Width-32 models are all threading overhead; on a busy 2-core box one thread is ~100x faster."""
+    """Width-32 models are all threading overhead: on a busy 2-core box 1 thread is ~100x faster."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -97,7 +97,13 @@ def test_resume_is_refused_with_a_changed_setting_or_teacher(files, tmp_path: Pa
 
 def test_task_mode_with_a_token_classification_head(files, tmp_path: Path) -> None:
     out = tmp_path / "t.zarr"
-    cfg = _config(files, out, teacher=str(files["tokcls"]), mode="task", corpora=(("task", str(files["task"])),))
+    cfg = _config(
+        files,
+        out,
+        teacher=str(files["tokcls"]),
+        mode="task",
+        corpora=(("task", str(files["task"])),),
+    )
     run_precompute(cfg)
     store = open_store(str(out))
     assert store.meta.task_kind == "token" and store.meta.label_names == ("O", "B-city")
@@ -110,7 +116,11 @@ def test_task_mode_with_a_token_classification_head(files, tmp_path: Path) -> No
 
 def test_sampled_encoding_counts_sum_to_n(files, tmp_path: Path) -> None:
     out = tmp_path / "m.zarr"
-    run_precompute(_config(files, out, encoding="sampled", n_samples=40, corpora=(("task", str(files["task"])),)))
+    run_precompute(
+        _config(
+            files, out, encoding="sampled", n_samples=40, corpora=(("task", str(files["task"])),)
+        )
+    )
     rec = open_store(str(out))["task"][0]
     assert (rec.counts.sum(-1) == 40).all() and rec.ids.shape[1] <= 40
 

@@ -73,13 +73,17 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "task": write_tagged_corpus(root / "task.jsonl", 40),
     }
     files["reference"] = root / "reference.zarr"
-    subprocess.run(_cli(files, files["reference"]), cwd=ROOT, env=ENV, check=True, capture_output=True)
+    subprocess.run(
+        _cli(files, files["reference"]), cwd=ROOT, env=ENV, check=True, capture_output=True
+    )
     return files
 
 
 def test_sigkill_mid_run_then_rerun_equals_uninterrupted(files, tmp_path: Path) -> None:
     out = tmp_path / "killed.zarr"
-    proc = subprocess.Popen(_cli(files, out), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        _cli(files, out), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 120
     done = 0
     while done == 0 and proc.poll() is None and time.monotonic() < deadline:

@@ -24,7 +24,9 @@ from teacher_infer.teacher import (
 )
 
 
-def _dense_reference(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _dense_reference(
+    logits: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """fp64: sorted top-k log-probs and log of the exact mass outside them."""
     lp = torch.log_softmax(logits.double(), dim=-1)
     top, ids = lp.sort(dim=-1, descending=True)
@@ -105,7 +107,10 @@ def test_head_at_positions_equals_full_logits(arch: str) -> None:
     teacher.dtype = torch.bfloat16  # CPU bf16 autocast: close to fp32, same top-1 mostly
     low = teacher.logits_at(ids, mask, b, p).float()
     kl = torch.nn.functional.kl_div(
-        torch.log_softmax(low, -1), torch.log_softmax(full, -1), log_target=True, reduction="batchmean"
+        torch.log_softmax(low, -1),
+        torch.log_softmax(full, -1),
+        log_target=True,
+        reduction="batchmean",
     )
     assert float(kl) < 0.05
 
