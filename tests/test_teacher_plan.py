@@ -114,7 +114,7 @@ def test_word_ids_map_word_level_tags_to_tokens(which: str, bert_tok, tmp_path: 
     inner = word_ids[1:-1]
     assert (np.diff(inner) >= 0).all() and set(inner.tolist()) == set(range(5))
     token_tags = [tags[w] for w in inner]
-    pieces = [tok.convert_ids_to_tokens(int(i)) for i in plan.input_ids[1:-1]]
+    pieces = [str(tok.convert_ids_to_tokens(int(i))) for i in plan.input_ids[1:-1]]
     city_pieces = "".join(p for p, t in zip(pieces, token_tags, strict=True) if t == "B-city")
     assert city_pieces.replace("▁", "").replace("#", "") == "bostondenver"
     assert plan.plan.label_names["tags"] == ["B-city", "O"]

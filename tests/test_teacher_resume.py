@@ -48,7 +48,7 @@ def _arrays(url: Path) -> dict[str, np.ndarray]:
 
     def walk(group: zarr.Group, prefix: str) -> None:
         for name, arr in group.arrays():
-            found[prefix + name] = arr[...]
+            found[prefix + name] = np.asarray(arr[...])
         for name, sub in group.groups():
             walk(sub, f"{prefix}{name}/")
 

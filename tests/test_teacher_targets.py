@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 from teacher_fixtures import TINY, minilm_dir
@@ -75,7 +77,7 @@ def test_sampled_targets_are_unique_counts_and_unbiased() -> None:
         assert (row_ids[row_counts == 0] == 0).all()
 
 
-def _tiny(arch: str, vocab: int) -> torch.nn.Module:
+def _tiny(arch: str, vocab: int) -> Any:
     torch.manual_seed(0)
     if arch == "bert":
         return BertForMaskedLM(BertConfig(vocab_size=vocab, **TINY))
