@@ -31,22 +31,14 @@ ROWS_PER_BATCH = 256
 POSITIONS_PER_SEQ = 8
 
 
+def numpy_targets(t: SparseTargets) -> SparseTargets:
+    return t.map(lambda x: x.numpy())
+
+
 def logits_batch(vocab: int, rows: int, perm: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     rank = torch.arange(1, vocab + 1, dtype=torch.float32)[perm]
     scale = torch.empty(rows, 1).uniform_(0.6, 2.2, generator=gen)  # spans entropies ~1..8 nats
     return scale * (-1.1 * torch.log(rank) + 2.0 * torch.randn(rows, vocab, generator=gen))
-
-
-def to_numpy(t: SparseTargets) -> SparseTargets:
-    conv = lambda x: None if x is None else x.numpy()  # noqa: E731
-    return SparseTargets(
-        t.encoding,
-        t.ids.numpy(),
-        logprobs=conv(t.logprobs),
-        tail_logmass=conv(t.tail_logmass),
-        counts=conv(t.counts),
-        n_samples=t.n_samples,
-    )
 
 
 def store_bytes(url: str) -> int:
@@ -135,7 +127,7 @@ def run(vocab: int, positions: int, ks: list[int], tmp: Path) -> list[dict[str, 
         )
         prob_order = [topk_targets(z, k) for z in batches]
         naive = naive_bytes(
-            to_numpy(
+            numpy_targets(
                 SparseTargets(
                     "topk",
                     cat(prob_order, "ids"),
@@ -147,7 +139,7 @@ def run(vocab: int, positions: int, ks: list[int], tmp: Path) -> list[dict[str, 
         for value_dtype in ("q8", "fp16"):
             url = str(tmp / f"topk-{vocab}-{k}-{value_dtype}.zarr")
             meta = StoreMeta(**base, encoding="topk", k=k, value_dtype=value_dtype)  # type: ignore[arg-type]
-            write(url, meta, to_numpy(exact_all))
+            write(url, meta, numpy_targets(exact_all))
             batch = open_store(url)["c"].batch(np.arange(positions // POSITIONS_PER_SEQ))
             assert torch.equal(batch.batch_index, torch.arange(positions) // POSITIONS_PER_SEQ)
             stored = sort_by_id(batch.targets)
@@ -195,7 +187,7 @@ def run(vocab: int, positions: int, ks: list[int], tmp: Path) -> list[dict[str, 
         n_samples=50,
     )
     url = str(tmp / f"sampled-{vocab}.zarr")
-    write(url, StoreMeta(**base, encoding="sampled", n_samples=50), to_numpy(all_s))  # type: ignore[arg-type]
+    write(url, StoreMeta(**base, encoding="sampled", n_samples=50), numpy_targets(all_s))  # type: ignore[arg-type]
     total = store_bytes(url)
     uniques = (all_s.counts > 0).sum(-1).float()
     buckets = {}
@@ -207,7 +199,7 @@ def run(vocab: int, positions: int, ks: list[int], tmp: Path) -> list[dict[str, 
         burl = str(tmp / f"sampled-{vocab}-{lo}.zarr")
         n = int(sel.sum()) // POSITIONS_PER_SEQ * POSITIONS_PER_SEQ
         sub = SparseTargets("sampled", sub.ids[:n], counts=sub.counts[:n], n_samples=50)
-        write(burl, StoreMeta(**base, encoding="sampled", n_samples=50), to_numpy(sub))  # type: ignore[arg-type]
+        write(burl, StoreMeta(**base, encoding="sampled", n_samples=50), numpy_targets(sub))  # type: ignore[arg-type]
         buckets[f"{lo}-{hi}"] = {
             "positions": n,
             "bytes_per_position": round(store_bytes(burl) / n, 1),

@@ -327,23 +327,9 @@ class Corpus:
             batch_index=torch.from_numpy(batch_index),
             positions=torch.from_numpy(positions),
             labels=torch.from_numpy(input_ids[batch_index, positions]),
-            targets=_to_torch(targets),
+            targets=targets.map(lambda x: torch.from_numpy(np.ascontiguousarray(x))),
             indices=torch.from_numpy(idx),
         )
-
-
-def _to_torch(t: SparseTargets) -> SparseTargets:
-    def conv(x: Any) -> Any:
-        return None if x is None else torch.from_numpy(np.ascontiguousarray(x))
-
-    return SparseTargets(
-        t.encoding,
-        conv(t.ids),
-        logprobs=conv(t.logprobs),
-        tail_logmass=conv(t.tail_logmass),
-        counts=conv(t.counts),
-        n_samples=t.n_samples,
-    )
 
 
 class Store:

@@ -16,6 +16,7 @@ record does not care. The teacher side produces it, `logit_store` stores it, the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -44,6 +45,22 @@ class SparseTargets:
             assert tuple(self.counts.shape) == tuple(self.ids.shape)
         else:
             raise AssertionError(f"unknown encoding {self.encoding!r}")
+
+    def map(self, fn: Callable[[Any], Any]) -> SparseTargets:
+        """The same targets with `fn` applied to every array (e.g. to move between numpy,
+        torch and devices: ``t.map(torch.from_numpy)``, ``t.map(lambda x: x.cpu().numpy())``)."""
+
+        def apply(x: Any) -> Any:
+            return None if x is None else fn(x)
+
+        return SparseTargets(
+            self.encoding,
+            fn(self.ids),
+            logprobs=apply(self.logprobs),
+            tail_logmass=apply(self.tail_logmass),
+            counts=apply(self.counts),
+            n_samples=self.n_samples,
+        )
 
     @property
     def num_positions(self) -> int:

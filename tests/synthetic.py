@@ -57,6 +57,10 @@ def synthetic_plans(n_task: int = 40, n_generic: int = 30, unit_size: int = 8) -
     return plans
 
 
+def numpy_targets(t: SparseTargets) -> SparseTargets:
+    return t.map(lambda x: x.numpy())
+
+
 def zipf_logits(
     rows: int, vocab: int, generator: torch.Generator, spread: float = 2.0
 ) -> torch.Tensor:
@@ -78,15 +82,9 @@ def unit_data(meta: StoreMeta, plan: CorpusPlan, start: int, stop: int) -> UnitD
     )
     logits = zipf_logits(int(n_pos.sum()), meta.vocab_size, gen)
     if meta.encoding == "topk":
-        t = topk_targets(logits, meta.k)
-        targets = SparseTargets(
-            "topk", t.ids.numpy(), logprobs=t.logprobs.numpy(), tail_logmass=t.tail_logmass.numpy()
-        )
+        targets = numpy_targets(topk_targets(logits, meta.k))
     else:
-        t = sampled_targets(logits, meta.n_samples, gen)
-        targets = SparseTargets(
-            "sampled", t.ids.numpy(), counts=t.counts.numpy(), n_samples=meta.n_samples
-        )
+        targets = numpy_targets(sampled_targets(logits, meta.n_samples, gen))
     records = [
         {
             "id": f"{plan.name}-{i}",

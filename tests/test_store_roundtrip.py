@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from synthetic import (
     VOCAB,
+    numpy_targets,
     synthetic_meta,
     synthetic_plans,
     unit_data,
@@ -22,18 +23,6 @@ from synthetic import (
 from logit_store import SparseTargets, open_store, target_codec
 from logit_store.fidelity import bucket_kl, fidelity, sort_by_id
 from logit_store.sparsify import log1mexp, sampled_targets, topk_targets
-
-
-def _numpy(t: SparseTargets) -> SparseTargets:
-    conv = lambda x: None if x is None else x.numpy()  # noqa: E731
-    return SparseTargets(
-        t.encoding,
-        t.ids.numpy(),
-        logprobs=conv(t.logprobs),
-        tail_logmass=conv(t.tail_logmass),
-        counts=conv(t.counts),
-        n_samples=t.n_samples,
-    )
 
 
 @settings(max_examples=25, deadline=None)
@@ -49,7 +38,7 @@ def test_topk_codec_roundtrip(
 ) -> None:
     meta = synthetic_meta("topk", k=k, value_dtype=value_dtype)
     logits = zipf_logits(rows, VOCAB, torch.Generator().manual_seed(seed), spread)
-    exact = _numpy(sort_by_id(topk_targets(logits, k)))
+    exact = numpy_targets(sort_by_id(topk_targets(logits, k)))
     enc = target_codec.encode(meta, exact)
     dec = target_codec.decode(
         meta, target_codec.ids_from_gaps(enc["ids"], enc["table"]), enc["values"], enc["tail"]
@@ -82,7 +71,7 @@ def test_topk_codec_roundtrip(
 def test_sampled_codec_roundtrip_is_lossless(rows: int, n: int, seed: int, spread: float) -> None:
     meta = synthetic_meta("sampled", n_samples=n)
     logits = zipf_logits(rows, VOCAB, torch.Generator().manual_seed(seed), spread)
-    exact = _numpy(sampled_targets(logits, n, torch.Generator().manual_seed(seed)))
+    exact = numpy_targets(sampled_targets(logits, n, torch.Generator().manual_seed(seed)))
     enc = target_codec.encode(meta, exact)
     dec = target_codec.decode(
         meta, target_codec.ids_from_gaps(enc["ids"], enc["table"]), enc["values"], None
