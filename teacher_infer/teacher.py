@@ -9,8 +9,7 @@ forward hook on ``model.base_model`` replaces its last hidden state (B, L, H) by
 checked against full logits on a probe batch; a model where it does not hold falls back to full
 logits gathered afterwards.
 
-Targets (`topk_targets`, `sampled_targets`) are computed on the device in float32; only (P, k)
-tensors leave it.
+The logits stay on the device; `logit_store.sparsify` turns them into (P, k) targets there.
 """
 
 from __future__ import annotations
@@ -136,7 +135,8 @@ class Teacher:
         id2label = self.model.config.id2label
         return tuple(str(id2label[i]) for i in range(len(id2label)))
 
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """bf16/fp16 autocast on the teacher's device, or nothing for fp32."""
         if self.dtype == torch.float32:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
@@ -167,7 +167,7 @@ class Teacher:
         `positions` (its one labelled position is index 0 of each row).
         """
         split = self.head_at_positions if head_at_positions is None else head_at_positions
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), self.autocast():
             if self.mode == "mlm" and split:
                 with self._gather_hidden(batch_index, positions):
                     out = self.model(input_ids=input_ids, attention_mask=attention_mask)
@@ -232,42 +232,3 @@ def load_teacher(
                 "%s: MLM head cannot run at positions only; using full logits", name_or_path
             )
     return teacher
-
-
-def topk_targets(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Top-k of log_softmax(logits) (P, C) and the tail log-mass, all in float32 on device.
-
-    ids (P, k), logprobs (P, k) = logits - lse, and
-    tail_logmass (P,) = lse(logits outside the top k) - lse(logits) = log(1 - sum exp(logprobs)).
-    The tail comes from the complement's own log-sum-exp: 1 - sum(top-k) cancels catastrophically
-    when the top k hold ~all the mass (fp32 error in lse alone is ~1e-7 * |logit|), while the
-    complement's lse stays relatively exact even for a tail of 1e-12. -inf when k >= C.
-    """
-    x = logits.float()
-    lse = torch.logsumexp(x, dim=-1)
-    top, ids = x.topk(min(k, x.shape[-1]), dim=-1)
-    rest = x.scatter(-1, ids, float("-inf"))
-    tail = torch.logsumexp(rest, dim=-1) - lse
-    return ids, top - lse.unsqueeze(-1), tail
-
-
-def sampled_targets(
-    logits: torch.Tensor, n_samples: int, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """N draws with replacement from softmax(logits) (P, C) as unique ids + counts.
-
-    Returns ids (P, m) ascending, counts (P, m) int32 with m = min(N, C); columns past a row's
-    unique ids are padding (id 0, count 0). Draws use `generator`, so a unit replays exactly.
-    """
-    probs = torch.softmax(logits.float(), dim=-1)
-    draws = torch.multinomial(probs, n_samples, replacement=True, generator=generator)
-    draws, _ = draws.sort(dim=-1)
-    first = torch.ones_like(draws, dtype=torch.bool)
-    first[:, 1:] = draws[:, 1:] != draws[:, :-1]
-    run = first.cumsum(dim=-1) - 1  # (P, N) index of each draw's unique id
-    width = min(n_samples, logits.shape[-1])
-    ids = torch.zeros(len(draws), width, dtype=draws.dtype, device=draws.device)
-    ids.scatter_(1, run, draws)
-    counts = torch.zeros(len(draws), width, dtype=torch.int32, device=draws.device)
-    counts.scatter_add_(1, run, torch.ones_like(run, dtype=torch.int32))
-    return ids, counts

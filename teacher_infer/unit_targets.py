@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from logit_store import SparseTargets, Unit, UnitData
+from logit_store.sparsify import sampled_targets, topk_targets
 from teacher_infer.plan import PlannedCorpus
-from teacher_infer.teacher import Teacher, sampled_targets, topk_targets
+from teacher_infer.teacher import Teacher
 
 
 @dataclass(frozen=True)
@@ -101,11 +102,22 @@ def unit_generator(
     return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
-def _to_host(t: torch.Tensor) -> torch.Tensor:
-    if t.device.type != "cuda":
-        return t
-    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
-    return host.copy_(t, non_blocking=True)
+def _to_host(targets: SparseTargets) -> SparseTargets:
+    """Start copying a batch's (P_b, k) targets to pinned host memory without waiting."""
+
+    def copy(t: torch.Tensor | None) -> torch.Tensor | None:
+        if t is None or t.device.type != "cuda":
+            return t
+        return torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True)
+
+    return SparseTargets(
+        targets.encoding,
+        copy(targets.ids),
+        logprobs=copy(targets.logprobs),
+        tail_logmass=copy(targets.tail_logmass),
+        counts=copy(targets.counts),
+        n_samples=targets.n_samples,
+    )
 
 
 def compute_unit(
@@ -124,7 +136,7 @@ def compute_unit(
     pin = dev.type == "cuda"
     generator = unit_generator(spec.seed, corpus.name, unit.index, dev)
     pad_id = teacher.tokenizer.pad_token_id or 0
-    pending: list[tuple[np.ndarray, tuple[torch.Tensor, ...]]] = []
+    pending: list[tuple[np.ndarray, SparseTargets]] = []
     for batch in unit_batches(corpus, unit, token_budget, pad_id, pin):
         logits = teacher.logits_at(
             batch.input_ids.to(dev, non_blocking=pin),
@@ -134,10 +146,10 @@ def compute_unit(
         )
         with torch.inference_mode():
             if spec.encoding == "topk":
-                out: tuple[torch.Tensor, ...] = topk_targets(logits, spec.k)
+                out = topk_targets(logits, spec.k)
             else:
                 out = sampled_targets(logits, spec.n_samples, generator)
-        pending.append((batch.rows, tuple(_to_host(t) for t in out)))
+        pending.append((batch.rows, _to_host(out)))
         if on_batch is not None:
             on_batch(batch.n_sequences, batch.n_tokens)
     if pin:
@@ -156,18 +168,24 @@ def compute_unit(
 
 
 def _assemble(
-    pending: list[tuple[np.ndarray, tuple[torch.Tensor, ...]]], n_rows: int, spec: TargetSpec
+    pending: list[tuple[np.ndarray, SparseTargets]], n_rows: int, spec: TargetSpec
 ) -> SparseTargets:
-    """Scatter per-batch host results into (P, width) arrays in plan order."""
-    width = pending[0][1][0].shape[1] if pending else 1
+    """Scatter per-batch host targets into (P, width) arrays in plan order.
+
+    Sampled batches differ in width (their most unique ids); narrower ones are padded with
+    id 0, count 0.
+    """
+    width = max((t.width for _, t in pending), default=1)
     ids = np.zeros((n_rows, width), dtype=np.int64)
-    values = np.zeros((n_rows, width), dtype=np.float32 if spec.encoding == "topk" else np.int32)
+    values = np.zeros((n_rows, width), dtype=np.float32)
     tail = np.zeros(n_rows, dtype=np.float32)
-    for rows, out in pending:
-        ids[rows] = out[0].numpy()
-        values[rows] = out[1].numpy()
+    for rows, t in pending:
+        ids[rows, : t.width] = t.ids.numpy()
         if spec.encoding == "topk":
-            tail[rows] = out[2].numpy()
+            values[rows] = t.logprobs.numpy()
+            tail[rows] = t.tail_logmass.numpy()
+        else:
+            values[rows, : t.width] = t.counts.numpy()
     if spec.encoding == "topk":
         return SparseTargets("topk", ids, logprobs=values, tail_logmass=tail)
     return SparseTargets("sampled", ids, counts=values, n_samples=spec.n_samples)

@@ -61,7 +61,8 @@ def _assert_same_store(a: Path, b: Path) -> None:
     assert sorted(left) == sorted(right)
     assert any("target_values" in name for name in left)
     for name, values in left.items():
-        assert np.array_equal(values, right[name]), name
+        same = np.array_equal(values, right[name])
+        assert same, f"{name}: {np.sum(values != right[name])} of {values.size} entries differ"
 
 
 @pytest.fixture(scope="module")
