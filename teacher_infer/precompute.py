@@ -45,7 +45,8 @@ from teacher_infer.plan import MaskingSpec, PlannedCorpus, plan_corpus
 from teacher_infer.teacher import DTYPES, Teacher, load_teacher
 from teacher_infer.unit_targets import TargetSpec, compute_unit
 
-WRITE_QUEUE_DEPTH = 2
+WRITE_QUEUE_DEPTH = 4  # units computed but not yet written (bounds host memory)
+WRITER_THREADS = 3
 
 
 @dataclass(frozen=True)
@@ -144,14 +145,24 @@ def build_meta(teacher: Teacher, config: PrecomputeConfig, masking: MaskingSpec)
 
 
 class BackgroundWriter:
-    """Writes units on a thread fed by a bounded queue; a write error resurfaces on put/close."""
+    """Writes units on threads fed by a bounded queue; a write error resurfaces on put/close.
 
-    def __init__(self, writer: StoreWriter, depth: int = WRITE_QUEUE_DEPTH) -> None:
+    Units own disjoint shards, so several threads can write different units at once; encoding
+    (numpy sorts) and compression (blosc, zstd) release the GIL for most of their time.
+    """
+
+    def __init__(
+        self, writer: StoreWriter, depth: int = WRITE_QUEUE_DEPTH, threads: int = WRITER_THREADS
+    ) -> None:
         self.writer = writer
         self.queue: queue.Queue[tuple[Unit, UnitData] | None] = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._loop, name="kdcache-writer", daemon=True)
-        self.thread.start()
+        self.threads = [
+            threading.Thread(target=self._loop, name=f"kdcache-writer-{i}", daemon=True)
+            for i in range(threads)
+        ]
+        for thread in self.threads:
+            thread.start()
 
     def _loop(self) -> None:
         while (item := self.queue.get()) is not None:
@@ -166,8 +177,10 @@ class BackgroundWriter:
         self.queue.put((unit, data))
 
     def close(self) -> None:
-        self.queue.put(None)
-        self.thread.join()
+        for _ in self.threads:
+            self.queue.put(None)
+        for thread in self.threads:
+            thread.join()
         self._raise()
 
     def _raise(self) -> None:
