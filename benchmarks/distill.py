@@ -1,6 +1,6 @@
 """Distillation throughput and memory, measured side by side in one run.
 
-    .venv/bin/python benchmarks/distill.py [--steps 20] [--rounds 3] [--sequences 1500] [--quick]
+    .venv/bin/python benchmarks/distill.py [--steps 20] [--rounds 3] [--sequences 1000] [--quick]
 
 1. cached KD (student step + sparse top-k KD loss, batches streamed from the store by a
    DataLoader worker) vs the student alone (hard-label cross-entropy on the same batches,
@@ -8,8 +8,10 @@
    hidden behind the step).
 2. cached KD vs online KD (teacher forward at every step, dense KL at the labelled positions):
    steps/s ratio, reported against the ideal 1 + t_teacher / t_student (target >= 0.9 × ideal).
-3. peak RSS (process tree, psutil) of `run_distill` on a store 1× and 10× as large, same
-   transfer-set size and steps, each in a fresh subprocess: target equal within 100 MB.
+3. peak memory of `run_distill` (one DataLoader worker) on a store 1× and 10× as large, same
+   transfer-set size and steps, each in a fresh subprocess, twice in alternation (the smaller
+   peak counts): summed PSS of the process tree (psutil) and the distill process's own peak RSS
+   (wait4): target equal within 100 MB.
 
 Teacher: a seeded random BertForMaskedLM of MiniLM's shape (6 × 384, vocab 30522); targets are
 its real top-32 + tail on synthetic token sequences. Student: the `tiny` preset (2 × 128).
@@ -20,18 +22,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import psutil
 import torch
-from transformers import BertConfig, BertForMaskedLM
+from transformers import BertConfig, BertForMaskedLM, PreTrainedModel
 
 from logit_store import (
     CorpusPlan,
@@ -155,13 +158,22 @@ def _teacher_targets(
     )
 
 
-def timed(step: Callable[[], None], n: int) -> float:
-    """Steps per second over n steps (after 2 warm-up steps)."""
+def timed(
+    step: Callable[[SparseBatch], None],
+    batches: Iterator[SparseBatch],
+    n: int,
+    device: torch.device,
+) -> float:
+    """Steps per second over n steps, after 2 warm-up steps."""
     for _ in range(2):
-        step()
+        step(next(batches))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(n):
-        step()
+        step(next(batches))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     return n / (time.perf_counter() - start)
 
 
@@ -170,82 +182,72 @@ def throughput(
 ) -> dict:
     store = open_store(url)
     spec = TransferSetSpec(mix=(("generic", 1.0),), size=len(store["generic"]), seed=0)
-    plan = plan_transfer_set(store, spec).epoch(0, batch_tokens=2048)
-    need = steps + 2
-    cached = [store["generic"].batch(b.indices) for b in plan[:need]]  # pre-decoded (baseline)
-    student = build_student("tiny", store.meta, seed=0).to(device).train()
+    epoch = plan_transfer_set(store, spec).epoch(0, batch_tokens=2048)
+    plan = (epoch * (1 + (steps + 2) // len(epoch)))[: steps + 2]
+    decoded = [store["generic"].batch(b.indices) for b in plan]  # in memory, for the baselines
+    student = build_student("tiny", store.meta, seed=0)
+    torch.nn.Module.to(student, device).train()
+    torch.nn.Module.to(teacher, device)
     optimizer = optimizer_for(student, 1e-4, 0.01)
-    teacher.to(device)
     hard, kd = DistillLoss(kd_weight=0.0, alpha_mlm=1.0), DistillLoss()
+    bf16 = torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda")
 
-    def opt_step() -> None:
+    def at_positions(model: PreTrainedModel, b: SparseBatch) -> torch.Tensor:
+        return mlm_logits_at(
+            model, b.teacher_input_ids, b.attention_mask, b.batch_index, b.positions
+        )
+
+    def student_ce(b: SparseBatch) -> None:
+        train_step(student, b, hard, device)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    def student_only(batches: list[SparseBatch]) -> Callable[[], None]:
-        it = iter(batches)
-        return lambda: (train_step(student, to_device(next(it), device), hard, device), opt_step())[
-            1
-        ]
+    def cached_kd(b: SparseBatch) -> None:
+        train_step(student, b, kd, device)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
 
-    def cached_kd() -> Callable[[], None]:
-        it = stream_batches(store, plan[:need], num_workers=1)
-        return lambda: (train_step(student, to_device(next(it), device), kd, device), opt_step())[1]
+    def online_kd(b: SparseBatch) -> None:
+        with torch.no_grad(), bf16:
+            teacher_logits = at_positions(teacher, b)
+        with bf16:
+            student_logits = at_positions(student, b)
+        dense_kd_loss(student_logits, teacher_logits).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
 
-    def online_kd() -> Callable[[], None]:
-        it = iter(cached)
+    @torch.no_grad()
+    def teacher_fwd(b: SparseBatch) -> None:
+        with bf16:
+            at_positions(teacher, b)
 
-        def step() -> None:
-            b = to_device(next(it), device)
-            with (
-                torch.no_grad(),
-                torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"),
-            ):
-                t_logits = mlm_logits_at(
-                    teacher, b.teacher_input_ids, b.attention_mask, b.batch_index, b.positions
-                )
-            with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-                s_logits = mlm_logits_at(
-                    student, b.teacher_input_ids, b.attention_mask, b.batch_index, b.positions
-                )
-            dense_kd_loss(s_logits, t_logits).backward()
-            opt_step()
+    def batches(streamed: bool) -> Iterator[SparseBatch]:
+        source = stream_batches(store, plan, num_workers=1) if streamed else iter(decoded)
+        return (to_device(b, device) for b in source)
 
-        return step
-
-    def teacher_only() -> Callable[[], None]:
-        it = iter(cached)
-
-        @torch.no_grad()
-        def step() -> None:
-            b = to_device(next(it), device)
-            with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-                mlm_logits_at(
-                    teacher, b.teacher_input_ids, b.attention_mask, b.batch_index, b.positions
-                )
-
-        return step
-
-    runs: dict[str, list[float]] = {
-        "student_ce": [],
-        "cached_kd": [],
-        "online_kd": [],
-        "teacher_fwd": [],
+    modes: dict[str, tuple[Callable[[SparseBatch], None], bool]] = {
+        "student_ce": (student_ce, False),
+        "cached_kd": (cached_kd, True),  # the only mode that reads the store while it trains
+        "online_kd": (online_kd, False),
+        "teacher_fwd": (teacher_fwd, False),
     }
-    for _ in range(rounds):
-        runs["student_ce"].append(timed(student_only(cached), steps))
-        runs["cached_kd"].append(timed(cached_kd(), steps))
-        runs["online_kd"].append(timed(online_kd(), steps))
-        runs["teacher_fwd"].append(timed(teacher_only(), steps))
+    runs: dict[str, list[float]] = {name: [] for name in modes}
+    names = list(modes)
+    for r in range(rounds):  # rotate the order so no mode always runs first
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            step, streamed = modes[name]
+            runs[name].append(timed(step, batches(streamed), steps, device))
     med = {k: statistics.median(v) for k, v in runs.items()}
-    ideal = 1 + (1 / med["teacher_fwd"]) / (1 / med["student_ce"])
+    ideal = 1 + med["student_ce"] / med["teacher_fwd"]  # 1 + t_teacher / t_student
     return {
         "steps_per_s": med,
+        "steps_per_s_all_rounds": runs,
         "cached_over_student": med["cached_kd"] / med["student_ce"],
         "cached_over_online": med["cached_kd"] / med["online_kd"],
         "ideal_cached_over_online": ideal,
         "cached_over_online_vs_ideal": med["cached_kd"] / med["online_kd"] / ideal,
-        "tokens_per_batch": float(np.mean([int(b.attention_mask.sum()) for b in cached])),
+        "tokens_per_batch": float(np.mean([int(b.attention_mask.sum()) for b in decoded])),
+        "positions_per_batch": float(np.mean([len(b.labels) for b in decoded])),
     }
 
 
@@ -265,30 +267,39 @@ def child_distill(url: str, out: str, steps: int, size: int) -> None:
     run_distill(cfg)
 
 
-def peak_rss(url: str, out: str, steps: int, size: int) -> float:
-    """Peak summed RSS (MB) of a distill subprocess and its DataLoader workers."""
+def peak_memory(url: str, out: str, steps: int, size: int) -> dict[str, float]:
+    """Peak memory (MB) of a distill subprocess with one DataLoader worker.
+
+    tree_pss: peak of the summed proportional set size of the process and its worker (shared
+    pages counted once), sampled every 50 ms; max_rss: the kernel's peak RSS of the distill
+    process itself (ru_maxrss from wait4 of that one child).
+    """
     proc = psutil.Popen(
         [sys.executable, __file__, "--child", url, out, str(steps), str(size)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     peak = 0
-    while proc.poll() is None:
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
         try:
             tree = [proc, *proc.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree))
-        except psutil.NoSuchProcess:
+            peak = max(peak, sum(p.memory_full_info().pss for p in tree))
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
         time.sleep(0.05)
-    assert proc.returncode == 0, f"distill child failed ({proc.returncode})"
-    return peak / 2**20
+    assert os.waitstatus_to_exitcode(status) == 0, f"distill child failed ({status})"
+    return {"tree_pss": peak / 2**20, "max_rss": usage.ru_maxrss / 2**10}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--sequences", type=int, default=1500)
+    parser.add_argument("--sequences", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads on CPU")
     parser.add_argument("--quick", action="store_true", help="fewer steps and sequences")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -299,17 +310,28 @@ def main() -> None:
     if args.quick:
         args.steps, args.rounds, args.sequences = 8, 1, 600
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
+        # Memory first, while this process is small: a child's ru_maxrss starts at the RSS of
+        # the parent it was forked from. Sizes alternate twice; the smaller peak of each counts.
+        small, large = args.sequences, 10 * args.sequences
+        write_store(f"{tmp}/x1.zarr", small, None, "bench")
+        write_store(f"{tmp}/x10.zarr", large, None, "bench")
+        memory: dict[str, list[dict[str, float]]] = {"x1": [], "x10": []}
+        for repeat in range(2):
+            for name in ("x1", "x10"):
+                run = f"{tmp}/run-{name}-{repeat}"
+                memory[name].append(peak_memory(f"{tmp}/{name}.zarr", run, args.steps, small // 2))
+        peak = {
+            name: {key: min(m[key] for m in runs) for key in ("tree_pss", "max_rss")}
+            for name, runs in memory.items()
+        }
         t0 = time.perf_counter()
         teacher = make_teacher(Path(tmp) / "teacher")
         write_store(f"{tmp}/kd.zarr", args.sequences, teacher, str(Path(tmp) / "teacher"))
         build_s = time.perf_counter() - t0
         result = throughput(f"{tmp}/kd.zarr", teacher, args.steps, args.rounds, device)
-        small, large = args.sequences, 10 * args.sequences
-        write_store(f"{tmp}/x1.zarr", small, None, "bench")
-        write_store(f"{tmp}/x10.zarr", large, None, "bench")
-        rss1 = peak_rss(f"{tmp}/x1.zarr", f"{tmp}/run1", args.steps, small // 2)
-        rss10 = peak_rss(f"{tmp}/x10.zarr", f"{tmp}/run10", args.steps, small // 2)
     result.update(
         {
             "device": str(device),
@@ -317,7 +339,10 @@ def main() -> None:
             "steps": args.steps,
             "rounds": args.rounds,
             "store_sequences": {"x1": small, "x10": large},
-            "peak_rss_mb": {"x1": rss1, "x10": rss10, "difference": rss10 - rss1},
+            "peak_memory_mb": peak,
+            "peak_memory_mb_all": memory,
+            "peak_pss_difference_mb": peak["x10"]["tree_pss"] - peak["x1"]["tree_pss"],
+            "peak_rss_difference_mb": peak["x10"]["max_rss"] - peak["x1"]["max_rss"],
             "setup_s": build_s,
         }
     )
@@ -328,7 +353,11 @@ def main() -> None:
         f"cached KD / online KD steps/s:       {result['cached_over_online']:.2f} "
         f"(ideal {result['ideal_cached_over_online']:.2f}; target >= 0.9 x ideal)"
     )
-    print(f"peak RSS 1x / 10x store: {rss1:.0f} / {rss10:.0f} MB (target: within 100 MB)")
+    print(
+        f"peak PSS (RSS) 1x / 10x store: {peak['x1']['tree_pss']:.0f} ({peak['x1']['max_rss']:.0f})"
+        f" / {peak['x10']['tree_pss']:.0f} ({peak['x10']['max_rss']:.0f}) MB"
+        " (target: within 100 MB)"
+    )
     print(json.dumps(result))
 
 

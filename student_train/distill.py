@@ -212,6 +212,8 @@ def run_distill(
     if open_run(out, record) == "done":
         console.print(f"skip: {out} already holds completed run {config_hash(record)}")
         return out
+    if not store.complete:
+        console.print(f"[yellow]warning:[/yellow] {cfg.store} is incomplete; using its done units")
     tokenizer = load_store_tokenizer(store.meta)
     model = build_student(cfg.student, store.meta, seed=cfg.seed)
     plan = plan_transfer_set(store, cfg.transfer)
@@ -228,7 +230,8 @@ def run_distill(
     if state:
         console.print(f"resume: {out} from step {start}")
     window: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    t0, tokens_at_t0, last = time.perf_counter(), tokens, {"loss": math.nan, "kd": 0.0, "mlm": 0.0}
+    t0, tokens_at_t0 = time.perf_counter(), tokens
+    last: dict[str, float | None] = {"loss": None, "kd": None, "mlm": None}
     with _progress(console) as progress:
         task = progress.add_task("distil", total=total, completed=start, status="")
         for step, batch in zip(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from pathlib import Path
 from typing import Literal
 
@@ -15,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers.utils import logging as hf_logging
 
 from logit_store import UserError
 from student_train.runs import CONFIG_FILE, MODEL_DIR
@@ -76,15 +76,17 @@ def load_encoder(model_dir: Path, init: Init, seed: int) -> PreTrainedModel:
     weights drawn under `seed` (the no-distillation / from-scratch baseline). Weights of other
     heads in the folder (an MLM head) are dropped."""
     torch.manual_seed(seed)
-    quiet = logging.getLogger("transformers.modeling_utils")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # "unused weights: cls.predictions..." is expected here
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()  # "unused weights: cls.predictions...", TP-plan notes
+    hf_logging.disable_progress_bar()
     try:
         if init == "random":
             return AutoModel.from_config(AutoConfig.from_pretrained(model_dir))
         return AutoModel.from_pretrained(model_dir)
     finally:
-        quiet.setLevel(level)
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 class TaskModel(nn.Module):

@@ -52,6 +52,12 @@ from logit_store.records import SparseTargets
 from logit_store.sparsify import log1mexp
 
 
+def student_log_probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """log softmax(z / T) in float32, (P, V); no extra (P, V) pass for the division at T = 1."""
+    z = logits.float()
+    return F.log_softmax(z if temperature == 1.0 else z / temperature, dim=-1)
+
+
 def tempered_teacher(
     logprobs: torch.Tensor, tail_logmass: torch.Tensor, temperature: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,7 +81,7 @@ def topk_kd_loss(
     student_logits: torch.Tensor, targets: SparseTargets, temperature: float = 1.0
 ) -> torch.Tensor:
     """L_topk (module docstring): forward KL over top-k + tail buckets, × T², mean over P."""
-    log_q = F.log_softmax(student_logits.float() / temperature, dim=-1)  # (P, V)
+    log_q = student_log_probs(student_logits, temperature)  # (P, V)
     log_q_topk = log_q.gather(1, targets.ids)  # (P, k)
     log_p_topk, log_p_tail = tempered_teacher(targets.logprobs, targets.tail_logmass, temperature)
     inside = (log_p_topk.exp() * (log_p_topk - log_q_topk)).sum(dim=1)
@@ -93,7 +99,7 @@ def sampled_kd_loss(
     student_logits: torch.Tensor, targets: SparseTargets, temperature: float = 1.0
 ) -> torch.Tensor:
     """L_sampled (module docstring): count-weighted cross-entropy, × T², mean over P."""
-    log_q = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    log_q = student_log_probs(student_logits, temperature)
     weights = targets.counts.float() / float(targets.n_samples)  # (P, m); padding columns are 0
     if temperature != 1.0:
         weights = weights.pow(1.0 / temperature)

@@ -152,7 +152,7 @@ import sys, torch
 torch.set_num_threads(1)
 from student_train.distill import DistillConfig, run_distill
 from student_train.transfer_set import TransferSetSpec
-run_distill(DistillConfig(store=sys.argv[1], out=sys.argv[2], student=sys.argv[3], steps=80,
+run_distill(DistillConfig(store=sys.argv[1], out=sys.argv[2], student=sys.argv[3], steps=30,
     lr=3e-3, batch_tokens=256, num_workers=0, checkpoint_every=2, eval_sequences=16,
     transfer=TransferSetSpec(mix=(("generic", 0.3), ("task", 0.7)), size=80, seed=1)))
 """
@@ -177,7 +177,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(
     child.send_signal(signal.SIGKILL)
     child.wait()
     assert not (out / "metrics.json").exists(), "the child finished before it was killed"
-    kw: dict = dict(steps=80, checkpoint_every=2)
+    kw: dict = dict(steps=30, checkpoint_every=2)
     resumed = run_distill(_config(store_url, student_json, out, **kw))
     whole = run_distill(_config(store_url, student_json, tmp_path / "whole", **kw))
     a = load_file(str(whole / "model" / "model.safetensors"))
