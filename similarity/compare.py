@@ -22,7 +22,13 @@ from similarity.config import CompareSettings
 from similarity.duplicates import near_duplicates
 from similarity.estimates import metric_entries
 from similarity.knn import InnerProductIndex, configure_threads
-from similarity.manifold import ManifoldPoints, ManifoldScan, nn_cosine_quantiles, scan_in_memory, task_radii
+from similarity.manifold import (
+    ManifoldPoints,
+    ManifoldScan,
+    nn_cosine_quantiles,
+    scan_in_memory,
+    task_radii,
+)
 from similarity.sampling import BottomKSample, bootstrap_indices, canonical_order, group_means
 
 QUANTILES = (0.1, 0.5, 0.9)
@@ -32,8 +38,14 @@ HIST_EDGES = np.linspace(-0.2, 1.0, 49)
 METRICS: dict[str, tuple[str, bool, bool]] = {
     "coverage": ("coverage (Naeem et al.)", True, True),
     "density": ("density (Naeem et al.)", True, True),
-    **{f"nn_cosine_q{int(q * 100)}": (f"top-1 NN cosine q{int(q * 100)}", True, False) for q in QUANTILES},
-    **{f"nn_cosine_share_ge_{t}": (f"share NN cosine >= {t}", True, False) for t in SHARE_THRESHOLDS},
+    **{
+        f"nn_cosine_q{int(q * 100)}": (f"top-1 NN cosine q{int(q * 100)}", True, False)
+        for q in QUANTILES
+    },
+    **{
+        f"nn_cosine_share_ge_{t}": (f"share NN cosine >= {t}", True, False)
+        for t in SHARE_THRESHOLDS
+    },
     "centroid_cosine": ("centroid cosine", True, False),
     "frechet": ("Fréchet distance", False, False),
     "mmd2": ("MMD² (median bandwidth)", False, False),
@@ -65,8 +77,13 @@ class GenericSide:
     ids: Sequence[str] | None = None
 
     @classmethod
-    def from_array(cls, vectors: np.ndarray, block_size: int, texts: Sequence[str] | None = None,
-                   ids: Sequence[str] | None = None) -> GenericSide:
+    def from_array(
+        cls,
+        vectors: np.ndarray,
+        block_size: int,
+        texts: Sequence[str] | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> GenericSide:
         def blocks() -> Iterator[np.ndarray]:
             for start in range(0, len(vectors), block_size):
                 yield vectors[start : start + block_size]
@@ -78,25 +95,39 @@ def _pick(values: Sequence[str] | None, order: np.ndarray) -> list[str] | None:
     return None if values is None else [values[i] for i in order]
 
 
-def manifold_tables(points: ManifoldPoints, groups: np.ndarray, n_groups: int,
-                    indices: list[np.ndarray]) -> dict[str, np.ndarray]:
+def manifold_tables(
+    points: ManifoldPoints, groups: np.ndarray, n_groups: int, indices: list[np.ndarray]
+) -> dict[str, np.ndarray]:
     """(R+1, 1+G) tables of the NN-manifold metrics from per-point arrays (see `manifold`)."""
-    rows: dict[str, list[np.ndarray]] = {name: [] for name in METRICS if name.startswith(("cov", "den", "nn_"))}
+    rows: dict[str, list[np.ndarray]] = {
+        name: [] for name in METRICS if name.startswith(("cov", "den", "nn_"))
+    }
     covered, count = points.covered.astype(np.float64), points.count.astype(np.float64)
     for idx in indices:
         g = groups[idx]
         rows["coverage"].append(group_means(covered[idx], g, n_groups))
         rows["density"].append(group_means(count[idx], g, n_groups) * points.density_scale())
-        for q, values in zip(QUANTILES, nn_cosine_quantiles(points.nn_cosine[idx], g, n_groups, QUANTILES),
-                             strict=True):
+        for q, values in zip(
+            QUANTILES,
+            nn_cosine_quantiles(points.nn_cosine[idx], g, n_groups, QUANTILES),
+            strict=True,
+        ):
             rows[f"nn_cosine_q{int(q * 100)}"].append(values)
         for t in SHARE_THRESHOLDS:
-            rows[f"nn_cosine_share_ge_{t}"].append(group_means((points.nn_cosine[idx] >= t) * 1.0, g, n_groups))
+            rows[f"nn_cosine_share_ge_{t}"].append(
+                group_means((points.nn_cosine[idx] >= t) * 1.0, g, n_groups)
+            )
     return {name: np.array(table) for name, table in rows.items()}
 
 
-def _supporting(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_groups: int,
-                indices: list[np.ndarray], seed: int) -> dict[str, np.ndarray]:
+def _supporting(
+    x: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    n_groups: int,
+    indices: list[np.ndarray],
+    seed: int,
+) -> dict[str, np.ndarray]:
     return {
         "centroid_cosine": distribution.centroid_cosine(x, y, groups, n_groups, indices),
         "frechet": distribution.frechet(x, y, groups, n_groups, indices),
@@ -105,7 +136,9 @@ def _supporting(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_groups: int,
     }
 
 
-def compare_embeddings(task: TaskSide, generic: GenericSide, settings: CompareSettings) -> dict[str, Any]:
+def compare_embeddings(
+    task: TaskSide, generic: GenericSide, settings: CompareSettings
+) -> dict[str, Any]:
     """Metrics, references, near-duplicates and warnings of ``task`` against ``generic``."""
     configure_threads(settings.threads)
     torch.set_num_threads(settings.threads)
@@ -120,11 +153,22 @@ def compare_embeddings(task: TaskSide, generic: GenericSide, settings: CompareSe
     groups = np.array([code.get(label, 0) for label in labels], dtype=np.int64)
     n_groups = len(names)
     warnings: list[str] = []
-    index_opts = {"exact_max": s.exact_max, "nprobe": s.nprobe, "use_gpu": s.use_gpu}
+    index_opts: dict[str, Any] = {
+        "exact_max": s.exact_max,
+        "nprobe": s.nprobe,
+        "use_gpu": s.use_gpu,
+    }
 
     task_index = InnerProductIndex(vectors, seed=s.seed, **index_opts)
-    scan = ManifoldScan(task_index, task_radii(task_index, k), k, top=k,
-                        approximate=generic.n > s.exact_max, nprobe=s.nprobe, use_gpu=s.use_gpu)
+    scan = ManifoldScan(
+        task_index,
+        task_radii(task_index, k),
+        k,
+        top=k,
+        approximate=generic.n > s.exact_max,
+        nprobe=s.nprobe,
+        use_gpu=s.use_gpu,
+    )
     half = min(n_task // 2, s.reference_n)
     sample = BottomKSample(max(half, s.support_n), s.seed + 1)
     offset = 0
@@ -142,13 +186,17 @@ def compare_embeddings(task: TaskSide, generic: GenericSide, settings: CompareSe
     random_dirs /= np.linalg.norm(random_dirs, axis=1, keepdims=True)
     matched = sample_vectors[:half]
     if len(matched) < half:
-        warnings.append(f"generic sample ({len(matched)}) is smaller than the task half ({half}): "
-                        "the matched comparison is not size-matched")
+        warnings.append(
+            f"generic sample ({len(matched)}) is smaller than the task half ({half}): "
+            "the matched comparison is not size-matched"
+        )
     a_index = InnerProductIndex(a, seed=s.seed, **index_opts)
     a_radius = task_radii(a_index, k)
-    block_opts = {"block_size": s.block_size, **index_opts}
-    refs = {name: scan_in_memory(a_index, a_radius, other, k, **block_opts)
-            for name, other in (("matched", matched), ("same", b), ("unrelated", random_dirs))}
+    block_opts: dict[str, Any] = {"block_size": s.block_size, **index_opts}
+    refs = {
+        name: scan_in_memory(a_index, a_radius, other, k, **block_opts)
+        for name, other in (("matched", matched), ("same", b), ("unrelated", random_dirs))
+    }
 
     full_idx = list(bootstrap_indices(n_task, s.bootstrap, s.seed + 3))
     ref_idx = list(bootstrap_indices(half, s.bootstrap, s.seed + 4))
@@ -161,30 +209,50 @@ def compare_embeddings(task: TaskSide, generic: GenericSide, settings: CompareSe
     sup_idx = list(bootstrap_indices(n_sup, s.bootstrap, s.seed + 5))
     sup_ref_idx = list(bootstrap_indices(n_ref_sup, s.bootstrap, s.seed + 6))
     generic_sup = sample_vectors[: s.support_n]
-    tables["value"].update(_supporting(vectors[:n_sup], generic_sup, groups[:n_sup], n_groups, sup_idx, s.seed))
+    tables["value"].update(
+        _supporting(vectors[:n_sup], generic_sup, groups[:n_sup], n_groups, sup_idx, s.seed)
+    )
     for name, other in (("matched", generic_sup), ("same", b), ("unrelated", random_dirs)):
-        tables[name].update(_supporting(a[:n_ref_sup], other[:n_ref_sup], groups[:n_ref_sup], n_groups,
-                                        sup_ref_idx, s.seed))
+        tables[name].update(
+            _supporting(
+                a[:n_ref_sup], other[:n_ref_sup], groups[:n_ref_sup], n_groups, sup_ref_idx, s.seed
+            )
+        )
 
     texts = _pick(task.texts, order)
     if texts is not None and generic.texts is not None:
         matched_texts = [generic.texts[i] for i in sample_rows[:half]]
-        tables["value"].update(lexical.lexical_tables(texts, generic.texts, groups, n_groups, full_idx))
-        tables["matched"].update(lexical.lexical_tables(texts[:half], matched_texts, groups[:half], n_groups,
-                                                        ref_idx))
-        tables["same"].update(lexical.lexical_tables(texts[:half], texts[half : 2 * half], groups[:half],
-                                                     n_groups, ref_idx))
-        tables["unrelated"].update({name: np.ones_like(tables["same"][name])
-                                    for name in ("unigram_jsd", "oov_rate")})
+        tables["value"].update(
+            lexical.lexical_tables(texts, generic.texts, groups, n_groups, full_idx)
+        )
+        tables["matched"].update(
+            lexical.lexical_tables(texts[:half], matched_texts, groups[:half], n_groups, ref_idx)
+        )
+        tables["same"].update(
+            lexical.lexical_tables(
+                texts[:half], texts[half : 2 * half], groups[:half], n_groups, ref_idx
+            )
+        )
+        tables["unrelated"].update(
+            {name: np.ones_like(tables["same"][name]) for name in ("unigram_jsd", "oov_rate")}
+        )
 
     per_metric = {
-        name: metric_entries(tables["value"][name], tables["matched"][name], tables["same"][name],
-                             tables["unrelated"][name], s.ci)
-        for name in METRICS if name in tables["value"]
+        name: metric_entries(
+            tables["value"][name],
+            tables["matched"][name],
+            tables["same"][name],
+            tables["unrelated"][name],
+            s.ci,
+        )
+        for name in METRICS
+        if name in tables["value"]
     }
     reliable_n = 10 * d
     if n_sup < reliable_n:
-        warnings.append(f"Fréchet distance is unreliable: {n_sup} task vectors < 10·d = {reliable_n}")
+        warnings.append(
+            f"Fréchet distance is unreliable: {n_sup} task vectors < 10·d = {reliable_n}"
+        )
     group_counts = np.bincount(groups, minlength=n_groups)
     sup_counts = np.bincount(groups[:n_sup], minlength=n_groups)
     ids = _pick(task.ids, order) or [f"task:{int(i)}" for i in order]
@@ -192,52 +260,92 @@ def compare_embeddings(task: TaskSide, generic: GenericSide, settings: CompareSe
     for g, name in enumerate(names if task.groups is not None else []):
         members = np.flatnonzero(groups == g)
         hist = np.histogram(full.nn_cosine[members], bins=HIST_EDGES)[0]
-        group_reports.append({
-            "name": name,
-            "n": int(group_counts[g]),
-            "frechet_reliable": bool(sup_counts[g] >= reliable_n),
-            "metrics": {metric: entries[1 + g] for metric, entries in per_metric.items()},
-            "nn_cosine_histogram": hist.tolist(),
-            "examples": _examples(members, full, texts, ids, generic),
-        })
+        group_reports.append(
+            {
+                "name": name,
+                "n": int(group_counts[g]),
+                "frechet_reliable": bool(sup_counts[g] >= reliable_n),
+                "metrics": {metric: entries[1 + g] for metric, entries in per_metric.items()},
+                "nn_cosine_histogram": hist.tolist(),
+                "examples": _examples(members, full, texts, ids, generic),
+            }
+        )
     truncated = full.truncated + sum(points.truncated for points in refs.values())
     if truncated:
         warnings.append(f"{truncated} density ball counts hit the cap and are lower bounds")
-    recalls = {"task_to_generic": full.recall, "generic_to_task": task_index.describe()["recall"]}
+    recalls = {"task_to_generic": full.recall, "task_index": task_index.recall}
     for what, recall in recalls.items():
         if recall is not None and recall < 0.95:
             warnings.append(f"approximate search recall@k {what} = {recall:.3f} < 0.95")
     return {
-        "sizes": {"task": n_task, "generic": generic.n, "reference_half": half, "support": n_sup,
-                  "support_reference": n_ref_sup, "dim": d, "groups": len(group_reports)},
-        "index": {"k": k, "task": task_index.describe(), "generic_search": {
-            "type": "IVFFlat per block, shared quantizer" if generic.n > s.exact_max else "IndexFlatIP per block",
-            "block_size": s.block_size, "recall": full.recall}, "recalls": recalls},
-        "metrics": {name: {"label": METRICS[name][0], "higher_is_similar": METRICS[name][1],
-                           "headline": METRICS[name][2]} for name in per_metric},
+        "sizes": {
+            "task": n_task,
+            "generic": generic.n,
+            "reference_half": half,
+            "support": n_sup,
+            "support_reference": n_ref_sup,
+            "dim": d,
+            "groups": len(group_reports),
+        },
+        "index": {
+            "k": k,
+            "task": task_index.describe(),
+            "generic_search": {
+                "type": "IVFFlat per block, shared quantizer"
+                if generic.n > s.exact_max
+                else "IndexFlatIP per block",
+                "block_size": s.block_size,
+                "recall": full.recall,
+            },
+            "recalls": recalls,
+        },
+        "metrics": {
+            name: {
+                "label": METRICS[name][0],
+                "higher_is_similar": METRICS[name][1],
+                "headline": METRICS[name][2],
+            }
+            for name in per_metric
+        },
         "global": {metric: entries[0] for metric, entries in per_metric.items()},
         "global_nn_cosine_histogram": np.histogram(full.nn_cosine, bins=HIST_EDGES)[0].tolist(),
         "histogram_edges": [round(float(e), 4) for e in HIST_EDGES],
         "groups": group_reports,
-        "near_duplicates": near_duplicates(full, s.near_dup_cosine, texts, ids, _pick(task.splits, order),
-                                           labels if task.groups else None, generic.texts, generic.ids),
+        "near_duplicates": near_duplicates(
+            full,
+            s.near_dup_cosine,
+            texts,
+            ids,
+            _pick(task.splits, order),
+            labels if task.groups else None,
+            generic.texts,
+            generic.ids,
+        ),
         "warnings": warnings,
     }
 
 
-def _examples(members: np.ndarray, points: ManifoldPoints, texts: list[str] | None, ids: list[str],
-              generic: GenericSide, per_end: int = 2) -> list[dict[str, Any]]:
+def _examples(
+    members: np.ndarray,
+    points: ManifoldPoints,
+    texts: list[str] | None,
+    ids: list[str],
+    generic: GenericSide,
+    per_end: int = 2,
+) -> list[dict[str, Any]]:
     """The group's best- and least-covered task texts with their nearest generic neighbour."""
     ranked = members[np.argsort(-points.nn_cosine[members], kind="stable")]
     picks = list(dict.fromkeys([*ranked[:per_end].tolist(), *ranked[-per_end:].tolist()]))
     out = []
     for i in picks:
         j = int(points.nn_index[i])
-        out.append({
-            "task_id": ids[i],
-            "task_text": None if texts is None else texts[i],
-            "nn_cosine": round(float(points.nn_cosine[i]), 4),
-            "generic_id": None if generic.ids is None or j < 0 else generic.ids[j],
-            "generic_text": None if generic.texts is None or j < 0 else generic.texts[j],
-        })
+        out.append(
+            {
+                "task_id": ids[i],
+                "task_text": None if texts is None else texts[i],
+                "nn_cosine": round(float(points.nn_cosine[i]), 4),
+                "generic_id": None if generic.ids is None or j < 0 else generic.ids[j],
+                "generic_text": None if generic.texts is None or j < 0 else generic.texts[j],
+            }
+        )
     return out

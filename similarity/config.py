@@ -43,12 +43,12 @@ class CompareSettings:
     bootstrap: int = 200
     ci: float = 0.95
     seed: int = 0
-    reference_n: int = 10_000
+    reference_n: int = 5_000
     support_n: int = 4_000
     near_dup_cosine: float = 0.95
     block_size: int = 65_536
-    exact_max: int = 50_000
-    nprobe: int = 16
+    exact_max: int = 20_000
+    nprobe: int = 8
     threads: int = field(default_factory=available_threads)
     use_gpu: bool = True
 
@@ -67,7 +67,9 @@ class CompareSettings:
         }
         for name, ok in checks.items():
             if not ok:
-                raise UserError(f"similarity setting {name}={getattr(self, name)!r} is out of range")
+                raise UserError(
+                    f"similarity setting {name}={getattr(self, name)!r} is out of range"
+                )
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,9 @@ class SimilarityConfig:
         if self.by is not None and self.by not in GROUP_FIELDS:
             raise UserError(f"--by {self.by!r}: expected one of {', '.join(GROUP_FIELDS)}")
         if self.max_per_side < 2 * self.settings.k + 2:
-            raise UserError(f"--max-per-side {self.max_per_side}: need at least {2 * self.settings.k + 2}")
+            raise UserError(
+                f"--max-per-side {self.max_per_side}: need at least {2 * self.settings.k + 2}"
+            )
         if not self.out.endswith(".json"):
             raise UserError(f"--out {self.out!r}: the report is JSON; give a path ending in .json")
         if self.plot is not None and not self.plot.endswith(".png"):

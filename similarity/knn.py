@@ -3,7 +3,7 @@
 Two shapes of search cover every metric:
 
 * `InnerProductIndex`: an index over one in-memory set (the task side, a reference set);
-  exact `IndexFlatIP` up to ``exact_max`` vectors, else `IndexIVFFlat` (nlist ≈ 4·√n, trained on
+  exact `IndexFlatIP` up to ``exact_max`` vectors, else `IndexIVFFlat` (nlist ≈ 2·√n, trained on
   a seeded random sample) whose recall@k against exact search is measured on sampled queries.
 * `StreamedTopK`: the top-k of fixed queries (the task side) over a database that arrives in
   blocks (the generic side). Each block is indexed, searched and dropped, and results are merged
@@ -19,10 +19,13 @@ set explicitly with `faiss.omp_set_num_threads`.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import faiss
 import numpy as np
 
+TRAIN_PER_LIST = 40
+"""k-means training points per IVF list (FAISS asks for at least 39)."""
 RECALL_QUERIES = 256
 """Queries sampled for the recall@k check of an approximate index."""
 
@@ -38,7 +41,8 @@ def gpu_count() -> int:
 
 
 def _nlist(n: int) -> int:
-    return int(min(max(16, 4 * math.sqrt(n)), n // 39))
+    """IVF lists: ≈ 2·√n, at least TRAIN_PER_LIST training points each."""
+    return int(min(max(16, 2 * math.sqrt(n)), n // TRAIN_PER_LIST))
 
 
 def _flat(d: int, use_gpu: bool) -> faiss.Index:
@@ -50,24 +54,31 @@ def _flat(d: int, use_gpu: bool) -> faiss.Index:
 
 def _recall(approx_ids: np.ndarray, exact_ids: np.ndarray) -> float:
     """Mean |approx ∩ exact| / k over queries (both (q, k))."""
-    hits = [len(set(a.tolist()) & set(e.tolist())) for a, e in zip(approx_ids, exact_ids, strict=True)]
+    hits = [
+        len(set(a.tolist()) & set(e.tolist())) for a, e in zip(approx_ids, exact_ids, strict=True)
+    ]
     return float(np.mean(hits)) / exact_ids.shape[1]
 
 
 class InnerProductIndex:
     """Searchable set of ``n`` unit vectors (n, d) float32; `search` returns (sims, ids), (q, k)."""
 
-    def __init__(self, vectors: np.ndarray, *, exact_max: int, nprobe: int, seed: int, use_gpu: bool):
+    def __init__(
+        self, vectors: np.ndarray, *, exact_max: int, nprobe: int, seed: int, use_gpu: bool
+    ):
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         n, d = self.vectors.shape
         self.exact = n <= exact_max
+        self.index: Any
         if self.exact:
             self.index = _flat(d, use_gpu)
         else:
             nlist = _nlist(n)
             rng = np.random.default_rng(seed)
-            train = self.vectors[rng.choice(n, size=min(n, 64 * nlist), replace=False)]
-            self.index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+            train = self.vectors[rng.choice(n, size=min(n, TRAIN_PER_LIST * nlist), replace=False)]
+            self.index = faiss.IndexIVFFlat(
+                faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT
+            )
             self.index.train(train)
             self.index.nprobe = min(nprobe, nlist)
         self.index.add(self.vectors)
@@ -104,7 +115,9 @@ class StreamedTopK:
     ``approximate``: use one IVF index (see module docstring) rather than exact block search.
     """
 
-    def __init__(self, queries: np.ndarray, k: int, *, approximate: bool, nprobe: int, use_gpu: bool):
+    def __init__(
+        self, queries: np.ndarray, k: int, *, approximate: bool, nprobe: int, use_gpu: bool
+    ):
         self.queries = np.ascontiguousarray(queries, dtype=np.float32)
         self.k = k
         self.d = self.queries.shape[1]
@@ -112,10 +125,12 @@ class StreamedTopK:
         self.nprobe = nprobe
         self.use_gpu = use_gpu
         self.heap = faiss.ResultHeap(len(self.queries), k, keep_max=True)
-        self.ivf: faiss.IndexIVFFlat | None = None
+        self.ivf: Any = None
         self.coarse: tuple[np.ndarray, np.ndarray] | None = None
         rng = np.random.default_rng(0)
-        self.check = rng.choice(len(self.queries), size=min(len(self.queries), RECALL_QUERIES), replace=False)
+        self.check = rng.choice(
+            len(self.queries), size=min(len(self.queries), RECALL_QUERIES), replace=False
+        )
         self.check_heap = faiss.ResultHeap(len(self.check), k, keep_max=True)
         self.n = 0
         self.finished = False
@@ -124,7 +139,7 @@ class StreamedTopK:
         nlist = _nlist(len(block))
         quantizer = faiss.IndexFlatIP(self.d)
         ivf = faiss.IndexIVFFlat(quantizer, self.d, nlist, faiss.METRIC_INNER_PRODUCT)
-        ivf.train(block[: 64 * nlist])
+        ivf.train(block[: TRAIN_PER_LIST * nlist])
         ivf.nprobe = min(self.nprobe, nlist)
         coarse_sims, coarse_ids = quantizer.search(self.queries, ivf.nprobe)
         self.ivf, self.coarse = ivf, (coarse_ids, coarse_sims)
@@ -142,7 +157,9 @@ class StreamedTopK:
             exact = faiss.IndexFlatIP(self.d)
             exact.add(block)
             check_sims, check_ids = exact.search(self.queries[self.check], k)
-            self.check_heap.add_result(_pad(check_sims, self.k), _pad(check_ids + offset, self.k, -1))
+            self.check_heap.add_result(
+                _pad(check_sims, self.k), _pad(check_ids + offset, self.k, -1)
+            )
         else:
             index = _flat(self.d, self.use_gpu)
             index.add(block)

@@ -2,7 +2,8 @@
 
 Tokens are lower-cased ``\\w+`` runs. With unigram distributions p (task) and q (other):
 
-* JSD(p, q) = ½ KL(p ‖ m) + ½ KL(q ‖ m), m = ½(p + q), in bits: 0 identical, 1 disjoint vocabularies.
+* JSD(p, q) = ½ KL(p ‖ m) + ½ KL(q ‖ m), m = ½(p + q), in bits: 0 identical, 1 disjoint
+  vocabularies.
 * OOV rate = share of task *tokens* whose type never occurs in the other texts.
 
 The unrelated reference of both is their ceiling (JSD = 1, OOV = 1: no shared vocabulary). Values
@@ -29,7 +30,7 @@ def tokens(text: str) -> list[str]:
 
 
 def normalise_text(text: str) -> str:
-    """Key under which two texts count as identical: NFKC, case-folded, punctuation and spacing dropped."""
+    """Key under which two texts are identical: NFKC, case-folded, punctuation/spacing dropped."""
     return " ".join(_NOT_WORD.sub(" ", unicodedata.normalize("NFKC", text).casefold()).split())
 
 
@@ -53,8 +54,13 @@ def _jsd_bits(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return 0.5 * (kl_p + kl_q)
 
 
-def lexical_tables(task_texts: Sequence[str], other_texts: Sequence[str], groups: np.ndarray,
-                   n_groups: int, indices: list[np.ndarray]) -> dict[str, np.ndarray]:
+def lexical_tables(
+    task_texts: Sequence[str],
+    other_texts: Sequence[str],
+    groups: np.ndarray,
+    n_groups: int,
+    indices: list[np.ndarray],
+) -> dict[str, np.ndarray]:
     """{"unigram_jsd": table, "oov_rate": table} of the task texts against the other texts."""
     vocab: dict[str, int] = {}
     other = np.asarray(_count_matrix(other_texts, vocab).sum(axis=0)).ravel()

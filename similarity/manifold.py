@@ -63,13 +63,23 @@ def task_radii(index: InnerProductIndex, k: int) -> np.ndarray:
 class ManifoldScan:
     """Accumulates `ManifoldPoints` of a fixed task set against blocks of the other set."""
 
-    def __init__(self, task_index: InnerProductIndex, radius: np.ndarray, k: int, *, top: int,
-                 approximate: bool, nprobe: int, use_gpu: bool):
+    def __init__(
+        self,
+        task_index: InnerProductIndex,
+        radius: np.ndarray,
+        k: int,
+        *,
+        top: int,
+        approximate: bool,
+        nprobe: int,
+        use_gpu: bool,
+    ):
         self.task_index = task_index
         self.radius = radius
         self.k = k
-        self.topk = StreamedTopK(task_index.vectors, top, approximate=approximate, nprobe=nprobe,
-                                 use_gpu=use_gpu)
+        self.topk = StreamedTopK(
+            task_index.vectors, top, approximate=approximate, nprobe=nprobe, use_gpu=use_gpu
+        )
         self.count = np.zeros(len(radius), dtype=np.int64)
         self.truncated = 0
 
@@ -103,18 +113,35 @@ class ManifoldScan:
         )
 
 
-def scan_in_memory(task_index: InnerProductIndex, radius: np.ndarray, other: np.ndarray, k: int, *,
-                   block_size: int, exact_max: int, nprobe: int, use_gpu: bool) -> ManifoldPoints:
+def scan_in_memory(
+    task_index: InnerProductIndex,
+    radius: np.ndarray,
+    other: np.ndarray,
+    k: int,
+    *,
+    block_size: int,
+    exact_max: int,
+    nprobe: int,
+    use_gpu: bool,
+) -> ManifoldPoints:
     """`ManifoldScan` over an in-memory other set, fed in blocks."""
-    scan = ManifoldScan(task_index, radius, k, top=k, approximate=len(other) > exact_max,
-                        nprobe=nprobe, use_gpu=use_gpu)
+    scan = ManifoldScan(
+        task_index,
+        radius,
+        k,
+        top=k,
+        approximate=len(other) > exact_max,
+        nprobe=nprobe,
+        use_gpu=use_gpu,
+    )
     for start in range(0, len(other), block_size):
         scan.add_block(other[start : start + block_size], start)
     return scan.finish()
 
 
-def nn_cosine_quantiles(values: np.ndarray, groups: np.ndarray, n_groups: int,
-                        qs: tuple[float, ...]) -> np.ndarray:
+def nn_cosine_quantiles(
+    values: np.ndarray, groups: np.ndarray, n_groups: int, qs: tuple[float, ...]
+) -> np.ndarray:
     """(len(qs), 1 + n_groups) quantiles of nn_cosine overall then per group (nan if empty)."""
     out = np.full((len(qs), 1 + n_groups), np.nan)
     out[:, 0] = np.quantile(values, qs)

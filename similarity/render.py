@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from rich.console import Console
@@ -24,18 +25,27 @@ def _with_ci(entry: dict[str, Any], key: str = "value", ci: str = "ci") -> str:
 def print_report(report: dict[str, Any], console: Console) -> None:
     """Global metrics, per-group headline metrics, near-duplicates and warnings."""
     config, sizes = report["config"], report["sizes"]
-    console.print(f"[bold]task[/bold] {config['task']} ({sizes['task']})  vs  "
-                  f"[bold]generic[/bold] {config['generic']} ({sizes['generic']})  "
-                  f"encoder {config['encoder']}  k={report['index']['k']}")
-    table = Table(title="similarity of the task to the generic corpus (normalised: 1 = task vs itself, "
-                  "0 = unrelated)")
+    console.print(
+        f"[bold]task[/bold] {config['task']} ({sizes['task']})  vs  "
+        f"[bold]generic[/bold] {config['generic']} ({sizes['generic']})  "
+        f"encoder {config['encoder']}  k={report['index']['k']}"
+    )
+    table = Table(
+        title="similarity of the task to the generic corpus (normalised: 1 = task vs itself, "
+        "0 = unrelated)"
+    )
     for column in ("metric", "value [CI]", "same", "unrelated", "normalised [CI]"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     for name, entry in report["global"].items():
         meta = report["metrics"][name]
         label = f"[bold]{meta['label']}[/bold]" if meta["headline"] else meta["label"]
-        table.add_row(label, _with_ci(entry), _fmt(entry["same"]), _fmt(entry["unrelated"]),
-                      _with_ci(entry, "normalised", "normalised_ci"))
+        table.add_row(
+            label,
+            _with_ci(entry),
+            _fmt(entry["same"]),
+            _fmt(entry["unrelated"]),
+            _with_ci(entry, "normalised", "normalised_ci"),
+        )
     console.print(table)
     if report["groups"]:
         groups = Table(title=f"per {config.get('by') or 'group'} (value / normalised)")
@@ -45,17 +55,24 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         for name in shown:
             groups.add_column(report["metrics"][name]["label"], justify="right")
         for group in report["groups"]:
-            cells = [f"{_fmt(group['metrics'][n]['value'])} / {_fmt(group['metrics'][n]['normalised'], 2)}"
-                     for n in shown]
+            cells = [
+                f"{_fmt(metrics[n]['value'])} / {_fmt(metrics[n]['normalised'], 2)}"
+                for metrics in [group["metrics"]]
+                for n in shown
+            ]
             groups.add_row(group["name"], str(group["n"]), *cells)
         console.print(groups)
     dups = report["near_duplicates"]
-    console.print(f"near-duplicates (cosine >= {dups['threshold']} or identical text): {dups['count']} "
-                  f"{dups['by_split']}")
+    console.print(
+        f"near-duplicates (cosine >= {dups['threshold']} or identical text): {dups['count']} "
+        f"{dups['by_split']}"
+    )
     for item in dups["items"][:5]:
-        console.print(f"  [{item['split']}] {item['task_id']}: {item['task_text']!r} ~ "
-                      f"{item['generic_id']}: {item['generic_text']!r} ({_fmt(item['nn_cosine'])})",
-                      highlight=False)
+        console.print(
+            f"  [{item['split']}] {item['task_id']}: {item['task_text']!r} ~ "
+            f"{item['generic_id']}: {item['generic_text']!r} ({_fmt(item['nn_cosine'])})",
+            highlight=False,
+        )
     for warning in report["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
 
@@ -68,14 +85,19 @@ def plot_report(report: dict[str, Any], path: str) -> None:
     import matplotlib.pyplot as plt
 
     edges = report["histogram_edges"]
-    centres = [(lo + hi) / 2 for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+    centres = [(lo + hi) / 2 for lo, hi in itertools.pairwise(edges)]
     groups = report["groups"][:MAX_PLOTTED_GROUPS]
     series = [("all", report["global_nn_cosine_histogram"], report["global"]["coverage"])]
-    series += [(group["name"], group["nn_cosine_histogram"], group["metrics"]["coverage"]) for group in groups]
+    series += [
+        (group["name"], group["nn_cosine_histogram"], group["metrics"]["coverage"])
+        for group in groups
+    ]
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [3, 2]})
     for name, counts, _ in series:
         total = sum(counts) or 1
-        left.plot(centres, [c / total for c in counts], label=name, lw=2.2 if name == "all" else 1.2)
+        left.plot(
+            centres, [c / total for c in counts], label=name, lw=2.2 if name == "all" else 1.2
+        )
     left.set_xlabel("cosine to nearest generic text")
     left.set_ylabel("share of task texts")
     left.set_title("top-1 nearest-neighbour cosine")
@@ -84,10 +106,18 @@ def plot_report(report: dict[str, Any], path: str) -> None:
     values = [entry["value"] or 0.0 for _, _, entry in series]
     lows = [v - (e["ci"] or [v, v])[0] for v, (_, _, e) in zip(values, series, strict=True)]
     highs = [(e["ci"] or [v, v])[1] - v for v, (_, _, e) in zip(values, series, strict=True)]
-    right.barh(range(len(names)), values, xerr=[lows, highs], color="tab:blue", alpha=0.8, capsize=3)
+    right.barh(
+        range(len(names)), values, xerr=[lows, highs], color="tab:blue", alpha=0.8, capsize=3
+    )
     same = [entry["same"] for _, _, entry in series]
-    right.scatter([s if s is not None else float("nan") for s in same], range(len(names)), color="black",
-                  marker="|", s=200, label="split-half reference")
+    right.scatter(
+        [s if s is not None else float("nan") for s in same],
+        range(len(names)),
+        color="black",
+        marker="|",
+        s=200,
+        label="split-half reference",
+    )
     right.set_yticks(range(len(names)), names, fontsize=8)
     right.invert_yaxis()
     right.set_xlim(0, 1.05)

@@ -29,7 +29,7 @@ SCHEMA = "kdcache.similarity/1"
 
 
 def _sample(texts: list[CorpusText], limit: int, seed: int) -> list[CorpusText]:
-    """A seeded uniform random sample of at most ``limit`` texts (never a prefix), in corpus order."""
+    """A seeded uniform random sample of at most ``limit`` texts (never a prefix), in order."""
     if len(texts) <= limit:
         return texts
     keep = np.sort(np.random.default_rng(seed).choice(len(texts), size=limit, replace=False))
@@ -40,8 +40,10 @@ def pick_group_field(texts: list[CorpusText], by: GroupField | None) -> GroupFie
     """``by`` if given, else the first label with at least two distinct values (None if none)."""
     if by is not None:
         if all(getattr(text, by) is None for text in texts):
-            raise UserError(f"--by {by}: the task corpus has no {by} labels; "
-                            f"choose one of {', '.join(GROUP_FIELDS)} that it has")
+            raise UserError(
+                f"--by {by}: the task corpus has no {by} labels; "
+                f"choose one of {', '.join(GROUP_FIELDS)} that it has"
+            )
         return by
     for name in GROUP_FIELDS:
         if len({getattr(text, name) for text in texts} - {None}) >= 2:
@@ -70,7 +72,7 @@ def _read(source: str, seed: int, side: str) -> tuple[list[CorpusText], Any]:
 
 
 def run_similarity(config: SimilarityConfig) -> dict[str, Any]:
-    """Compare ``config.task`` with ``config.generic``; write the JSON (and PNG); return the report."""
+    """Compare ``config.task`` with ``config.generic``; write JSON (and PNG); return the report."""
     started = time.perf_counter()
     settings = config.settings
     generic_all, generic_read = _read(config.generic, config.settings.seed, "generic")
@@ -78,8 +80,12 @@ def run_similarity(config: SimilarityConfig) -> dict[str, Any]:
     generic = _sample(generic_all, config.max_per_side, settings.seed)
     task = _sample(task_all, config.max_per_side, settings.seed + 1)
     by = pick_group_field(task, config.by)
-    encoder = SentenceEncoder(config.encoder, batch_size=config.batch_size,
-                              max_length=config.max_length, threads=settings.threads)
+    encoder = SentenceEncoder(
+        config.encoder,
+        batch_size=config.batch_size,
+        max_length=config.max_length,
+        threads=settings.threads,
+    )
     generic_texts = [text.text for text in generic]
 
     def generic_blocks() -> Iterator[np.ndarray]:
@@ -92,7 +98,9 @@ def run_similarity(config: SimilarityConfig) -> dict[str, Any]:
         ids=[text.id for text in task],
         splits=[text.split for text in task],
     )
-    generic_side = GenericSide(len(generic), generic_blocks, generic_texts, [text.id for text in generic])
+    generic_side = GenericSide(
+        len(generic), generic_blocks, generic_texts, [text.id for text in generic]
+    )
     result = compare_embeddings(task_side, generic_side, settings)
     report = {
         "schema": SCHEMA,
@@ -107,8 +115,10 @@ def run_similarity(config: SimilarityConfig) -> dict[str, Any]:
             "faiss_gpus": gpu_count(),
             **{key: value for key, value in asdict(settings).items()},
         },
-        "corpus": {"generic": _corpus_stats(generic_all, generic, generic_read),
-                   "task": _corpus_stats(task_all, task, task_read)},
+        "corpus": {
+            "generic": _corpus_stats(generic_all, generic, generic_read),
+            "task": _corpus_stats(task_all, task, task_read),
+        },
         **result,
         "seconds": round(time.perf_counter() - started, 2),
     }

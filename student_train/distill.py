@@ -10,7 +10,6 @@ batch order is a pure function of (spec, epoch) and the RNG state is checkpointe
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -27,6 +26,7 @@ from transformers import PreTrainedModel
 
 from logit_store import SparseBatch, Store, StoreMeta, UserError, open_store
 from student_train.checkpoints import load_checkpoint, save_checkpoint
+from student_train.device import autocast, resolve_device
 from student_train.heldout import evaluate_heldout
 from student_train.losses import DistillLoss, LossParts
 from student_train.runs import CHECKPOINT_DIR, MODEL_DIR, config_hash, finish_run, open_run
@@ -110,20 +110,6 @@ class DistillConfig:
         return data
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine; use cpu")
-    return torch.device(name)
-
-
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def to_device(batch: SparseBatch, device: torch.device) -> SparseBatch:
     """Every tensor of a batch (targets included) on `device`."""
     move: dict[str, Any] = {
@@ -162,7 +148,7 @@ def train_step(
     model: PreTrainedModel, batch: SparseBatch, loss_fn: DistillLoss, device: torch.device
 ) -> LossParts:
     """Forward at the labelled positions and backward; the optimizer step is the caller's."""
-    with _autocast(device):
+    with autocast(device):
         logits = mlm_logits_at(
             model, batch.teacher_input_ids, batch.attention_mask, batch.batch_index, batch.positions
         )
@@ -218,7 +204,7 @@ def run_distill(
     model = build_student(cfg.student, store.meta, seed=cfg.seed)
     plan = plan_transfer_set(store, cfg.transfer)
     total = cfg.steps or sum(len(plan.epoch(e, cfg.batch_tokens)) for e in range(cfg.epochs or 0))
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     torch.nn.Module.to(model, device).train()
     optimizer = optimizer_for(model, cfg.lr, cfg.weight_decay)
     scheduler = warmup_cosine(optimizer, min(cfg.warmup or max(1, total // 20), total), total)

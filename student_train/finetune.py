@@ -30,6 +30,7 @@ from safetensors.torch import save_file
 from transformers import get_linear_schedule_with_warmup
 
 from logit_store import UserError, open_store
+from student_train.device import autocast, resolve_device
 from student_train.evaluate import dc_metrics, icner_metrics
 from student_train.heads import (
     INITS,
@@ -122,19 +123,6 @@ class FinetuneConfig:
         return {k: v for k, v in self.__dict__.items() if k not in skip}
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available here; use --device cpu or auto")
-    return torch.device(name)
-
-
-def _autocast(device: torch.device) -> torch.autocast:
-    """bf16 autocast on CUDA; a disabled context on CPU (fp32)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
 def _optimizer(model: TaskModel, cfg: FinetuneConfig) -> torch.optim.AdamW:
     """AdamW; no weight decay on biases and LayerNorm weights (1-D parameters)."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -170,7 +158,7 @@ def train(
     while step < total:
         for rows in length_grouped_batches(lengths, cfg.batch_size, rng):
             batch = collate(data, rows, pad_token_id, label_ids, tag_ids).to(device)
-            with _autocast(device):
+            with autocast(device):
                 class_logits, tag_logits = model(batch.input_ids, batch.attention_mask)
             loss = task_loss(class_logits, tag_logits, batch.labels, batch.tag_labels)
             optimizer.zero_grad(set_to_none=True)
@@ -210,7 +198,7 @@ def predict(
     truncated = 0
     for rows in sorted_batches(data.lengths, batch_size):
         batch = collate(data, rows, pad_token_id, label_ids, None).to(device)
-        with _autocast(device):
+        with autocast(device):
             class_logits, tag_logits = model(batch.input_ids, batch.attention_mask)
         class_pred = class_logits.argmax(-1).cpu().tolist()
         tag_pred = None if tag_logits is None else tag_logits.argmax(-1).cpu().numpy()
@@ -236,7 +224,7 @@ def _check_vocab(model: TaskModel, splits: list[TaskSplit], model_dir: Path) -> 
 def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     """Finetune `cfg.student` on `cfg.task` and evaluate on the test split; returns the metrics
     written to OUT/metrics.json (or the stored ones if this exact config already completed)."""
-    out, device = Path(cfg.out), _device(cfg.device)
+    out, device = Path(cfg.out), resolve_device(cfg.device)
     store = open_store(cfg.store, storage_options=dict(cfg.storage_options) or None)
     if cfg.corpus not in store.corpora:
         raise UserError(f"--corpus {cfg.corpus!r} is not in {cfg.store} (corpora: {store.corpora})")

@@ -18,7 +18,6 @@ The LM head is applied only at labelled positions (`mlm_logits_at`): (P, H) → 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from transformers import (
 )
 
 from logit_store import StoreMeta, UserError
+from logit_store.provenance import tokenizer_hash
 
 FROM_TEACHER = "from-teacher:"
 _LAYER_KEY = re.compile(r"\.layer\.(\d+)\.")
@@ -65,15 +65,6 @@ PRESETS = {
 }
 
 
-def tokenizer_fingerprint(tokenizer: Any) -> str:
-    """sha256 of the fast tokenizer's full JSON: the store's `tokenizer_hash` (DESIGN §3)."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        raise UserError(f"tokenizer {tokenizer.name_or_path!r} is not a fast tokenizer")
-    state = json.dumps(json.loads(backend.to_str()), sort_keys=True)
-    return hashlib.sha256(state.encode()).hexdigest()
-
-
 def load_store_tokenizer(meta: StoreMeta) -> Any:
     """The store's tokenizer, checked against its hash and special-token ids.
 
@@ -84,7 +75,7 @@ def load_store_tokenizer(meta: StoreMeta) -> Any:
         return None
     tokenizer = AutoTokenizer.from_pretrained(meta.tokenizer_id)
     where = f"tokenizer {meta.tokenizer_id!r}"
-    if tokenizer_fingerprint(tokenizer) != meta.tokenizer_hash:
+    if tokenizer_hash(tokenizer) != meta.tokenizer_hash:
         raise UserError(
             f"{where} differs from the one the store was written with (tokenizer_hash); "
             "restore that tokenizer or recompute the store"

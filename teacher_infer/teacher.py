@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from transformers import (
 )
 
 from logit_store import UserError
+from logit_store.provenance import tokenizer_hash
 
 log = logging.getLogger(__name__)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -45,15 +45,6 @@ def teacher_hash(model: nn.Module) -> str:
         digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-def tokenizer_hash(tokenizer: Any) -> str:
-    """sha256 of the fast tokenizer's full JSON (vocab, normaliser, pre-tokenizer, template)."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        raise UserError(f"tokenizer {tokenizer.name_or_path!r} is not a fast tokenizer")
-    state = json.dumps(json.loads(backend.to_str()), sort_keys=True)
-    return hashlib.sha256(state.encode()).hexdigest()
 
 
 def resolve_device(device: str) -> torch.device:

@@ -17,7 +17,8 @@ from transformers import (
     XLMRobertaForMaskedLM,
 )
 
-from teacher_infer.teacher import Teacher, teacher_hash, tokenizer_hash
+from logit_store.provenance import tokenizer_hash
+from teacher_infer.teacher import Teacher, teacher_hash
 
 
 def _tiny(arch: str, vocab: int) -> Any:

@@ -1,0 +1,1 @@
+"""Benchmark scripts: each prints measured ratios, last line JSON."""
