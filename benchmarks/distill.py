@@ -46,7 +46,7 @@ from logit_store import (
     open_store,
 )
 from logit_store.sparsify import topk_targets
-from student_train.distill import DistillConfig, optimizer_for, run_distill, to_device, train_step
+from student_train.distill import DistillConfig, optimizer_for, run_distill, train_step
 from student_train.losses import DistillLoss, dense_kd_loss
 from student_train.students import build_student, mlm_logits_at
 from student_train.transfer_set import TransferSetSpec, plan_transfer_set, stream_batches
@@ -223,7 +223,7 @@ def throughput(
 
     def batches(streamed: bool) -> Iterator[SparseBatch]:
         source = stream_batches(store, plan, num_workers=1) if streamed else iter(decoded)
-        return (to_device(b, device) for b in source)
+        return (b.to(device, non_blocking=True) for b in source)
 
     modes: dict[str, tuple[Callable[[SparseBatch], None], bool]] = {
         "student_ce": (student_ce, False),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -84,6 +84,18 @@ class SparseBatch:
     labels: torch.Tensor  # (P,) original token id there (hard MLM label)
     targets: SparseTargets  # torch tensors, P rows
     indices: torch.Tensor  # (B,) sequence indices in the corpus
+
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> SparseBatch:
+        """The batch with `fn` applied to every tensor, targets included."""
+        fields = {k: fn(v) for k, v in vars(self).items() if isinstance(v, torch.Tensor)}
+        return replace(self, targets=self.targets.map(fn), **fields)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> SparseBatch:
+        return self.map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> SparseBatch:
+        """Page-locked copy, so host-to-GPU copies can overlap compute (DataLoader hook)."""
+        return self.map(lambda t: t.pin_memory())
 
 
 @dataclass(frozen=True)

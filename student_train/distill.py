@@ -14,7 +14,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -108,16 +108,6 @@ class DistillConfig:
             for name in ("teacher_hash", "tokenizer_hash", "encoding", "k", "n_samples", "masking")
         }
         return data
-
-
-def to_device(batch: SparseBatch, device: torch.device) -> SparseBatch:
-    """Every tensor of a batch (targets included) on `device`."""
-    move: dict[str, Any] = {
-        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-        for k, v in vars(batch.targets).items()
-    }
-    fields = {k: v.to(device, non_blocking=True) for k, v in vars(batch).items() if k != "targets"}
-    return replace(batch, targets=replace(batch.targets, **move), **fields)
 
 
 def optimizer_for(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -224,7 +214,7 @@ def run_distill(
             range(start, total), _batches_from(store, plan, cfg, start), strict=False
         ):
             tokens += int(batch.attention_mask.sum())
-            batch = to_device(batch, device)
+            batch = batch.to(device, non_blocking=True)
             parts = train_step(model, batch, loss_fn, device)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()

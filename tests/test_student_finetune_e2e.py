@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
 from logit_store import CorpusPlan, SparseTargets, StoreMeta, UnitData, UserError, create_store
@@ -100,15 +99,6 @@ def _write_store(url: str, corpora: dict[str, list[dict[str, Any]]], teacher_id:
             positions = np.ones(p, dtype=np.int64)
             masked = np.array([enc[i]["input_ids"][1] for i in rows])
             writer.write_unit(unit, UnitData(ids, wids, positions, masked, targets, recs))
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    """Tiny models run fastest on one thread, above all on a CPU shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

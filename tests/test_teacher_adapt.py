@@ -16,15 +16,6 @@ from teacher_infer.adapt import AdaptConfig, run_adapt
 from teacher_infer.teacher import load_teacher
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Width-32 models are all threading overhead: on a busy 2-core box 1 thread is much faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A bare BertModel checkpoint (like the packaged MiniLM): no MLM head weights."""

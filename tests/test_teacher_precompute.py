@@ -21,15 +21,6 @@ from logit_store import StoreMismatchError, UserError, open_store
 from teacher_infer.precompute import PrecomputeConfig, run_precompute
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Width-32 models are all threading overhead: on a busy 2-core box 1 thread is ~100x faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("teacher")
