@@ -39,7 +39,10 @@ def _storage_options(pairs: list[str] | None) -> dict[str, str]:
 StorageOption = Annotated[
     list[str] | None,
     typer.Option(
-        "--storage-option", help="fsspec option KEY=VALUE for remote stores (repeatable)."
+        "--storage-option",
+        help="fsspec option KEY=VALUE for a store URL (repeatable), e.g. "
+        "endpoint_url=http://HOST:9000, anon=true, client_kwargs.region_name=eu-west-1. "
+        "Credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_ENDPOINT_URL etc.",
     ),
 ]
 
@@ -149,6 +152,13 @@ def precompute(
     summary = run_precompute(config, console)
     if summary["rank"] == 0:
         print_summary(summary, console)
+    else:
+        units = summary["corpora"].values()
+        console.print(
+            f"rank {summary['rank']} of {summary['world_size']}: computed "
+            f"{sum(c['units_computed'] for c in units)} of {sum(c['units'] for c in units)} "
+            f"units in {summary['elapsed_s']:.1f} s"
+        )
 
 
 @app.command("teacher-adapt")
@@ -257,6 +267,7 @@ def similarity(
     k: Annotated[int, typer.Option(help="Neighbourhood size for coverage / density.")] = 5,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates per interval.")] = 200,
     plot: Annotated[str | None, typer.Option(help="Also write a PNG here.")] = None,
+    storage_option: StorageOption = None,
 ) -> None:
     """Compare --task with --generic and write a report; `similarity show REPORT` re-prints one."""
     if ctx.invoked_subcommand is not None:
@@ -280,6 +291,7 @@ def similarity(
         max_per_side=max_per_side,
         plot=plot,
         settings=CompareSettings(k=k, bootstrap=bootstrap, seed=seed),
+        storage_options=_storage_options(storage_option),
     )
     print_report(run_similarity(config), console)
 
@@ -373,6 +385,9 @@ def sweep(
     task: Annotated[list[str], typer.Option(help="Task corpus (repeatable; share split evenly).")],
     out: Annotated[str, typer.Option(help="RUNS folder (rerun the command to resume).")],
     size: Annotated[int, typer.Option(help="Transfer-set size in sequences.")],
+    replacement: Annotated[
+        bool, typer.Option(help="Let a source smaller than its share repeat sequences.")
+    ] = False,
     mix: Annotated[
         str, typer.Option(help="Shares of task data, e.g. 0,0.25,0.5,0.75,1.")
     ] = "0,0.5,1",
@@ -411,6 +426,7 @@ def sweep(
         seeds=_csv(seeds, "--seeds", int),
         students=_csv(student, "--student", str),
         size=size,
+        replacement=replacement,
         targets=tuple(FinetuneTarget.parse(t) for t in finetune or []),
         steps=steps,
         lr=lr,

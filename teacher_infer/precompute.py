@@ -10,8 +10,9 @@ to a background writer thread through a bounded queue, so the teacher never wait
 and memory stays flat. Resuming is rerunning the same command: done units are skipped, and
 units are batched only internally, so the result equals an uninterrupted run's.
 
-Under `torchrun` (WORLD_SIZE > 1) rank 0 creates the store, all ranks wait at a barrier, then
-rank r computes units[r::world] of every corpus and all ranks meet at a final barrier.
+Under `torchrun` (WORLD_SIZE > 1) rank 0 creates the store, all ranks wait at a barrier, read
+the pending units and meet again (so all split the same list), then rank r computes
+pending[r::world] of every corpus and all ranks meet at a final barrier.
 """
 
 from __future__ import annotations
@@ -304,7 +305,9 @@ def run_precompute(config: PrecomputeConfig, console: Console | None = None) -> 
     _barrier(world)
     if rank != 0:
         writer = create_store(config.out, meta, [p.plan for p in planned], options)
-    work = {p.name: writer.pending(p.name)[rank::world] for p in planned}
+    pending = {p.name: writer.pending(p.name) for p in planned}
+    _barrier(world)  # every rank reads the same done flags before any rank writes a unit
+    work = {name: units[rank::world] for name, units in pending.items()}
     spec = TargetSpec(config.encoding, config.k, config.n_samples, config.seed)
 
     background = BackgroundWriter(writer)
