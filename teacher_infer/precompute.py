@@ -44,7 +44,7 @@ from logit_store import StoreMeta, StoreWriter, Unit, UnitData, UserError, creat
 from teacher_infer.corpora import read_corpus
 from teacher_infer.plan import MaskingSpec, PlannedCorpus, plan_corpus
 from teacher_infer.teacher import DTYPES, Teacher, load_teacher
-from teacher_infer.unit_targets import TargetSpec, compute_unit
+from teacher_infer.unit_targets import LaunchedUnit, TargetSpec, launch_unit
 
 WRITE_QUEUE_DEPTH = 4  # units computed but not yet written (bounds host memory)
 WRITER_THREADS = 3
@@ -190,7 +190,7 @@ class BackgroundWriter:
 
 
 class UnitProgress:
-    """Context manager; `ticker(corpus)` returns the per-batch callback for `compute_unit`.
+    """Context manager; `ticker(corpus)` returns the per-batch callback for `launch_unit`.
 
     Totals count only the sequences of units this process will compute (pending, its rank's).
     """
@@ -288,6 +288,13 @@ def plan_corpora(
     return planned
 
 
+def _hand_over(launched: LaunchedUnit, background: BackgroundWriter) -> int:
+    """Wait for a launched unit, queue it for writing; returns its token count."""
+    data = launched.finish()
+    background.put(launched.unit, data)
+    return len(data.input_ids)
+
+
 def run_precompute(config: PrecomputeConfig, console: Console | None = None) -> dict[str, Any]:
     """Fill `config.out` with teacher targets for every pending unit; returns a summary dict."""
     started = time.perf_counter()
@@ -315,12 +322,16 @@ def run_precompute(config: PrecomputeConfig, console: Console | None = None) -> 
     compute_started = time.perf_counter()
     with UnitProgress(planned, work, console, enabled=config.progress and rank == 0) as progress:
         try:
+            previous: LaunchedUnit | None = None
             for corpus in planned:
                 for unit in work[corpus.name]:
                     tick = progress.ticker(corpus.name)
-                    data = compute_unit(teacher, corpus, unit, spec, config.token_budget, tick)
-                    background.put(unit, data)
-                    computed_tokens += len(data.input_ids)
+                    launched = launch_unit(teacher, corpus, unit, spec, config.token_budget, tick)
+                    if previous is not None:  # the device is already busy with `launched`
+                        computed_tokens += _hand_over(previous, background)
+                    previous = launched
+            if previous is not None:
+                computed_tokens += _hand_over(previous, background)
         finally:
             background.close()
     compute_s = time.perf_counter() - compute_started

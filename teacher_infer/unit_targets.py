@@ -105,30 +105,53 @@ def unit_generator(
 def _to_host(targets: SparseTargets) -> SparseTargets:
     """Start copying a batch's (P_b, k) targets to pinned host memory without waiting."""
 
-    def copy(t: torch.Tensor | None) -> torch.Tensor | None:
-        if t is None or t.device.type != "cuda":
+    def copy(t: torch.Tensor) -> torch.Tensor:
+        if t.device.type != "cuda":
             return t
         return torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True)
 
-    return SparseTargets(
-        targets.encoding,
-        copy(targets.ids),
-        logprobs=copy(targets.logprobs),
-        tail_logmass=copy(targets.tail_logmass),
-        counts=copy(targets.counts),
-        n_samples=targets.n_samples,
-    )
+    return targets.map(copy)
 
 
-def compute_unit(
+@dataclass
+class LaunchedUnit:
+    """A unit whose teacher work is queued on the device; `finish()` waits for it alone.
+
+    On CUDA the caller launches unit u + 1 before finishing unit u, so the GPU computes the next
+    unit while the host assembles this one (and the writer threads compress the one before).
+    """
+
+    corpus: PlannedCorpus
+    unit: Unit
+    spec: TargetSpec
+    pending: list[tuple[np.ndarray, SparseTargets]]
+    done: torch.cuda.Event | None
+
+    def finish(self) -> UnitData:
+        if self.done is not None:
+            self.done.synchronize()
+        corpus, unit = self.corpus, self.unit
+        p0, p1 = int(corpus.position_offsets[unit.start]), int(corpus.position_offsets[unit.stop])
+        t0, t1 = int(corpus.token_offsets[unit.start]), int(corpus.token_offsets[unit.stop])
+        return UnitData(
+            input_ids=corpus.input_ids[t0:t1],
+            word_ids=corpus.word_ids[t0:t1],
+            positions=corpus.positions[p0:p1],
+            masked_ids=corpus.masked_ids[p0:p1],
+            targets=_assemble(self.pending, p1 - p0, self.spec),
+            records=corpus.records[unit.start : unit.stop],
+        )
+
+
+def launch_unit(
     teacher: Teacher,
     corpus: PlannedCorpus,
     unit: Unit,
     spec: TargetSpec,
     token_budget: int,
     on_batch: Callable[[int, int], None] | None = None,
-) -> UnitData:
-    """Run the teacher over one unit and assemble its `UnitData` in plan order.
+) -> LaunchedUnit:
+    """Queue the teacher over one unit's batches; targets land in pinned host memory.
 
     `on_batch(n_sequences, n_tokens)` is called after each batch is queued (progress).
     """
@@ -152,19 +175,11 @@ def compute_unit(
         pending.append((batch.rows, _to_host(out)))
         if on_batch is not None:
             on_batch(batch.n_sequences, batch.n_tokens)
+    done = None
     if pin:
-        torch.cuda.current_stream(dev).synchronize()
-
-    p0, p1 = int(corpus.position_offsets[unit.start]), int(corpus.position_offsets[unit.stop])
-    t0, t1 = int(corpus.token_offsets[unit.start]), int(corpus.token_offsets[unit.stop])
-    return UnitData(
-        input_ids=corpus.input_ids[t0:t1],
-        word_ids=corpus.word_ids[t0:t1],
-        positions=corpus.positions[p0:p1],
-        masked_ids=corpus.masked_ids[p0:p1],
-        targets=_assemble(pending, p1 - p0, spec),
-        records=corpus.records[unit.start : unit.stop],
-    )
+        done = torch.cuda.Event()
+        done.record(torch.cuda.current_stream(dev))
+    return LaunchedUnit(corpus, unit, spec, pending, done)
 
 
 def _assemble(
