@@ -47,7 +47,9 @@ from teacher_infer.teacher import DTYPES, Teacher, load_teacher
 from teacher_infer.unit_targets import LaunchedUnit, TargetSpec, launch_unit
 
 WRITE_QUEUE_DEPTH = 4  # units computed but not yet written (bounds host memory)
-WRITER_THREADS = 3
+# On a GPU, host cores are free for compression; on a CPU every writer thread takes a core
+# from the teacher, so one is enough to overlap I/O.
+WRITER_THREADS = {"cuda": 3, "cpu": 1}
 
 
 @dataclass(frozen=True)
@@ -152,9 +154,7 @@ class BackgroundWriter:
     (numpy sorts) and compression (blosc, zstd) release the GIL for most of their time.
     """
 
-    def __init__(
-        self, writer: StoreWriter, depth: int = WRITE_QUEUE_DEPTH, threads: int = WRITER_THREADS
-    ) -> None:
+    def __init__(self, writer: StoreWriter, threads: int, depth: int = WRITE_QUEUE_DEPTH) -> None:
         self.writer = writer
         self.queue: queue.Queue[tuple[Unit, UnitData] | None] = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
@@ -317,7 +317,7 @@ def run_precompute(config: PrecomputeConfig, console: Console | None = None) -> 
     work = {name: units[rank::world] for name, units in pending.items()}
     spec = TargetSpec(config.encoding, config.k, config.n_samples, config.seed)
 
-    background = BackgroundWriter(writer)
+    background = BackgroundWriter(writer, WRITER_THREADS.get(teacher.device.type, 1))
     computed_tokens = 0
     compute_started = time.perf_counter()
     with UnitProgress(planned, work, console, enabled=config.progress and rank == 0) as progress:
