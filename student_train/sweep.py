@@ -1,0 +1,202 @@
+"""`run_sweep(SweepConfig) -> dict`: run a grid of distil → finetune experiments, resumably.
+
+The grid and its folders come from `sweep_plan.plan_sweep`. A job whose folder already holds
+``metrics.json`` is complete and skipped (its folder name carries its config hash, so a changed
+setting is a new folder); a job killed part-way is run again — a distillation resumes from its
+last checkpoint, a finetuning restarts. So rerunning the same command after a kill redoes only
+the missing runs, and a second invocation after success runs nothing.
+
+With ``jobs > 1`` experiments run in a `ProcessPoolExecutor` (spawn), at most ``jobs`` at a time
+and never more than the cores this process may use, each with ``cores // jobs`` torch threads;
+a job starts once the run it finetunes is complete. Written under RUNS::
+
+    sweep.json       the sweep's config and planned run folders (the last invocation)
+    results.jsonl    one row per completed run of the sweep: labels, config.json, metrics.json
+                     (rewritten after every run; `report` re-reads the run folders themselves)
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from rich.console import Console
+
+from logit_store import Store, UserError, open_store
+from student_train.distill import DistillConfig, run_distill
+from student_train.finetune import FinetuneConfig, run_finetune
+from student_train.runs import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    METRICS_FILE,
+    MODEL_DIR,
+    finish_run,
+    open_run,
+    read_metrics,
+    write_json_atomic,
+)
+from student_train.students import build_student, load_store_tokenizer, save_student
+from student_train.sweep_plan import InitConfig, Job, SweepConfig, plan_sweep
+from student_train.transfer_set import plan_transfer_set
+
+RESULTS_FILE, SWEEP_FILE = "results.jsonl", "sweep.json"
+
+
+def save_initial_student(cfg: InitConfig) -> Path:
+    """Build the student `cfg.student` as distillation would start it and save it (a run folder
+    whose RUN/model an `init` or `random` baseline finetunes)."""
+    store = open_store(cfg.store, storage_options=cfg.storage_options or None)
+    out = Path(cfg.out)
+    if open_run(out, cfg.record(store)) == "done":
+        return out
+    model = build_student(cfg.student, store.meta, seed=0).eval()
+    save_student(model, load_store_tokenizer(store.meta), out / MODEL_DIR)
+    config = model.config
+    shape = {"layers": config.num_hidden_layers, "hidden": config.hidden_size}
+    finish_run(out, {"parameters": sum(p.numel() for p in model.parameters()), **shape})
+    return out
+
+
+def execute_job(job: Job, threads: int, console: Console | None = None) -> None:
+    """Run one job in this process with `threads` torch threads (also the pool's entry point:
+    without a console, as in a pool worker, nothing is drawn or logged below errors)."""
+    torch.set_num_threads(threads)
+    transformers.logging.disable_progress_bar()  # the sweep prints one line per finished run
+    if console is None:  # a pool worker: no load reports interleaved with other jobs
+        transformers.logging.set_verbosity_error()
+    if isinstance(job.config, InitConfig):
+        save_initial_student(job.config)
+    elif isinstance(job.config, DistillConfig):
+        run_distill(job.config, console or Console(stderr=True, quiet=True))
+        # the run is complete: its resume state (model + AdamW moments) is no longer needed
+        shutil.rmtree(Path(job.config.out) / CHECKPOINT_DIR, ignore_errors=True)
+    else:
+        assert isinstance(job.config, FinetuneConfig)
+        run_finetune(job.config)
+
+
+def result_row(runs: Path, job: Job, sources: dict[str, str]) -> dict[str, Any]:
+    """The results.jsonl row of a completed job: its labels, config.json and metrics.json."""
+    folder = runs / job.run
+    target = job.target
+    return {
+        "run": job.run,
+        "kind": job.kind,
+        "role": job.role,
+        "student": job.student,
+        "mix": job.mix,
+        "seed": job.seed,
+        "task": target.task if target else None,
+        "corpus": target.corpus if target else None,
+        "corpus_source": sources.get(target.corpus) if target else None,
+        "upstream": job.after,
+        "config": json.loads((folder / CONFIG_FILE).read_text()),
+        "metrics": read_metrics(folder),
+    }
+
+
+def write_results(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Replace `path` with `rows` as JSON lines, atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
+    os.replace(tmp, path)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _check_transfer_sets(cfg: SweepConfig, store: Store) -> None:
+    """Plan every transfer set now, so a source too small fails before any training."""
+    for mix in cfg.mixes:
+        for seed in cfg.seeds:
+            try:
+                plan_transfer_set(store, cfg.transfer(mix, seed))
+            except UserError as err:
+                raise UserError(f"--size {cfg.size} at task share {mix:g}: {err}") from err
+
+
+def _run_parallel(
+    pending: list[Job], done: set[str], workers: int, threads: int, on_done: Callable[[Job], None]
+) -> None:
+    """Run `pending` in `workers` spawned processes, each job once the run it needs is done."""
+    waiting = list(pending)
+    running: dict[Future[None], Job] = {}
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        while waiting or running:
+            for job in [j for j in waiting if j.after is None or j.after in done]:
+                if len(running) >= workers:  # submit only what can start: plan order is kept
+                    break
+                waiting.remove(job)
+                running[pool.submit(execute_job, job, threads)] = job
+            assert running, "sweep plan has a job whose dependency is not in the plan"
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                job = running.pop(future)
+                future.result()  # re-raises the job's error (a UserError stays one)
+                done.add(job.run)
+                on_done(job)
+
+
+def run_sweep(cfg: SweepConfig, console: Console | None = None) -> dict[str, Any]:
+    """Run every job of the grid not yet complete; returns counts, timings and file paths."""
+    started = time.perf_counter()
+    console = console or Console(stderr=True)
+    runs = Path(cfg.out)
+    store = open_store(cfg.store, storage_options=cfg.storage_options or None)
+    if store.meta.mode != "mlm":
+        raise UserError(f"--store {cfg.store}: mode {store.meta.mode!r}; a sweep distils from mlm")
+    for name in (cfg.generic, *cfg.tasks):
+        if not any(c == name or c.startswith(name + "/") for c in store.corpora):
+            raise UserError(f"--generic/--task {name!r}: no such corpus in {store.corpora}")
+    _check_transfer_sets(cfg, store)
+    jobs = plan_sweep(cfg, store)
+    sources = {t.corpus: str(store[t.corpus].info.get("source", "")) for t in cfg.targets}
+    runs.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(runs / SWEEP_FILE, {"config": asdict(cfg), "runs": [job.run for job in jobs]})
+    done = {job.run for job in jobs if (runs / job.run / METRICS_FILE).is_file()}
+    pending = [job for job in jobs if job.run not in done]
+    rows = {job.run: result_row(runs, job, sources) for job in jobs if job.run in done}
+    results = runs / RESULTS_FILE
+    write_results(results, [rows[job.run] for job in jobs if job.run in rows])
+    console.print(f"sweep: {len(jobs)} runs, {len(done)} already complete, {len(pending)} to run")
+
+    clock = {"t": time.perf_counter()}
+
+    def on_done(job: Job) -> None:
+        rows[job.run] = result_row(runs, job, sources)
+        write_results(results, [rows[j.run] for j in jobs if j.run in rows])
+        now = time.perf_counter()
+        console.print(f"[{len(rows)}/{len(jobs)}] {job.describe()}: {now - clock['t']:.1f} s")
+        clock["t"] = now
+
+    cores = _cores()
+    workers = max(1, min(cfg.jobs, cores, len(pending)))
+    threads = max(1, cores // workers)
+    if workers == 1:
+        for job in pending:
+            execute_job(job, threads, console)
+            done.add(job.run)
+            on_done(job)
+    else:
+        _run_parallel(pending, done, workers, threads, on_done)
+    return {
+        "runs": len(jobs),
+        "ran": len(pending),
+        "skipped": len(jobs) - len(pending),
+        "workers": workers,
+        "threads_per_job": threads,
+        "seconds": time.perf_counter() - started,
+        "results": str(results),
+    }
