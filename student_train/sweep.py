@@ -164,7 +164,9 @@ def run_sweep(cfg: SweepConfig, console: Console | None = None) -> dict[str, Any
     jobs = plan_sweep(cfg, store)
     sources = {t.corpus: str(store[t.corpus].info.get("source", "")) for t in cfg.targets}
     runs.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(runs / SWEEP_FILE, {"config": asdict(cfg), "runs": [job.run for job in jobs]})
+    # storage option values may hold credentials: record only their names
+    config = {**asdict(cfg), "storage_options": sorted(cfg.storage_options)}
+    write_json_atomic(runs / SWEEP_FILE, {"config": config, "runs": [job.run for job in jobs]})
     done = {job.run for job in jobs if (runs / job.run / METRICS_FILE).is_file()}
     pending = [job for job in jobs if job.run not in done]
     rows = {job.run: result_row(runs, job, sources) for job in jobs if job.run in done}
