@@ -12,6 +12,7 @@ import zlib
 
 import numpy as np
 import torch
+import zarr
 
 from logit_store import CorpusPlan, SparseTargets, StoreMeta, StoreWriter, UnitData, create_store
 from logit_store.sparsify import sampled_targets, topk_targets
@@ -55,6 +56,29 @@ def synthetic_plans(n_task: int = 40, n_generic: int = 30, unit_size: int = 8) -
             )
         )
     return plans
+
+
+def store_arrays(url: str) -> dict[str, np.ndarray]:
+    """Every array of a store, by path, fully read."""
+    found: dict[str, np.ndarray] = {}
+
+    def walk(group: zarr.Group, prefix: str) -> None:
+        for name, arr in group.arrays():
+            found[prefix + name] = np.asarray(arr[...])
+        for name, sub in group.groups():
+            walk(sub, f"{prefix}{name}/")
+
+    walk(zarr.open_group(url, mode="r"), "")
+    return found
+
+
+def assert_same_store(a: str, b: str) -> None:
+    """Two stores hold the same arrays with identical contents (targets included)."""
+    left, right = store_arrays(a), store_arrays(b)
+    assert sorted(left) == sorted(right) and any("target_values" in k for k in left)
+    for name, values in left.items():
+        same = np.array_equal(values, right[name])
+        assert same, f"{name}: {np.sum(values != right[name])} of {values.size} entries differ"
 
 
 def numpy_targets(t: SparseTargets) -> SparseTargets:

@@ -9,37 +9,18 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import zarr
-from synthetic import synthetic_meta, synthetic_plans, write_synthetic
+from synthetic import assert_same_store, synthetic_meta, synthetic_plans, write_synthetic
 
 from logit_store import StoreMismatchError, create_store, open_store
 
 WRITER = [sys.executable, str(Path(__file__).with_name("synthetic.py"))]
 
 
-def _arrays(url: str) -> dict[str, np.ndarray]:
-    root = zarr.open_group(url, mode="r")
-    out: dict[str, np.ndarray] = {}
-    for name in ("corpora/generic", "corpora/task"):
-        group = root[name]
-        assert isinstance(group, zarr.Group)
-        out |= {f"{name}/{path}": np.asarray(arr[...]) for path, arr in group.arrays()}
-    return out
-
-
 def _done_units(url: str) -> int:
     return sum(
         len(list((Path(url) / "corpora" / c / "done" / "c").glob("*"))) for c in ("generic", "task")
     )
-
-
-def _assert_same_store(a: str, b: str) -> None:
-    left, right = _arrays(a), _arrays(b)
-    assert left.keys() == right.keys()
-    for name in left:
-        np.testing.assert_array_equal(left[name], right[name], err_msg=name)
 
 
 @pytest.mark.parametrize("encoding", ["topk", "sampled"])
@@ -61,7 +42,7 @@ def test_sigkill_mid_write_then_resume_equals_uninterrupted(tmp_path: Path, enco
     assert pending == 4 + 5 - _done_units(crashed), "only the missing units are redone"
     write_synthetic(crashed, encoding)
     assert open_store(crashed).complete
-    _assert_same_store(reference, crashed)
+    assert_same_store(reference, crashed)
 
 
 def test_two_processes_writing_disjoint_units(tmp_path: Path) -> None:
@@ -75,7 +56,7 @@ def test_two_processes_writing_disjoint_units(tmp_path: Path) -> None:
     ]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     assert open_store(shared).complete
-    _assert_same_store(reference, shared)
+    assert_same_store(reference, shared)
 
 
 def test_reopen_with_other_settings_is_refused(tmp_path: Path) -> None:

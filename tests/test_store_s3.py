@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import s3fs
-import zarr
 from s3_server import S3Server, s3_server
-from synthetic import synthetic_meta, synthetic_plans, write_synthetic
+from synthetic import assert_same_store, synthetic_meta, synthetic_plans, write_synthetic
 from typer.testing import CliRunner
 
 from cli import app
@@ -36,23 +35,6 @@ WRITER = [sys.executable, str(Path(__file__).with_name("synthetic.py"))]
 def s3() -> Iterator[S3Server]:
     with s3_server() as server:
         yield server
-
-
-def _arrays(url: str) -> dict[str, np.ndarray]:
-    root = zarr.open_group(url, mode="r")
-    out: dict[str, np.ndarray] = {}
-    for name in ("corpora/generic", "corpora/task"):
-        group = root[name]
-        assert isinstance(group, zarr.Group)
-        out |= {f"{name}/{path}": np.asarray(arr[...]) for path, arr in group.arrays()}
-    return out
-
-
-def _assert_same_store(a: str, b: str) -> None:
-    left, right = _arrays(a), _arrays(b)
-    assert left.keys() == right.keys() and any("target_values" in k for k in left)
-    for name in left:
-        np.testing.assert_array_equal(left[name], right[name], err_msg=name)
 
 
 def _done_flags(url: str) -> set[str]:
@@ -109,7 +91,7 @@ def test_concurrent_writers_one_sigkilled_then_resumed_equal_local_disk(
     assert pending == 4 + 5 - done_before, "only the missing units are redone"
     write_synthetic(shared)
     assert open_store(shared).complete
-    _assert_same_store(reference, shared)
+    assert_same_store(reference, shared)
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import zarr
+from synthetic import assert_same_store
 from teacher_fixtures import save_tiny_bert_mlm, write_tagged_corpus, write_text_corpus
 
 from logit_store import open_store
@@ -41,28 +40,6 @@ def _args(files: dict[str, Path], out: Path) -> list[str]:
 
 def _cli(files: dict[str, Path], out: Path) -> list[str]:
     return [sys.executable, "-m", "cli", *_args(files, out)]
-
-
-def _arrays(url: Path) -> dict[str, np.ndarray]:
-    found: dict[str, np.ndarray] = {}
-
-    def walk(group: zarr.Group, prefix: str) -> None:
-        for name, arr in group.arrays():
-            found[prefix + name] = np.asarray(arr[...])
-        for name, sub in group.groups():
-            walk(sub, f"{prefix}{name}/")
-
-    walk(zarr.open_group(str(url), mode="r"), "")
-    return found
-
-
-def _assert_same_store(a: Path, b: Path) -> None:
-    left, right = _arrays(a), _arrays(b)
-    assert sorted(left) == sorted(right)
-    assert any("target_values" in name for name in left)
-    for name, values in left.items():
-        same = np.array_equal(values, right[name])
-        assert same, f"{name}: {np.sum(values != right[name])} of {values.size} entries differ"
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +77,7 @@ def test_sigkill_mid_run_then_rerun_equals_uninterrupted(files, tmp_path: Path) 
     rerun = subprocess.run(_cli(files, out), cwd=ROOT, env=ENV, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
     assert open_store(str(out)).complete
-    _assert_same_store(out, files["reference"])
+    assert_same_store(str(out), str(files["reference"]))
 
 
 def _completed_sequences(out: Path) -> int:
@@ -116,4 +93,4 @@ def test_torchrun_two_ranks_equals_single_process(files, tmp_path: Path) -> None
     cmd = [str(torchrun), "--standalone", "--nproc-per-node", "2", "cli.py", *_args(files, out)]
     result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    _assert_same_store(out, files["reference"])
+    assert_same_store(str(out), str(files["reference"]))

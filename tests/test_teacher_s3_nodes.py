@@ -15,10 +15,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-import zarr
 from s3_server import S3Server, s3_server
+from synthetic import assert_same_store
 from teacher_fixtures import save_tiny_bert_mlm, write_tagged_corpus, write_text_corpus
 from typer.testing import CliRunner
 
@@ -66,19 +65,6 @@ def single(s3: S3Server, files: dict[str, Path]) -> str:
     result = CliRunner().invoke(app, _args(files, url))
     assert result.exit_code == 0, result.output
     return url
-
-
-def _arrays(url: str) -> dict[str, np.ndarray]:
-    found: dict[str, np.ndarray] = {}
-
-    def walk(group: zarr.Group, prefix: str) -> None:
-        for name, arr in group.arrays():
-            found[prefix + name] = np.asarray(arr[...])
-        for name, sub in group.groups():
-            walk(sub, f"{prefix}{name}/")
-
-    walk(zarr.open_group(url, mode="r"), "")
-    return found
 
 
 def test_precompute_to_s3_then_inspect_verify_and_read(
@@ -141,7 +127,4 @@ def test_two_nodes_with_c10d_rendezvous_fill_one_s3_store(
     assert [n.returncode for n in nodes] == [0, 0], "\n".join(e[-2000:] for _, e in outputs)
     reports = " ".join(out for out, _ in outputs)
     assert "rank 1 of 2: computed 3 of 7 units" in reports, reports
-    left, right = _arrays(single), _arrays(url)
-    assert sorted(left) == sorted(right) and any("target_values" in k for k in left)
-    for name, values in left.items():
-        np.testing.assert_array_equal(values, right[name], err_msg=name)
+    assert_same_store(str(single), url)
