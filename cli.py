@@ -403,7 +403,7 @@ def sweep(
     steps: Annotated[int, typer.Option(help="Distillation steps per run.")] = 500,
     finetune_steps: Annotated[int, typer.Option(help="Finetuning steps per run.")] = 300,
     lr: Annotated[float, typer.Option(help="Distillation peak learning rate.")] = 5e-4,
-    finetune_lr: Annotated[float, typer.Option(help="Finetuning peak learning rate.")] = 1e-4,
+    finetune_lr: Annotated[float, typer.Option(help="Finetuning peak learning rate.")] = 5e-5,
     batch_tokens: Annotated[int, typer.Option(help="Distillation tokens per batch.")] = 4096,
     baselines: Annotated[bool, typer.Option(help="Also run random-init, init and teacher.")] = True,
     jobs: Annotated[int, typer.Option(help="Experiments in parallel processes.")] = 1,
@@ -567,8 +567,9 @@ def demo(
             ))  # fmt: skip
         reports[name] = load_report(str(path))
         cover, groups = reports[name]["global"]["coverage"], len(reports[name]["groups"])
+        normalised = "—" if cover["normalised"] is None else f"{cover['normalised']:.3f}"
         console.print(f"{name} vs wikipedia: coverage {cover['value']:.3f} (normalised "
-                      f"{cover['normalised']}), {groups} {by}s")  # fmt: skip
+                      f"{normalised}), {groups} {by}s")  # fmt: skip
     step("4/5 sweep: share of task data x seeds, from-teacher:2 student, with baselines")
     targets = (FinetuneTarget("dc", "task/bbc"), FinetuneTarget("icner", "task/atis"))
     sweep_config = SweepConfig(
@@ -576,7 +577,7 @@ def demo(
         mixes=budget["mixes"], seeds=budget["seeds"], students=("from-teacher:2",),
         size=budget["size"], targets=targets,
         steps=budget["steps"], lr=1e-4, batch_tokens=2048, finetune_steps=budget["finetune_steps"],
-        finetune_lr=1e-4, jobs=jobs, device=device,
+        finetune_lr=5e-4, jobs=jobs, device=device,
     )  # fmt: skip
     run_sweep(sweep_config, console)
     step("5/5 report")

@@ -89,7 +89,7 @@ class SweepConfig:
     lr: float = 5e-4
     batch_tokens: int = 4096
     finetune_steps: int = 300
-    finetune_lr: float = 1e-4
+    finetune_lr: float = 5e-5
     finetune_batch_size: int = 32
     baselines: bool = True
     jobs: int = 1
