@@ -174,14 +174,11 @@ def run_sweep(cfg: SweepConfig, console: Console | None = None) -> dict[str, Any
     write_results(results, [rows[job.run] for job in jobs if job.run in rows])
     console.print(f"sweep: {len(jobs)} runs, {len(done)} already complete, {len(pending)} to run")
 
-    clock = {"t": time.perf_counter()}
-
     def on_done(job: Job) -> None:
         rows[job.run] = result_row(runs, job, sources)
         write_results(results, [rows[j.run] for j in jobs if j.run in rows])
-        now = time.perf_counter()
-        console.print(f"[{len(rows)}/{len(jobs)}] {job.describe()}: {now - clock['t']:.1f} s")
-        clock["t"] = now
+        elapsed = time.perf_counter() - started
+        console.print(f"[{len(rows)}/{len(jobs)}] {job.describe()} (done at {elapsed:.0f} s)")
 
     cores = _cores()
     workers = max(1, min(cfg.jobs, cores, len(pending)))
