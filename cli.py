@@ -493,25 +493,9 @@ def _demo_corpus(name: str, per_split: dict[str, int] | None, folder: Path) -> s
     """`demo:NAME`, or a seeded sample of it (per_split: texts per split) as JSONL in folder."""
     if per_split is None:
         return f"demo:{name}"
-    path = folder / f"{name}.jsonl"
-    if not path.is_file():
-        import random
+    from teacher_infer.corpora import write_sample
 
-        from teacher_infer.corpora import read_corpus
-
-        texts, _ = read_corpus(f"demo:{name}")
-        rng, rows = random.Random(0), []
-        for split, limit in per_split.items():
-            pool = [t for t in texts if t.split == split]
-            rows += rng.sample(pool, min(limit, len(pool)))
-        fields = ("id", "text", "split", "domain", "intent", "tags")
-        lines = [
-            json.dumps({f: getattr(t, f) for f in fields if getattr(t, f) is not None})
-            for t in rows
-        ]
-        folder.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n".join(lines) + "\n")
-    return str(path)
+    return write_sample(f"demo:{name}", per_split, folder / f"{name}.jsonl")
 
 
 @app.command()

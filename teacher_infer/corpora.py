@@ -39,6 +39,8 @@ split they state (default "train").
 from __future__ import annotations
 
 import hashlib
+import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,27 @@ def read_corpus(source: str, *, seed: int = 0) -> tuple[list[CorpusText], ReadRe
             + (f" (skipped {reasons}; e.g. {report.examples[0]})" if reasons else "")
         )
     return texts, report
+
+
+def write_sample(source: str, per_split: dict[str, int], path: Path, seed: int = 0) -> str:
+    """A seeded sample of `source` (at most per_split[split] texts per split) as JSONL at path.
+
+    Kept when it already exists, so a rerun reuses the same sample.
+    """
+    if not path.is_file():
+        texts, _ = read_corpus(source)
+        rng, rows = random.Random(seed), []
+        for split, limit in per_split.items():
+            pool = [t for t in texts if t.split == split]
+            rows += rng.sample(pool, min(limit, len(pool)))
+        fields = ("id", "text", "split", "domain", "intent", "tags")
+        lines = [
+            json.dumps({f: getattr(t, f) for f in fields if getattr(t, f) is not None})
+            for t in rows
+        ]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n")
+    return str(path)
 
 
 def _read_path(path: Path, log: SkipLog) -> tuple[list[CorpusText], str]:
