@@ -23,13 +23,18 @@ from similarity.duplicates import near_duplicates
 from similarity.estimates import metric_entries
 from similarity.knn import InnerProductIndex, configure_threads
 from similarity.manifold import (
+    GroupQuantiles,
     ManifoldPoints,
     ManifoldScan,
-    nn_cosine_quantiles,
     scan_in_memory,
     task_radii,
 )
-from similarity.sampling import BottomKSample, bootstrap_indices, canonical_order, group_means
+from similarity.sampling import (
+    BottomKSample,
+    bootstrap_indices,
+    canonical_order,
+    weighted_group_means,
+)
 
 QUANTILES = (0.1, 0.5, 0.9)
 SHARE_THRESHOLDS = (0.5, 0.7, 0.9)
@@ -98,25 +103,26 @@ def _pick(values: Sequence[str] | None, order: np.ndarray) -> list[str] | None:
 def manifold_tables(
     points: ManifoldPoints, groups: np.ndarray, n_groups: int, indices: list[np.ndarray]
 ) -> dict[str, np.ndarray]:
-    """(R+1, 1+G) tables of the NN-manifold metrics from per-point arrays (see `manifold`)."""
+    """(R+1, 1+G) tables of the NN-manifold metrics from per-point arrays (see `manifold`).
+
+    Every metric is a per-group mean or quantile of a per-point array, so a resample enters only
+    as a count per point.
+    """
+    per_point = {
+        "coverage": points.covered * 1.0,
+        "density": points.count * points.density_scale(),
+        **{f"nn_cosine_share_ge_{t}": (points.nn_cosine >= t) * 1.0 for t in SHARE_THRESHOLDS},
+    }
+    quantiles = GroupQuantiles(points.nn_cosine, groups, n_groups)
     rows: dict[str, list[np.ndarray]] = {
         name: [] for name in METRICS if name.startswith(("cov", "den", "nn_"))
     }
-    covered, count = points.covered.astype(np.float64), points.count.astype(np.float64)
     for idx in indices:
-        g = groups[idx]
-        rows["coverage"].append(group_means(covered[idx], g, n_groups))
-        rows["density"].append(group_means(count[idx], g, n_groups) * points.density_scale())
-        for q, values in zip(
-            QUANTILES,
-            nn_cosine_quantiles(points.nn_cosine[idx], g, n_groups, QUANTILES),
-            strict=True,
-        ):
-            rows[f"nn_cosine_q{int(q * 100)}"].append(values)
-        for t in SHARE_THRESHOLDS:
-            rows[f"nn_cosine_share_ge_{t}"].append(
-                group_means((points.nn_cosine[idx] >= t) * 1.0, g, n_groups)
-            )
+        counts = np.bincount(idx, minlength=len(groups)).astype(np.float64)
+        for name, values in per_point.items():
+            rows[name].append(weighted_group_means(values, counts, groups, n_groups))
+        for q, row in zip(QUANTILES, quantiles(counts, QUANTILES), strict=True):
+            rows[f"nn_cosine_q{int(q * 100)}"].append(row)
     return {name: np.array(table) for name, table in rows.items()}
 
 
@@ -156,6 +162,7 @@ def compare_embeddings(
     index_opts: dict[str, Any] = {
         "exact_max": s.exact_max,
         "nprobe": s.nprobe,
+        "min_recall": s.min_recall,
         "use_gpu": s.use_gpu,
     }
 
@@ -167,6 +174,7 @@ def compare_embeddings(
         top=k,
         approximate=generic.n > s.exact_max,
         nprobe=s.nprobe,
+        min_recall=s.min_recall,
         use_gpu=s.use_gpu,
     )
     half = min(n_task // 2, s.reference_n)
@@ -290,13 +298,7 @@ def compare_embeddings(
         "index": {
             "k": k,
             "task": task_index.describe(),
-            "generic_search": {
-                "type": "IVFFlat per block, shared quantizer"
-                if generic.n > s.exact_max
-                else "IndexFlatIP per block",
-                "block_size": s.block_size,
-                "recall": full.recall,
-            },
+            "generic_search": {**scan.topk.describe(), "block_size": s.block_size},
             "recalls": recalls,
         },
         "metrics": {

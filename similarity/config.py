@@ -34,7 +34,9 @@ class CompareSettings:
     near_dup_cosine: a task text with a generic neighbour at cosine >= this is a near-duplicate.
     block_size: generic vectors per streamed block (memory is O(block_size * d)).
     exact_max: database sizes above this use an IVF index (with a recall check) instead of exact.
-    nprobe: IVF lists visited per query.
+    nprobe: IVF lists visited per query at first; doubled until the recall@k of sampled queries
+    against exact search reaches min_recall (see `similarity.knn`).
+    min_recall: recall@k an approximate index is calibrated to.
     threads: FAISS / torch threads, set explicitly.
     use_gpu: use faiss-gpu when it is installed and a GPU is visible.
     """
@@ -48,7 +50,8 @@ class CompareSettings:
     near_dup_cosine: float = 0.95
     block_size: int = 65_536
     exact_max: int = 20_000
-    nprobe: int = 8
+    nprobe: int = 4
+    min_recall: float = 0.98
     threads: int = field(default_factory=available_threads)
     use_gpu: bool = True
 
@@ -63,6 +66,7 @@ class CompareSettings:
             "block_size": self.block_size >= 1_000,
             "exact_max": self.exact_max >= 1_000,
             "nprobe": self.nprobe >= 1,
+            "min_recall": 0.0 < self.min_recall <= 1.0,
             "threads": self.threads >= 1,
         }
         for name, ok in checks.items():

@@ -4,13 +4,18 @@ Two shapes of search cover every metric:
 
 * `InnerProductIndex`: an index over one in-memory set (the task side, a reference set);
   exact `IndexFlatIP` up to ``exact_max`` vectors, else `IndexIVFFlat` (nlist ≈ 2·√n, trained on
-  a seeded random sample) whose recall@k against exact search is measured on sampled queries.
+  a seeded random sample).
 * `StreamedTopK`: the top-k of fixed queries (the task side) over a database that arrives in
   blocks (the generic side). Each block is indexed, searched and dropped, and results are merged
   with `faiss.ResultHeap`, so memory is O(block · d + queries · k) whatever the generic size.
   Above ``exact_max`` generic vectors, every block goes into one IVF index whose coarse quantizer
   is trained once on the first block (a random sample: the sample order is shuffled), and the
   queries' coarse assignments are computed once and reused (`search_preassigned`).
+
+Approximate search is calibrated, not guessed: on the first search (the first block), RECALL_QUERIES
+sampled queries are searched exactly and with IVF at nprobe = ``nprobe``, 2·nprobe, ... until their
+recall@k reaches ``min_recall`` (or every list is visited); that nprobe serves the rest, and the
+recall on the sampled queries is reported.
 
 faiss-gpu is used for exact search when installed and a GPU is visible; thread count is always
 set explicitly with `faiss.omp_set_num_threads`.
@@ -19,6 +24,7 @@ set explicitly with `faiss.omp_set_num_threads`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import faiss
@@ -45,6 +51,25 @@ def _nlist(n: int) -> int:
     return int(min(max(16, 2 * math.sqrt(n)), n // TRAIN_PER_LIST))
 
 
+def calibrate_nprobe(
+    search_ids: Callable[[int], np.ndarray],
+    exact_ids: np.ndarray,
+    start: int,
+    nlist: int,
+    min_recall: float,
+) -> tuple[int, float]:
+    """Smallest nprobe in start, 2·start, ... (capped at nlist) whose recall reaches min_recall.
+
+    ``search_ids(nprobe)`` returns the approximate ids of the sampled queries, (q, k).
+    """
+    nprobe = min(start, nlist)
+    while True:
+        recall = _recall(search_ids(nprobe), exact_ids)
+        if recall >= min_recall or nprobe >= nlist:
+            return nprobe, recall
+        nprobe = min(2 * nprobe, nlist)
+
+
 def _flat(d: int, use_gpu: bool) -> faiss.Index:
     index = faiss.IndexFlatIP(d)
     if use_gpu and gpu_count() > 0:
@@ -61,10 +86,20 @@ def _recall(approx_ids: np.ndarray, exact_ids: np.ndarray) -> float:
 
 
 class InnerProductIndex:
-    """Searchable set of ``n`` unit vectors (n, d) float32; `search` returns (sims, ids), (q, k)."""
+    """Searchable set of ``n`` unit vectors (n, d) float32; `search` returns (sims, ids), (q, k).
+
+    The first search of an IVF index calibrates its nprobe (see the module docstring).
+    """
 
     def __init__(
-        self, vectors: np.ndarray, *, exact_max: int, nprobe: int, seed: int, use_gpu: bool
+        self,
+        vectors: np.ndarray,
+        *,
+        exact_max: int,
+        nprobe: int,
+        min_recall: float,
+        seed: int,
+        use_gpu: bool,
     ):
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         n, d = self.vectors.shape
@@ -80,20 +115,32 @@ class InnerProductIndex:
                 faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT
             )
             self.index.train(train)
-            self.index.nprobe = min(nprobe, nlist)
         self.index.add(self.vectors)
+        self.nprobe, self.min_recall = nprobe, min_recall
         self.recall: float | None = None
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         k = min(k, self.vectors.shape[0])
-        sims, ids = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
         if not self.exact and self.recall is None:
-            rng = np.random.default_rng(len(queries))
-            pick = rng.choice(len(queries), size=min(len(queries), RECALL_QUERIES), replace=False)
-            exact = faiss.IndexFlatIP(self.vectors.shape[1])
-            exact.add(self.vectors)
-            self.recall = _recall(ids[pick], exact.search(queries[pick], k)[1])
-        return sims, ids
+            self._calibrate(queries, k)
+        return self.index.search(queries, k)
+
+    def _calibrate(self, queries: np.ndarray, k: int) -> None:
+        rng = np.random.default_rng(len(queries))
+        check = queries[
+            rng.choice(len(queries), size=min(len(queries), RECALL_QUERIES), replace=False)
+        ]
+        exact = faiss.IndexFlatIP(self.vectors.shape[1])
+        exact.add(self.vectors)
+
+        def search_ids(nprobe: int) -> np.ndarray:
+            self.index.nprobe = nprobe
+            return self.index.search(check, k)[1]
+
+        self.index.nprobe, self.recall = calibrate_nprobe(
+            search_ids, exact.search(check, k)[1], self.nprobe, self.index.nlist, self.min_recall
+        )
 
     def describe(self) -> dict[str, object]:
         if self.exact:
@@ -116,13 +163,20 @@ class StreamedTopK:
     """
 
     def __init__(
-        self, queries: np.ndarray, k: int, *, approximate: bool, nprobe: int, use_gpu: bool
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        approximate: bool,
+        nprobe: int,
+        min_recall: float,
+        use_gpu: bool,
     ):
         self.queries = np.ascontiguousarray(queries, dtype=np.float32)
         self.k = k
         self.d = self.queries.shape[1]
         self.approximate = approximate
-        self.nprobe = nprobe
+        self.nprobe, self.min_recall = nprobe, min_recall
         self.use_gpu = use_gpu
         self.heap = faiss.ResultHeap(len(self.queries), k, keep_max=True)
         self.ivf: Any = None
@@ -135,12 +189,22 @@ class StreamedTopK:
         self.n = 0
         self.finished = False
 
-    def _train(self, block: np.ndarray) -> None:
+    def _train(self, block: np.ndarray, exact_check_ids: np.ndarray, k: int) -> None:
+        """Train the IVF on the first block, calibrate nprobe on it, assign all queries once."""
         nlist = _nlist(len(block))
         quantizer = faiss.IndexFlatIP(self.d)
         ivf = faiss.IndexIVFFlat(quantizer, self.d, nlist, faiss.METRIC_INNER_PRODUCT)
         ivf.train(block[: TRAIN_PER_LIST * nlist])
-        ivf.nprobe = min(self.nprobe, nlist)
+        ivf.add(block)
+        check = self.queries[self.check]
+
+        def search_ids(nprobe: int) -> np.ndarray:
+            ivf.nprobe = nprobe
+            return ivf.search(check, k)[1]
+
+        ivf.nprobe, _ = calibrate_nprobe(
+            search_ids, exact_check_ids, self.nprobe, nlist, self.min_recall
+        )
         coarse_sims, coarse_ids = quantizer.search(self.queries, ivf.nprobe)
         self.ivf, self.coarse = ivf, (coarse_ids, coarse_sims)
 
@@ -148,18 +212,19 @@ class StreamedTopK:
         block = np.ascontiguousarray(block, dtype=np.float32)
         k = min(self.k, len(block))
         if self.approximate:
-            if self.ivf is None:
-                self._train(block)
-            assert self.ivf is not None and self.coarse is not None
-            self.ivf.reset()
-            self.ivf.add(block)
-            sims, ids = self.ivf.search_preassigned(self.queries, k, *self.coarse)
             exact = faiss.IndexFlatIP(self.d)
             exact.add(block)
             check_sims, check_ids = exact.search(self.queries[self.check], k)
             self.check_heap.add_result(
                 _pad(check_sims, self.k), _pad(check_ids + offset, self.k, -1)
             )
+            if self.ivf is None:
+                self._train(block, check_ids, k)
+            else:
+                self.ivf.reset()
+                self.ivf.add(block)
+            assert self.ivf is not None and self.coarse is not None
+            sims, ids = self.ivf.search_preassigned(self.queries, k, *self.coarse)
         else:
             index = _flat(self.d, self.use_gpu)
             index.add(block)
@@ -167,6 +232,16 @@ class StreamedTopK:
         ids = np.where(ids >= 0, ids + offset, -1)
         self.heap.add_result(_pad(sims, self.k), _pad(ids, self.k, -1))
         self.n += len(block)
+
+    def describe(self) -> dict[str, object]:
+        if not self.approximate:
+            return {"type": "IndexFlatIP per block", "recall": 1.0}
+        return {
+            "type": "IVFFlat per block, shared quantizer",
+            "nlist": None if self.ivf is None else int(self.ivf.nlist),
+            "nprobe": None if self.ivf is None else int(self.ivf.nprobe),
+            "recall": self.recall(),
+        }
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         if not self.finished:

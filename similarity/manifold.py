@@ -72,13 +72,19 @@ class ManifoldScan:
         top: int,
         approximate: bool,
         nprobe: int,
+        min_recall: float,
         use_gpu: bool,
     ):
         self.task_index = task_index
         self.radius = radius
         self.k = k
         self.topk = StreamedTopK(
-            task_index.vectors, top, approximate=approximate, nprobe=nprobe, use_gpu=use_gpu
+            task_index.vectors,
+            top,
+            approximate=approximate,
+            nprobe=nprobe,
+            min_recall=min_recall,
+            use_gpu=use_gpu,
         )
         self.count = np.zeros(len(radius), dtype=np.int64)
         self.truncated = 0
@@ -122,6 +128,7 @@ def scan_in_memory(
     block_size: int,
     exact_max: int,
     nprobe: int,
+    min_recall: float,
     use_gpu: bool,
 ) -> ManifoldPoints:
     """`ManifoldScan` over an in-memory other set, fed in blocks."""
@@ -132,6 +139,7 @@ def scan_in_memory(
         top=k,
         approximate=len(other) > exact_max,
         nprobe=nprobe,
+        min_recall=min_recall,
         use_gpu=use_gpu,
     )
     for start in range(0, len(other), block_size):
@@ -139,16 +147,41 @@ def scan_in_memory(
     return scan.finish()
 
 
-def nn_cosine_quantiles(
-    values: np.ndarray, groups: np.ndarray, n_groups: int, qs: tuple[float, ...]
-) -> np.ndarray:
-    """(len(qs), 1 + n_groups) quantiles of nn_cosine overall then per group (nan if empty)."""
-    out = np.full((len(qs), 1 + n_groups), np.nan)
-    out[:, 0] = np.quantile(values, qs)
-    order = np.argsort(groups, kind="stable")
-    bounds = np.searchsorted(groups[order], np.arange(n_groups + 1))
-    for g in range(n_groups):
-        members = values[order[bounds[g] : bounds[g + 1]]]
-        if len(members):
-            out[:, 1 + g] = np.quantile(members, qs)
-    return out
+def _sorted_quantiles(ordered: np.ndarray, cum: np.ndarray, qs: np.ndarray) -> np.ndarray:
+    """Quantiles (numpy's default linear method) of the multiset with ``ordered`` values repeated
+    by counts whose inclusive cumulative sum is ``cum``: order statistic j sits at the first
+    position whose cum exceeds j."""
+    h = qs * (cum[-1] - 1)
+    lo = np.floor(h)
+    below = ordered[np.searchsorted(cum, lo, side="right")]
+    above = ordered[np.searchsorted(cum, np.minimum(lo + 1, cum[-1] - 1), side="right")]
+    return below + (h - lo) * (above - below)
+
+
+class GroupQuantiles:
+    """Quantiles of fixed per-point ``values`` overall and per group under bootstrap resamples.
+
+    A resample is given as a count per point (`np.bincount` of its indices); values are sorted
+    once (overall, and by group then value), so each resample costs two cumulative sums instead
+    of sorting (or partitioning) the resampled values again.
+    """
+
+    def __init__(self, values: np.ndarray, groups: np.ndarray, n_groups: int):
+        self.by_value = np.argsort(values, kind="stable")
+        self.by_group = np.lexsort((values, groups))
+        self.ordered, self.grouped = values[self.by_value], values[self.by_group]
+        self.bounds = np.searchsorted(groups[self.by_group], np.arange(n_groups + 1))
+        self.n_groups = n_groups
+
+    def __call__(self, counts: np.ndarray, qs: tuple[float, ...]) -> np.ndarray:
+        """(len(qs), 1 + n_groups) quantiles overall then per group (nan where a group is empty)."""
+        q = np.asarray(qs)
+        out = np.full((len(q), 1 + self.n_groups), np.nan)
+        out[:, 0] = _sorted_quantiles(self.ordered, np.cumsum(counts[self.by_value]), q)
+        cum = np.cumsum(counts[self.by_group])
+        for g in range(self.n_groups):
+            lo, hi = self.bounds[g], self.bounds[g + 1]
+            segment = cum[lo:hi] - (cum[lo - 1] if lo else 0)
+            if hi > lo and segment[-1] > 0:
+                out[:, 1 + g] = _sorted_quantiles(self.grouped[lo:hi], segment, q)
+        return out

@@ -75,10 +75,17 @@ def bootstrap_indices(n: int, replicates: int, seed: int) -> Iterator[np.ndarray
         yield rng.integers(0, n, size=n)
 
 
-def group_means(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
-    """(1 + n_groups,) the mean of ``values`` overall then within each group id (nan if empty)."""
-    sums = np.bincount(groups, weights=values, minlength=n_groups)
-    counts = np.bincount(groups, minlength=n_groups)
+def weighted_group_means(
+    values: np.ndarray, counts: np.ndarray, groups: np.ndarray, n_groups: int
+) -> np.ndarray:
+    """(1 + n_groups,) the ``counts``-weighted mean of ``values`` overall then within each group
+    id (nan where the weights are zero): a bootstrap resample's mean without gathering it."""
+    weighted = counts * values
+    sums = np.concatenate(
+        [[weighted.sum()], np.bincount(groups, weights=weighted, minlength=n_groups)]
+    )
+    totals = np.concatenate(
+        [[counts.sum()], np.bincount(groups, weights=counts, minlength=n_groups)]
+    )
     with np.errstate(invalid="ignore", divide="ignore"):
-        per_group = sums / counts
-    return np.concatenate([[values.mean() if len(values) else np.nan], per_group])
+        return np.where(totals > 0, sums / totals, np.nan)
