@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -45,6 +46,21 @@ StorageOption = Annotated[
         "endpoint_url=http://HOST:9000, anon=true, client_kwargs.region_name=eu-west-1. "
         "Credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_ENDPOINT_URL etc.",
     ),
+]
+
+
+class Engine(StrEnum):
+    local = "local"
+    ray = "ray"
+
+
+EngineOption = Annotated[
+    Engine,
+    typer.Option(help="local (this process, or torchrun's) or ray (needs the ray extra)."),
+]
+RayAddressOption = Annotated[
+    str | None,
+    typer.Option(help="--engine ray: cluster to join (auto, HOST:6379); default: a local one."),
 ]
 
 
@@ -123,11 +139,17 @@ def precompute(
     dtype: Annotated[str, typer.Option(help="auto (bf16 on GPU), fp32, bf16, fp16.")] = "auto",
     value_dtype: Annotated[str, typer.Option(help="Stored log-probs: q8 or fp16.")] = "q8",
     storage_option: StorageOption = None,
+    engine: EngineOption = Engine.local,
+    ray_actors: Annotated[
+        int | None, typer.Option(help="--engine ray: teachers (default: one per GPU or node).")
+    ] = None,
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Run the teacher once over the corpora and write its sparse soft labels to a store.
 
     Lines longer than --max-length tokens are truncated and counted. Resumable: rerun the same
-    command after a crash. Runs sharded under torchrun (one store, disjoint units per rank).
+    command after a crash. Runs sharded under torchrun (one store, disjoint units per rank) or
+    on a Ray actor pool (--engine ray).
     """
     from teacher_infer.precompute import PrecomputeConfig, print_summary, run_precompute
 
@@ -150,7 +172,12 @@ def precompute(
         value_dtype=value_dtype,
         storage_options=_storage_options(storage_option),
     )
-    summary = run_precompute(config, console)
+    if engine is Engine.ray:
+        from teacher_infer.ray_engine import run_precompute_ray
+
+        summary = run_precompute_ray(config, ray_actors, ray_address, console)
+    else:
+        summary = run_precompute(config, console)
     if summary["rank"] == 0:
         print_summary(summary, console)
     else:
@@ -409,6 +436,8 @@ def sweep(
     jobs: Annotated[int, typer.Option(help="Experiments in parallel processes.")] = 1,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     storage_option: StorageOption = None,
+    engine: EngineOption = Engine.local,
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Distil every (mix x seed x student), finetune each on every target, plus baselines.
 
@@ -438,6 +467,8 @@ def sweep(
         jobs=jobs,
         device=device,
         storage_options=_storage_options(storage_option),
+        engine=engine.value,
+        ray_address=ray_address,
     )
     summary = run_sweep(config, console)
     console.print(

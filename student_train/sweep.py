@@ -8,7 +8,8 @@ the missing runs, and a second invocation after success runs nothing.
 
 With ``jobs > 1`` experiments run in a `ProcessPoolExecutor` (spawn), at most ``jobs`` at a time
 and never more than the cores this process may use, each with ``cores // jobs`` torch threads;
-a job starts once the run it finetunes is complete. Written under RUNS::
+a job starts once the run it finetunes is complete. With ``engine="ray"`` every job is a Ray
+task instead (`sweep_ray.py`), scheduled the same way. Written under RUNS::
 
     sweep.json       the sweep's config and planned run folders (the last invocation)
     results.jsonl    one row per completed run of the sweep: labels, config.json, metrics.json
@@ -126,27 +127,30 @@ def _check_transfer_sets(cfg: SweepConfig, store: Store) -> None:
                 raise UserError(f"--size {cfg.size} at task share {mix:g}: {err}") from err
 
 
-def _run_parallel(
-    pending: list[Job], done: set[str], workers: int, threads: int, on_done: Callable[[Job], None]
+def run_scheduled(
+    pending: list[Job],
+    done: set[str],
+    submit: Callable[[Job], Future[None]],
+    limit: int,
+    on_done: Callable[[Job], None],
 ) -> None:
-    """Run `pending` in `workers` spawned processes, each job once the run it needs is done."""
+    """Run `pending` through `submit` (a process pool's or Ray's), at most `limit` at a time,
+    each job once the run it needs is done."""
     waiting = list(pending)
     running: dict[Future[None], Job] = {}
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        while waiting or running:
-            for job in [j for j in waiting if j.after is None or j.after in done]:
-                if len(running) >= workers:  # submit only what can start: plan order is kept
-                    break
-                waiting.remove(job)
-                running[pool.submit(execute_job, job, threads)] = job
-            assert running, "sweep plan has a job whose dependency is not in the plan"
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                job = running.pop(future)
-                future.result()  # re-raises the job's error (a UserError stays one)
-                done.add(job.run)
-                on_done(job)
+    while waiting or running:
+        for job in [j for j in waiting if j.after is None or j.after in done]:
+            if len(running) >= limit:  # submit only what can start: plan order is kept
+                break
+            waiting.remove(job)
+            running[submit(job)] = job
+        assert running, "sweep plan has a job whose dependency is not in the plan"
+        finished, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in finished:
+            job = running.pop(future)
+            future.result()  # re-raises the job's error (a UserError stays one)
+            done.add(job.run)
+            on_done(job)
 
 
 def run_sweep(cfg: SweepConfig, console: Console | None = None) -> dict[str, Any]:
@@ -183,13 +187,20 @@ def run_sweep(cfg: SweepConfig, console: Console | None = None) -> dict[str, Any
     cores = _cores()
     workers = max(1, min(cfg.jobs, cores, len(pending)))
     threads = max(1, cores // workers)
-    if workers == 1:
+    if cfg.engine == "ray":
+        from student_train.sweep_ray import run_on_ray
+
+        workers, threads = run_on_ray(cfg, pending, done, on_done), 1
+    elif workers == 1:
         for job in pending:
             execute_job(job, threads, console)
             done.add(job.run)
             on_done(job)
     else:
-        _run_parallel(pending, done, workers, threads, on_done)
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            run_scheduled(
+                pending, done, lambda job: pool.submit(execute_job, job, threads), workers, on_done
+            )
     return {
         "runs": len(jobs),
         "ran": len(pending),

@@ -37,6 +37,7 @@ from student_train.transfer_set import TransferSetSpec
 
 JobKind = Literal["init", "distill", "finetune"]
 Role = Literal["distilled", "init", "random", "teacher"]
+ENGINES = ("local", "ray")
 
 
 def slug(text: str) -> str:
@@ -73,6 +74,8 @@ class SweepConfig:
     targets: finetuning tasks. steps / lr / batch_tokens: each distillation; finetune_steps /
     finetune_lr / finetune_batch_size: each finetuning. baselines: also run the baselines.
     jobs: experiments run in parallel processes (capped by the cores); device as elsewhere.
+    engine: ``local`` (this machine's processes) or ``ray`` (a Ray task per experiment, on the
+    cluster at ray_address or a local instance; `jobs` is then unused).
     """
 
     store: str
@@ -95,8 +98,12 @@ class SweepConfig:
     jobs: int = 1
     device: str = "auto"
     storage_options: dict[str, Any] = field(default_factory=dict)
+    engine: str = "local"
+    ray_address: str | None = None
 
     def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise UserError(f"--engine must be one of {ENGINES}, got {self.engine!r}")
         for name in ("tasks", "mixes", "seeds", "students", "targets"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if not self.tasks:
@@ -235,7 +242,7 @@ def plan_sweep(cfg: SweepConfig, store: Store) -> list[Job]:
                     lr=cfg.lr,
                     batch_tokens=cfg.batch_tokens,
                     seed=seed,
-                    num_workers=1 if cfg.jobs == 1 else 0,
+                    num_workers=1 if cfg.jobs == 1 and cfg.engine == "local" else 0,
                     device=cfg.device,
                     storage_options=cfg.storage_options,
                 )

@@ -13,6 +13,9 @@ units are batched only internally, so the result equals an uninterrupted run's.
 Under `torchrun` (WORLD_SIZE > 1) rank 0 creates the store, all ranks wait at a barrier, read
 the pending units and meet again (so all split the same list), then rank r computes
 pending[r::world] of every corpus and all ranks meet at a final barrier.
+
+The steps are public for the Ray engine (`ray_engine.py`), which runs them in its actors:
+`load_and_plan`, `open_writer`, `compute_units` (the one unit-writing path) and `describe_run`.
 """
 
 from __future__ import annotations
@@ -195,13 +198,7 @@ class UnitProgress:
     Totals count only the sequences of units this process will compute (pending, its rank's).
     """
 
-    def __init__(
-        self,
-        planned: list[PlannedCorpus],
-        work: dict[str, list[Unit]],
-        console: Console,
-        enabled: bool,
-    ) -> None:
+    def __init__(self, work: dict[str, list[Unit]], console: Console, enabled: bool) -> None:
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -217,10 +214,10 @@ class UnitProgress:
         self.tasks: dict[str, TaskID] = {}
         self.tokens: dict[str, int] = {}
         self.started: dict[str, float] = {}
-        for corpus in planned:
-            total = sum(u.stop - u.start for u in work[corpus.name])
-            self.tasks[corpus.name] = self.progress.add_task(corpus.name, total=total, rate="-")
-            self.tokens[corpus.name] = 0
+        for name, units in work.items():
+            total = sum(u.stop - u.start for u in units)
+            self.tasks[name] = self.progress.add_task(name, total=total, rate="-")
+            self.tokens[name] = 0
 
     def __enter__(self) -> UnitProgress:
         self.progress.start()
@@ -288,6 +285,25 @@ def plan_corpora(
     return planned
 
 
+def load_and_plan(
+    config: PrecomputeConfig, device: str
+) -> tuple[Teacher, StoreMeta, list[PlannedCorpus]]:
+    """Load the teacher on `device`, build the store metadata and plan every corpus."""
+    teacher = load_teacher(config.teacher, config.mode, device, config.dtype)
+    masking = MaskingSpec(
+        config.mode, teacher.task_kind, config.mask_prob, config.seed, config.positions
+    )
+    return teacher, build_meta(teacher, config, masking), plan_corpora(teacher, config, masking)
+
+
+def open_writer(
+    config: PrecomputeConfig, meta: StoreMeta, planned: list[PlannedCorpus]
+) -> StoreWriter:
+    """Create the store, or reopen it after checking that it was made with these settings."""
+    options = dict(config.storage_options) or None
+    return create_store(config.out, meta, [p.plan for p in planned], options)
+
+
 def _hand_over(launched: LaunchedUnit, background: BackgroundWriter) -> int:
     """Wait for a launched unit, queue it for writing; returns its token count."""
     data = launched.finish()
@@ -295,70 +311,89 @@ def _hand_over(launched: LaunchedUnit, background: BackgroundWriter) -> int:
     return len(data.input_ids)
 
 
-def run_precompute(config: PrecomputeConfig, console: Console | None = None) -> dict[str, Any]:
-    """Fill `config.out` with teacher targets for every pending unit; returns a summary dict."""
-    started = time.perf_counter()
-    console = console or Console(stderr=True)
-    rank, world, device = _distributed(config.device)
-    teacher = load_teacher(config.teacher, config.mode, device, config.dtype)
-    masking = MaskingSpec(
-        config.mode, teacher.task_kind, config.mask_prob, config.seed, config.positions
-    )
-    meta = build_meta(teacher, config, masking)
-    planned = plan_corpora(teacher, config, masking)
-    options = dict(config.storage_options) or None
-    if rank == 0:
-        writer = create_store(config.out, meta, [p.plan for p in planned], options)
-    _barrier(world)
-    if rank != 0:
-        writer = create_store(config.out, meta, [p.plan for p in planned], options)
-    pending = {p.name: writer.pending(p.name) for p in planned}
-    _barrier(world)  # every rank reads the same done flags before any rank writes a unit
-    work = {name: units[rank::world] for name, units in pending.items()}
-    spec = TargetSpec(config.encoding, config.k, config.n_samples, config.seed)
+def compute_units(
+    teacher: Teacher,
+    config: PrecomputeConfig,
+    work: list[tuple[PlannedCorpus, Unit]],
+    writer: StoreWriter,
+    ticker: Callable[[str], Callable[[int, int], None]] | None = None,
+) -> int:
+    """Compute and write every (corpus, unit) of `work`; returns the tokens computed.
 
+    Unit u + 1 is launched before unit u is finished (the device stays busy) and finished units
+    are written by background threads; every unit is written (done flag last) on return.
+    """
+    spec = TargetSpec(config.encoding, config.k, config.n_samples, config.seed)
     background = BackgroundWriter(writer, WRITER_THREADS.get(teacher.device.type, 1))
-    computed_tokens = 0
-    compute_started = time.perf_counter()
-    with UnitProgress(planned, work, console, enabled=config.progress and rank == 0) as progress:
-        try:
-            previous: LaunchedUnit | None = None
-            for corpus in planned:
-                for unit in work[corpus.name]:
-                    tick = progress.ticker(corpus.name)
-                    launched = launch_unit(teacher, corpus, unit, spec, config.token_budget, tick)
-                    if previous is not None:  # the device is already busy with `launched`
-                        computed_tokens += _hand_over(previous, background)
-                    previous = launched
-            if previous is not None:
-                computed_tokens += _hand_over(previous, background)
-        finally:
-            background.close()
-    compute_s = time.perf_counter() - compute_started
-    _barrier(world)
-    elapsed = time.perf_counter() - started
+    tokens = 0
+    try:
+        previous: LaunchedUnit | None = None
+        for corpus, unit in work:
+            tick = ticker(corpus.name) if ticker is not None else None
+            launched = launch_unit(teacher, corpus, unit, spec, config.token_budget, tick)
+            if previous is not None:  # the device is already busy with `launched`
+                tokens += _hand_over(previous, background)
+            previous = launched
+        if previous is not None:
+            tokens += _hand_over(previous, background)
+    finally:
+        background.close()
+    return tokens
+
+
+def describe_run(
+    teacher: Teacher, planned: list[PlannedCorpus], writer: StoreWriter, computed: dict[str, int]
+) -> dict[str, Any]:
+    """The summary fields every engine reports: teacher, device and per-corpus counts
+    (`computed`: units computed per corpus)."""
     return {
-        "store": config.out,
-        "rank": rank,
-        "world_size": world,
+        "store": writer.url,
         "teacher_hash": teacher.weights_hash,
         "device": str(teacher.device),
         "dtype": str(teacher.dtype).removeprefix("torch."),
         "head_at_positions": teacher.head_at_positions,
-        "elapsed_s": round(elapsed, 3),
-        "compute_s": round(compute_s, 3),
-        "tokens_computed": computed_tokens,
         "corpora": {
             p.name: {
                 "sequences": p.plan.num_sequences,
                 "tokens": int(p.plan.lengths.sum()),
                 "positions": int(p.plan.n_positions.sum()),
                 "units": len(writer.units(p.name)),
-                "units_computed": len(work[p.name]),
+                "units_computed": computed[p.name],
                 "skipped": dict(p.plan.skipped),
             }
             for p in planned
         },
+    }
+
+
+def run_precompute(config: PrecomputeConfig, console: Console | None = None) -> dict[str, Any]:
+    """Fill `config.out` with teacher targets for every pending unit; returns a summary dict."""
+    started = time.perf_counter()
+    console = console or Console(stderr=True)
+    rank, world, device = _distributed(config.device)
+    teacher, meta, planned = load_and_plan(config, device)
+    if rank == 0:
+        writer = open_writer(config, meta, planned)
+    _barrier(world)
+    if rank != 0:
+        writer = open_writer(config, meta, planned)
+    pending = {p.name: writer.pending(p.name) for p in planned}
+    _barrier(world)  # every rank reads the same done flags before any rank writes a unit
+    work = {name: units[rank::world] for name, units in pending.items()}
+
+    compute_started = time.perf_counter()
+    with UnitProgress(work, console, enabled=config.progress and rank == 0) as progress:
+        mine = [(corpus, unit) for corpus in planned for unit in work[corpus.name]]
+        computed_tokens = compute_units(teacher, config, mine, writer, progress.ticker)
+    compute_s = time.perf_counter() - compute_started
+    _barrier(world)
+    return {
+        **describe_run(teacher, planned, writer, {n: len(units) for n, units in work.items()}),
+        "rank": rank,
+        "world_size": world,
+        "elapsed_s": round(time.perf_counter() - started, 3),
+        "compute_s": round(compute_s, 3),
+        "tokens_computed": computed_tokens,
     }
 
 

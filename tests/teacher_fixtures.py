@@ -152,3 +152,13 @@ def write_tagged_corpus(path: Path, n: int, seed: int = 0) -> Path:
             row = {"id": f"s{i}", "text": " ".join(words), "tags": tags, "intent": "flight"}
             f.write(json.dumps(row) + "\n")
     return path
+
+
+def precompute_inputs(root: Path, n_generic: int, n_task: int = 40) -> dict[str, Path]:
+    """A tiny BERT MLM teacher ("bert"), a length-skewed text corpus ("generic") and a tagged
+    JSONL corpus ("task") under root."""
+    return {
+        "bert": save_tiny_bert_mlm(root / "bert"),
+        "generic": write_text_corpus(root / "generic.txt", n_generic),
+        "task": write_tagged_corpus(root / "task.jsonl", n_task),
+    }

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from synthetic import assert_same_store
-from teacher_fixtures import save_tiny_bert_mlm, write_tagged_corpus, write_text_corpus
+from teacher_fixtures import precompute_inputs
 
 from logit_store import open_store
 
@@ -45,11 +45,7 @@ def _cli(files: dict[str, Path], out: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("resume")
-    files = {
-        "bert": save_tiny_bert_mlm(root / "bert"),
-        "generic": write_text_corpus(root / "generic.txt", 400),
-        "task": write_tagged_corpus(root / "task.jsonl", 40),
-    }
+    files = precompute_inputs(root, n_generic=400)
     files["reference"] = root / "reference.zarr"
     subprocess.run(
         _cli(files, files["reference"]), cwd=ROOT, env=ENV, check=True, capture_output=True
