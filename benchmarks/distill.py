@@ -46,7 +46,8 @@ from logit_store import (
     open_store,
 )
 from logit_store.sparsify import topk_targets
-from student_train.distill import DistillConfig, optimizer_for, run_distill, train_step
+from student_train.device import adamw
+from student_train.distill import DistillConfig, run_distill, train_step
 from student_train.losses import DistillLoss, dense_kd_loss
 from student_train.students import build_student, mlm_logits_at
 from student_train.transfer_set import TransferSetSpec, plan_transfer_set, stream_batches
@@ -188,7 +189,7 @@ def throughput(
     student = build_student("tiny", store.meta, seed=0)
     torch.nn.Module.to(student, device).train()
     torch.nn.Module.to(teacher, device)
-    optimizer = optimizer_for(student, 1e-4, 0.01)
+    optimizer = adamw(student, 1e-4, 0.01)
     hard, kd = DistillLoss(kd_weight=0.0, alpha_mlm=1.0), DistillLoss()
     bf16 = torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda")
 

@@ -26,7 +26,7 @@ from transformers import PreTrainedModel
 
 from logit_store import SparseBatch, Store, StoreMeta, UserError, open_store
 from student_train.checkpoints import load_checkpoint, save_checkpoint
-from student_train.device import autocast, resolve_device
+from student_train.device import adamw, autocast, resolve_device
 from student_train.heldout import evaluate_heldout
 from student_train.losses import DistillLoss, LossParts
 from student_train.runs import CHECKPOINT_DIR, MODEL_DIR, config_hash, finish_run, open_run
@@ -110,18 +110,6 @@ class DistillConfig:
         return data
 
 
-def optimizer_for(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW; no weight decay on biases and LayerNorm weights (1-D parameters)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    groups = [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=lr)
-
-
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> LambdaLR:
     """lr × step/warmup during warmup, then lr × ½(1 + cos(π · progress)) down to 0."""
 
@@ -196,7 +184,7 @@ def run_distill(
     total = cfg.steps or sum(len(plan.epoch(e, cfg.batch_tokens)) for e in range(cfg.epochs or 0))
     device = resolve_device(cfg.device)
     torch.nn.Module.to(model, device).train()
-    optimizer = optimizer_for(model, cfg.lr, cfg.weight_decay)
+    optimizer = adamw(model, cfg.lr, cfg.weight_decay)
     scheduler = warmup_cosine(optimizer, min(cfg.warmup or max(1, total // 20), total), total)
     loss_fn = DistillLoss(cfg.temperature, cfg.kd_weight, cfg.alpha_mlm)
     torch.manual_seed(cfg.seed)

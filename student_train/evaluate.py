@@ -1,5 +1,5 @@
 """Task metrics for the finetuned students: DC (accuracy, macro-F1) and ICNER (intent accuracy,
-slot F1, semantic error rate, exact match).
+slot F1, semantic error rate, exact match), and accuracy per gold label (domain or intent).
 
 All functions take label *strings*, so a test label never seen in training (which the model
 cannot predict) simply counts as an error instead of needing an id. Slot tags are word-level BIO
@@ -34,6 +34,20 @@ def accuracy(y_true: Sequence[str], y_pred: Sequence[str]) -> float:
     """Fraction of positions where y_pred == y_true."""
     assert len(y_true) == len(y_pred) and len(y_true) > 0
     return sum(t == p for t, p in zip(y_true, y_pred, strict=True)) / len(y_true)
+
+
+def per_label_accuracy(
+    y_true: Sequence[str], y_pred: Sequence[str]
+) -> dict[str, dict[str, float | int]]:
+    """Per gold label g (sorted): ``{"n": n_g, "accuracy": correct_g / n_g}`` over the positions
+    whose true label is g. Σ n_g = N and Σ n_g · accuracy_g / N = `accuracy(y_true, y_pred)`."""
+    assert len(y_true) == len(y_pred) and len(y_true) > 0
+    counts: dict[str, list[int]] = {}
+    for t, p in zip(y_true, y_pred, strict=True):
+        seen = counts.setdefault(t, [0, 0])
+        seen[0] += 1
+        seen[1] += t == p
+    return {g: {"n": n, "accuracy": hits / n} for g, (n, hits) in sorted(counts.items())}
 
 
 def macro_f1(y_true: Sequence[str], y_pred: Sequence[str]) -> float:

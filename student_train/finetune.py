@@ -7,7 +7,10 @@ split "train" only, evaluation split "test" only. A run folder holds::
 
     OUT/config.json        the config + "config_hash" (written first)
     OUT/heads.safetensors  the head weights (label names in the safetensors metadata)
-    OUT/metrics.json       test metrics, sizes and timings (written last: the run is complete)
+    OUT/metrics.json       test metrics, sizes and timings (written last: the run is complete);
+                           "per_label": {label: {"n", "accuracy"}} per gold domain (DC) or
+                           intent (ICNER) of the test split, named like the groups of
+                           `kdcache similarity --by domain|intent`
 
 A rerun with an identical config over a completed folder returns the stored metrics.
 """
@@ -30,8 +33,8 @@ from safetensors.torch import save_file
 from transformers import get_linear_schedule_with_warmup
 
 from logit_store import UserError, open_store
-from student_train.device import autocast, resolve_device
-from student_train.evaluate import dc_metrics, icner_metrics
+from student_train.device import adamw, autocast, resolve_device
+from student_train.evaluate import dc_metrics, icner_metrics, per_label_accuracy
 from student_train.heads import (
     INITS,
     POOLINGS,
@@ -116,23 +119,13 @@ class FinetuneConfig:
             raise UserError("warmup_ratio and dropout must be in [0, 1)")
 
     def hashed_fields(self) -> dict[str, Any]:
-        """What determines the result: everything but where it goes and how it is reached."""
-        skip = {"out", "device", "storage_options", "save_encoder"}
+        """What determines the result: everything but where it goes and how it is reached. The
+        student enters by its fingerprint (`heads.model_fingerprint`), not by its path, so a
+        moved RUNS folder resumes."""
+        skip = {"student", "out", "device", "storage_options", "save_encoder"}
         if self.steps is not None:
             skip.add("epochs")  # --steps overrides --epochs
         return {k: v for k, v in self.__dict__.items() if k not in skip}
-
-
-def _optimizer(model: TaskModel, cfg: FinetuneConfig) -> torch.optim.AdamW:
-    """AdamW; no weight decay on biases and LayerNorm weights (1-D parameters)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
 def train(
@@ -148,7 +141,7 @@ def train(
     linear warmup/decay, gradient clipping. Returns steps, epochs and the final loss."""
     batches_per_epoch = math.ceil(len(data) / cfg.batch_size)
     total = cfg.steps or max(1, round(cfg.epochs * batches_per_epoch))
-    optimizer = _optimizer(model, cfg)
+    optimizer = adamw(model, cfg.lr, cfg.weight_decay)
     schedule = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
     rng = np.random.default_rng(cfg.seed)
     lengths = data.lengths
@@ -276,6 +269,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         "student": str(model_dir),
         "init": cfg.init,
         **scores,
+        "per_label": per_label_accuracy(test_split.labels, labels),
         "n_train": len(train_split),
         "n_test": len(test_split),
         "n_classes": len(class_names),

@@ -4,9 +4,12 @@
 
 The base checkpoint is loaded with `AutoModelForMaskedLM`; a checkpoint without an MLM head (e.g.
 the packaged sentence-transformers MiniLM, a bare `BertModel`) gets a freshly initialised head,
-which is logged. Training: dynamic BERT masking (80/10/10, a seeded generator), AdamW with linear
-warm-up (10 %) and decay over a fixed step budget, batches drawn uniformly from the pooled
-training texts of all corpora; `head_only` freezes the encoder (and the tied embeddings).
+which is logged. Training: dynamic BERT masking (80/10/10, a seeded generator), AdamW (fused on
+CPU/CUDA) with linear warm-up (10 %) and decay over a fixed step budget, batches drawn uniformly
+from the pooled training texts of all corpora; `head_only` freezes the encoder (and the tied
+embeddings). The loss is the mean cross-entropy at the masked positions, and the MLM head (its
+vocabulary projection is most of a step's compute) runs at those positions only
+(`teacher.mlm_logits_at`), unless the model's head cannot be split off (`head_split_holds`).
 
 Held-out evaluation before and after, per corpus: masked-token accuracy and cross-entropy (nats)
 at the fixed, seeded masks of `plan.py`, on the corpus's non-train split when it has one, else on
@@ -33,10 +36,11 @@ from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 from logit_store import UserError
 from teacher_infer.corpora import read_corpus
 from teacher_infer.plan import MaskingSpec, PlannedCorpus, plan_corpus
-from teacher_infer.teacher import load_model, resolve_device
+from teacher_infer.teacher import head_split_holds, load_model, mlm_logits_at, resolve_device
 
 log = logging.getLogger(__name__)
 EVAL_BATCH = 64
+FUSED_DEVICES = ("cpu", "cuda")  # devices with a fused AdamW kernel (torch >= 2.4)
 
 
 @dataclass(frozen=True)
@@ -89,9 +93,31 @@ def _pad(rows: list[np.ndarray], pad_id: int) -> tuple[torch.Tensor, torch.Tenso
     return ids, mask
 
 
+def masked_logits(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    attention: torch.Tensor,
+    labels: torch.Tensor,
+    split: bool,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """((P, V) logits, (P,) gold ids) at the P positions where `labels` != -100."""
+    batch_index, positions = (labels != -100).nonzero(as_tuple=True)
+    logits = mlm_logits_at(
+        model, inputs.to(device), attention.to(device), batch_index.to(device),
+        positions.to(device), head_at_positions=split,
+    )  # fmt: skip
+    return logits.float(), labels[batch_index, positions].to(device)
+
+
 @torch.inference_mode()
 def evaluate(
-    model: nn.Module, corpus: PlannedCorpus, held: np.ndarray, pad_id: int, device: torch.device
+    model: nn.Module,
+    corpus: PlannedCorpus,
+    held: np.ndarray,
+    pad_id: int,
+    split: bool,
+    device: torch.device,
 ) -> dict[str, float]:
     """Masked-token accuracy and mean cross-entropy at the plan's fixed masks of `held`."""
     model.eval()
@@ -105,11 +131,9 @@ def evaluate(
             pos = corpus.positions[p0:p1]
             original = corpus.input_ids[corpus.token_offsets[s] + pos]
             labels[row, torch.from_numpy(pos)] = torch.from_numpy(original)
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-        at = labels.to(device) != -100
-        picked, gold = logits[at].float(), labels.to(device)[at]
-        loss += float(nn.functional.cross_entropy(picked, gold, reduction="sum"))
-        correct += int((picked.argmax(-1) == gold).sum())
+        logits, gold = masked_logits(model, ids, mask, labels, split, device)
+        loss += float(nn.functional.cross_entropy(logits, gold, reduction="sum"))
+        correct += int((logits.argmax(-1) == gold).sum())
         count += int(gold.numel())
     return {
         "accuracy": correct / max(count, 1),
@@ -167,12 +191,20 @@ def run_adapt(config: AdaptConfig) -> dict[str, Any]:
     if not train_rows:
         raise UserError("no training texts left after holding out the evaluation sets")
 
-    before = {c.name: evaluate(model, c, held_out[c.name], pad_id, device) for c in corpora}
+    split = head_split_holds(model, vocab, device)
+
+    def scores() -> dict[str, dict[str, float]]:
+        return {
+            c.name: evaluate(model, c, held_out[c.name], pad_id, split, device) for c in corpora
+        }
+
+    before = scores()
     if config.head_only:
         for p in model.base_model.parameters():
             p.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.01)
+    fused = device.type in FUSED_DEVICES
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.01, fused=fused)
     schedule = get_linear_schedule_with_warmup(
         optimizer, max(1, config.steps // 10), max(1, config.steps)
     )
@@ -186,17 +218,13 @@ def run_adapt(config: AdaptConfig) -> dict[str, Any]:
         inputs, labels = mask_batch(
             ids, special, config.mask_prob, tokenizer.mask_token_id, vocab, gen
         )
-        out = model(
-            input_ids=inputs.to(device),
-            attention_mask=attention.to(device),
-            labels=labels.to(device),
-        )
-        out.loss.backward()
+        logits, gold = masked_logits(model, inputs, attention, labels, split, device)
+        nn.functional.cross_entropy(logits, gold).backward()
         nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
-    after = {c.name: evaluate(model, c, held_out[c.name], pad_id, device) for c in corpora}
+    after = scores()
 
     out_dir = Path(config.out)
     model.save_pretrained(out_dir)

@@ -96,6 +96,40 @@ def infer_task_kind(name_or_path: str) -> str:
     return "token" if any(a.endswith("ForTokenClassification") for a in archs) else "sequence"
 
 
+@contextlib.contextmanager
+def hidden_at(model: Any, batch_index: torch.Tensor, positions: torch.Tensor) -> Iterator[None]:
+    """While active, ``model.base_model`` returns only the rows (batch_index, positions) of its
+    last hidden state, as (1, P, H): the model's own head then runs on those P rows only."""
+
+    def hook(_module: nn.Module, _args: Any, output: Any) -> Any:
+        output["last_hidden_state"] = output[0][batch_index, positions].unsqueeze(0)
+        return output
+
+    handle = model.base_model.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def mlm_logits_at(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    batch_index: torch.Tensor,
+    positions: torch.Tensor,
+    head_at_positions: bool,
+) -> torch.Tensor:
+    """(P, V) MLM logits at rows (batch_index, positions) of a (B, L) batch: the head run on
+    those rows only (`head_at_positions`, see `head_split_holds`) or on all rows, gathered after.
+    Differentiable: teacher adaptation trains through it."""
+    if head_at_positions:
+        with hidden_at(model, batch_index, positions):
+            return model(input_ids=input_ids, attention_mask=attention_mask).logits[0]
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    return logits[batch_index, positions]
+
+
 @dataclass
 class Teacher:
     """A loaded teacher on its device; `logits_at` is its only forward entry point."""
@@ -132,18 +166,6 @@ class Teacher:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    @contextlib.contextmanager
-    def _gather_hidden(self, batch_index: torch.Tensor, positions: torch.Tensor) -> Iterator[None]:
-        def hook(_module: nn.Module, _args: Any, output: Any) -> Any:
-            output["last_hidden_state"] = output[0][batch_index, positions].unsqueeze(0)
-            return output
-
-        handle = self.model.base_model.register_forward_hook(hook)
-        try:
-            yield
-        finally:
-            handle.remove()
-
     def logits_at(
         self,
         input_ids: torch.Tensor,
@@ -159,33 +181,29 @@ class Teacher:
         """
         split = self.head_at_positions if head_at_positions is None else head_at_positions
         with torch.inference_mode(), self.autocast():
-            if self.mode == "mlm" and split:
-                with self._gather_hidden(batch_index, positions):
-                    out = self.model(input_ids=input_ids, attention_mask=attention_mask)
-                return out.logits[0]
+            if self.mode == "mlm":
+                args = (input_ids, attention_mask, batch_index, positions)
+                return mlm_logits_at(self.model, *args, head_at_positions=split)
             logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
             if self.task_kind == "sequence":
                 return logits[batch_index]
             return logits[batch_index, positions]
 
 
-def _check_head_split(teacher: Teacher) -> bool:
-    """True when head-at-positions logits match full logits on a seeded probe batch."""
+def head_split_holds(model: Any, vocab_size: int, device: torch.device) -> bool:
+    """True when head-at-positions logits match full logits (fp32, `model` in eval mode) on a
+    seeded probe batch."""
     gen = torch.Generator().manual_seed(0)
-    high = min(teacher.vocab_size, 1000)
-    ids = torch.randint(5, high, (2, 7), generator=gen).to(teacher.device)
+    ids = torch.randint(5, min(vocab_size, 1000), (2, 7), generator=gen).to(device)
     mask = torch.ones_like(ids)
-    b = torch.tensor([0, 0, 1, 1], device=teacher.device)
-    p = torch.tensor([1, 5, 0, 6], device=teacher.device)
-    saved = teacher.dtype
-    teacher.dtype = torch.float32
+    b = torch.tensor([0, 0, 1, 1], device=device)
+    p = torch.tensor([1, 5, 0, 6], device=device)
     try:
-        full = teacher.logits_at(ids, mask, b, p, head_at_positions=False)
-        part = teacher.logits_at(ids, mask, b, p, head_at_positions=True)
+        with torch.inference_mode():
+            full = mlm_logits_at(model, ids, mask, b, p, head_at_positions=False)
+            part = mlm_logits_at(model, ids, mask, b, p, head_at_positions=True)
     except (RuntimeError, TypeError, KeyError, IndexError):
         return False
-    finally:
-        teacher.dtype = saved
     scale = float(full.abs().max()) + 1.0
     return part.shape == full.shape and bool(torch.allclose(part, full, atol=1e-4 * scale))
 
@@ -217,7 +235,7 @@ def load_teacher(
     )
     model.to(dev)
     if mode == "mlm":
-        teacher.head_at_positions = _check_head_split(teacher)
+        teacher.head_at_positions = head_split_holds(model, teacher.vocab_size, dev)
         if not teacher.head_at_positions:
             log.warning(
                 "%s: MLM head cannot run at positions only; using full logits", name_or_path

@@ -1,5 +1,6 @@
 """`kdcache demo --quick` end to end as a user runs it: packaged MiniLM, Wikipedia, ATIS and BBC
-(subsampled), teacher adaptation, precompute, similarity, a sweep with baselines, the report."""
+(subsampled), teacher adaptation, precompute, similarity, a sweep with baselines, the report
+with its per-domain / per-intent gain-vs-similarity correlations."""
 
 from __future__ import annotations
 
@@ -46,3 +47,8 @@ def test_quick_demo_runs_end_to_end(tmp_path: Path) -> None:
         assert dc["metrics"]["accuracy"]["n"] == 2 and 0 <= dc["metrics"]["accuracy"]["mean"] <= 1
         assert icner["metrics"]["semantic_error_rate"]["n"] == 2
     assert "teacher" in printed and "KD, task 0.50" in printed
+    # per-label test scores line up with the similarity groups (BBC domains, ATIS intents)
+    found = {c["target"]: c for c in report["correlations"]}
+    assert set(found) == {"dc:task/bbc", "icner:task/atis"}
+    assert found["dc:task/bbc"]["n"] == 5 and found["icner:task/atis"]["n"] >= 3
+    assert (out / "runs/report_similarity.png").exists() and "Spearman" in printed

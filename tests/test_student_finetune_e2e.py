@@ -1,10 +1,12 @@
 """End-to-end finetuning from a real store: synthetic DC and ICNER corpora tokenised with the
 packaged MiniLM tokenizer, a tiny BERT student (hidden 32, 2 layers), train on "train", evaluate
-on "test" only, run-folder outputs, skip-if-done and the random-init baseline."""
+on "test" only, run-folder outputs, per-label test scores, skip-if-done, resume in a moved RUNS
+folder and the random-init baseline."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from importlib.resources import files
 from pathlib import Path
@@ -121,8 +123,20 @@ def task_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
 
 def _config(task_store: tuple[str, Path], out: Path, **kw: Any) -> FinetuneConfig:
     url, run = task_store
+    run = kw.pop("run", run)
     base: dict[str, Any] = {"steps": 60, "lr": 2e-3, "batch_size": 16, "warmup_ratio": 0.1}
     return FinetuneConfig(student=str(run), store=url, out=str(out), **{**base, **kw})
+
+
+def _check_per_label(metrics: dict[str, Any], overall: str, sizes: dict[str, int]) -> None:
+    """per_label holds every gold test label with its count; the count-weighted mean of the
+    per-label accuracies is the overall accuracy."""
+    per_label = metrics["per_label"]
+    assert {label: v["n"] for label, v in per_label.items()} == sizes
+    assert sum(sizes.values()) == metrics["n_test"]
+    weighted = sum(v["n"] * v["accuracy"] for v in per_label.values()) / metrics["n_test"]
+    assert weighted == pytest.approx(metrics[overall], abs=1e-12)
+    assert all(0 <= v["accuracy"] <= 1 for v in per_label.values())
 
 
 def test_dc_finetune_beats_chance_and_writes_run(
@@ -140,6 +154,9 @@ def test_dc_finetune_beats_chance_and_writes_run(
     assert config["config_hash"] == metrics["config_hash"]
     assert config["student_fingerprint"] == "run:abc123"
     assert (out / "heads.safetensors").is_file()
+    _check_per_label(
+        stored, "accuracy", {"business": 10, "politics": 10, "sport": 10, "weather": 1}
+    )
 
     stamp = (out / "metrics.json").stat().st_mtime_ns
     again = run_finetune(_config(task_store, out, task="dc", corpus="task/dc"))
@@ -162,6 +179,7 @@ def test_icner_finetune_metrics_and_random_baseline(
     assert metrics["exact_match"] <= metrics["intent_accuracy"]
     assert metrics["semantic_error_rate"] >= 0
     assert metrics["truncated_words"] == 0
+    _check_per_label(metrics, "intent_accuracy", {"airfare": 12, "flight": 12})
 
     baseline = run_finetune(
         _config(task_store, tmp_path / "ic_rand", task="icner", corpus="task/icner",
@@ -185,3 +203,28 @@ def test_teacher_baseline_uses_the_store_teacher(
     metrics = run_finetune(replace(cfg, student="teacher"))
     assert metrics["student"] == str(task_store[1] / "model")
     assert metrics["steps"] == 3 and metrics["n_test"] == 31
+
+
+def test_moved_runs_folder_resumes(task_store: tuple[str, Path], tmp_path: Path) -> None:
+    """The config hash names the student by its fingerprint, not its path: after moving a RUNS
+    folder (student run + finetune run), a completed finetune is skipped and an unfinished one
+    (config.json without metrics.json) restarts instead of being refused."""
+    first = tmp_path / "first"
+    shutil.copytree(task_store[1], first / "student")
+    cfg = _config(task_store, first / "dc", run=first / "student", task="dc", corpus="task/dc",
+                  steps=2)  # fmt: skip
+    done = run_finetune(cfg)
+    shutil.copytree(first / "dc", first / "killed")
+    (first / "killed" / "metrics.json").unlink()
+    moved = tmp_path / "moved"
+    shutil.move(first, moved)
+
+    def in_moved(out: str) -> FinetuneConfig:
+        return replace(cfg, student=str(moved / "student"), out=str(moved / out))
+
+    stamp = (moved / "dc" / "metrics.json").stat().st_mtime_ns
+    assert run_finetune(in_moved("dc")) == done
+    assert (moved / "dc" / "metrics.json").stat().st_mtime_ns == stamp
+    resumed = run_finetune(in_moved("killed"))
+    assert resumed["config_hash"] == done["config_hash"]
+    assert resumed["student"] == str(moved / "student" / "model")

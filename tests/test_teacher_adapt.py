@@ -1,4 +1,5 @@
-"""Teacher adaptation: a head-less encoder gets an MLM head, learns, and becomes a teacher."""
+"""Teacher adaptation: a head-less encoder gets an MLM head, learns, and becomes a teacher; the
+loss with the head at the masked positions only equals the full-logit loss; runs reproduce."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from teacher_fixtures import TINY, minilm_dir, write_tagged_corpus
-from transformers import AutoTokenizer, BertConfig, BertModel
+from safetensors.torch import load_file
+from teacher_fixtures import TINY, minilm_dir, save_tiny_bert_mlm, write_tagged_corpus
+from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, BertModel
 from typer.testing import CliRunner
 
 import cli
-from teacher_infer.adapt import AdaptConfig, run_adapt
+from teacher_infer.adapt import AdaptConfig, mask_batch, masked_logits, run_adapt
 from teacher_infer.teacher import load_teacher
 
 
@@ -61,3 +63,49 @@ def test_head_only_keeps_the_encoder_and_cli_prints_metrics(base: Path, tmp_path
     new = BertModel.from_pretrained(tmp_path / "h").state_dict()
     shared = [name for name in old if not name.startswith("pooler.")]  # MLM models have no pooler
     assert shared and all(torch.equal(old[name], new[name]) for name in shared)
+
+
+def test_masked_position_loss_equals_full_logit_loss(tmp_path: Path) -> None:
+    """Same loss and gradients as Hugging Face's `labels=` loss over all (B, L) logits."""
+    model = BertForMaskedLM.from_pretrained(save_tiny_bert_mlm(tmp_path / "m")).train()
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, 2000, (4, 12), generator=gen)
+    attention = torch.ones_like(ids)
+    attention[1, 8:] = 0
+    special = attention == 0
+    inputs, labels = mask_batch(ids, special, 0.3, 103, model.config.vocab_size, gen)
+    assert (labels != -100).sum() > 2
+
+    def loss_and_grads(split: bool | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model.zero_grad()
+        torch.manual_seed(0)  # the same dropout masks
+        if split is None:
+            loss = model(input_ids=inputs, attention_mask=attention, labels=labels).loss
+        else:
+            logits, gold = masked_logits(
+                model, inputs, attention, labels, split, torch.device("cpu")
+            )
+            loss = torch.nn.functional.cross_entropy(logits, gold)
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    reference, ref_grads = loss_and_grads(None)
+    for split in (True, False):
+        loss, grads = loss_and_grads(split)
+        assert loss == pytest.approx(float(reference), rel=1e-5)
+        for name, grad in grads.items():
+            torch.testing.assert_close(grad, ref_grads[name], rtol=1e-4, atol=1e-6)
+
+
+def test_adapt_is_deterministic_for_a_seed(base: Path, tmp_path: Path) -> None:
+    corpus = write_tagged_corpus(tmp_path / "task.jsonl", 60)
+    weights = []
+    for out in ("a", "b"):
+        config = AdaptConfig(
+            base=str(base), corpora=(("task", str(corpus)),), out=str(tmp_path / out),
+            steps=4, batch_size=8, lr=1e-3, max_length=32, device="cpu",
+        )  # fmt: skip
+        run_adapt(config)
+        weights.append(load_file(str(tmp_path / out / "model.safetensors")))
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
