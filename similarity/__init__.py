@@ -2,11 +2,32 @@
 
 Library entry: `run_similarity(SimilarityConfig) -> dict`; the vector-level core is
 `compare_embeddings(TaskSide, GenericSide, CompareSettings)`.
+
+The names below are imported on first use, so `import similarity.commands` (the CLI) does not
+load FAISS, torch and transformers before a command needs them.
 """
 
-from similarity.compare import METRICS, GenericSide, TaskSide, compare_embeddings
-from similarity.config import CompareSettings, SimilarityConfig
-from similarity.report import SCHEMA, load_report, run_similarity
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from similarity.compare import METRICS, GenericSide, TaskSide, compare_embeddings
+    from similarity.config import CompareSettings, SimilarityConfig
+    from similarity.report import SCHEMA, load_report, run_similarity
+
+_HOMES = {
+    "METRICS": "compare",
+    "GenericSide": "compare",
+    "TaskSide": "compare",
+    "compare_embeddings": "compare",
+    "CompareSettings": "config",
+    "SimilarityConfig": "config",
+    "SCHEMA": "report",
+    "load_report": "report",
+    "run_similarity": "report",
+}
 
 __all__ = [
     "METRICS",
@@ -19,3 +40,9 @@ __all__ = [
     "load_report",
     "run_similarity",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'similarity' has no attribute {name!r}")
+    return getattr(import_module(f"similarity.{_HOMES[name]}"), name)

@@ -1,0 +1,203 @@
+"""`kdcache finetune`, `distill` and `sweep` (registered on the app in cli.py)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from logit_store import UserError
+from logit_store.cli_options import (
+    Engine,
+    EngineOption,
+    RayAddressOption,
+    StorageOption,
+    console,
+    storage_options,
+)
+
+
+def finetune(
+    student: Annotated[
+        str, typer.Option(help="Distillation run folder (RUN/model) or Hugging Face model folder.")
+    ],
+    task: Annotated[str, typer.Option(help="dc (domain classification) or icner.")],
+    store: Annotated[str, typer.Option(help="Store path or fsspec URL holding the task corpus.")],
+    corpus: Annotated[str, typer.Option(help="Task corpus in the store (train/test splits).")],
+    out: Annotated[str, typer.Option(help="Run folder for config.json, metrics.json, heads.")],
+    epochs: Annotated[float, typer.Option(help="Passes over the train split.")] = 3.0,
+    steps: Annotated[int | None, typer.Option(help="Optimiser steps (overrides --epochs).")] = None,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 5e-5,
+    batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 32,
+    seed: Annotated[int, typer.Option(help="Seed for heads, random init, order, dropout.")] = 0,
+    init: Annotated[
+        str, typer.Option(help="pretrained, or random (same architecture, no distillation).")
+    ] = "pretrained",
+    pooling: Annotated[str, typer.Option(help="Sentence vector: mean or cls.")] = "mean",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda (bf16 autocast).")] = "auto",
+    save_encoder: Annotated[
+        bool, typer.Option(help="Also save the finetuned encoder (OUT/encoder).")
+    ] = False,
+    storage_option: StorageOption = None,
+) -> None:
+    """Finetune a student (or the teacher) on DC or ICNER from the store; evaluate on "test"."""
+    from student_train.finetune import FinetuneConfig, print_metrics, run_finetune
+
+    config = FinetuneConfig(
+        student=student,
+        task=task,  # type: ignore[arg-type]  # validated in FinetuneConfig
+        store=store,
+        corpus=corpus,
+        out=out,
+        epochs=epochs,
+        steps=steps,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        init=init,  # type: ignore[arg-type]
+        pooling=pooling,  # type: ignore[arg-type]
+        device=device,
+        save_encoder=save_encoder,
+        storage_options=tuple(sorted(storage_options(storage_option).items())),
+    )
+    print_metrics(run_finetune(config), console)
+
+
+def distill(
+    store: Annotated[str, typer.Option(help="Store path or fsspec URL (mlm mode).")],
+    mix: Annotated[
+        str, typer.Option(help="Sources: generic=0.3,task=0.7 (proportions of --size) or sizes.")
+    ],
+    student: Annotated[
+        str, typer.Option(help="tiny|small|base, CONFIG.json, from-teacher:N or from-teacher:I,J.")
+    ],
+    out: Annotated[str, typer.Option(help="Run folder (config.json, metrics.json, model/).")],
+    size: Annotated[int | None, typer.Option(help="Total size (omit: absolute mix).")] = None,
+    size_unit: Annotated[str, typer.Option(help="sequences or tokens.")] = "sequences",
+    splits: Annotated[str, typer.Option(help="Comma-separated splits to draw from.")] = "train",
+    replacement: Annotated[
+        bool, typer.Option(help="Allow a source to be asked for more than it holds.")
+    ] = False,
+    temperature: Annotated[float, typer.Option(help="KD temperature (loss scaled by T²).")] = 1.0,
+    kd_weight: Annotated[float, typer.Option(help="KD loss weight (0: no distillation).")] = 1.0,
+    alpha_mlm: Annotated[float, typer.Option(help="Weight of the hard MLM loss.")] = 0.0,
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Passes over the transfer set.")] = None,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 5e-4,
+    warmup: Annotated[int | None, typer.Option(help="Warmup steps (default: 5% of run).")] = None,
+    batch_tokens: Annotated[int, typer.Option(help="Padded tokens per batch (B × L_max).")] = 4096,
+    seed: Annotated[int, typer.Option(help="Seed: selection, order, init, dropout.")] = 0,
+    workers: Annotated[int, typer.Option(help="DataLoader workers prefetching batches.")] = 1,
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 200,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda (bf16 autocast).")] = "auto",
+    storage_option: StorageOption = None,
+) -> None:
+    """Distil a student from the store's cached teacher targets into a run folder."""
+    from student_train.distill import DistillConfig, run_distill
+    from student_train.transfer_set import TransferSetSpec
+
+    transfer = TransferSetSpec(
+        mix=TransferSetSpec.parse_mix(mix),
+        size=size,
+        unit=size_unit,  # type: ignore[arg-type]  # validated in TransferSetSpec
+        splits=tuple(s.strip() for s in splits.split(",") if s.strip()),
+        seed=seed,
+        replacement=replacement,
+    )
+    config = DistillConfig(
+        store=store,
+        out=out,
+        transfer=transfer,
+        student=student,
+        temperature=temperature,
+        kd_weight=kd_weight,
+        alpha_mlm=alpha_mlm,
+        steps=steps,
+        epochs=epochs,
+        lr=lr,
+        warmup=warmup,
+        batch_tokens=batch_tokens,
+        seed=seed,
+        num_workers=workers,
+        checkpoint_every=checkpoint_every,
+        device=device,
+        storage_options=storage_options(storage_option),
+    )
+    run_distill(config, console)
+
+
+def csv_values(text: str, flag: str, kind: type[int] | type[float] | type[str]) -> tuple[Any, ...]:
+    try:
+        return tuple(kind(part.strip()) for part in text.split(",") if part.strip())
+    except ValueError as err:
+        raise UserError(f"{flag} {text!r}: expected comma-separated {kind.__name__}s") from err
+
+
+def sweep(
+    store: Annotated[str, typer.Option(help="Store path or fsspec URL (mlm mode).")],
+    generic: Annotated[str, typer.Option(help="Generic corpus (name or prefix) of the store.")],
+    task: Annotated[list[str], typer.Option(help="Task corpus (repeatable; share split evenly).")],
+    out: Annotated[str, typer.Option(help="RUNS folder (rerun the command to resume).")],
+    size: Annotated[int, typer.Option(help="Transfer-set size in sequences.")],
+    replacement: Annotated[
+        bool, typer.Option(help="Let a source smaller than its share repeat sequences.")
+    ] = False,
+    mix: Annotated[
+        str, typer.Option(help="Shares of task data, e.g. 0,0.25,0.5,0.75,1.")
+    ] = "0,0.5,1",
+    seeds: Annotated[str, typer.Option(help="Seeds, e.g. 0,1,2.")] = "0",
+    student: Annotated[
+        str, typer.Option(help="Student SPECs, e.g. tiny,small or from-teacher:2.")
+    ] = "tiny",
+    finetune: Annotated[
+        list[str] | None,
+        typer.Option("--finetune", help="TASK:CORPUS, e.g. dc:task/bbc (repeatable)."),
+    ] = None,
+    steps: Annotated[int, typer.Option(help="Distillation steps per run.")] = 500,
+    finetune_steps: Annotated[int, typer.Option(help="Finetuning steps per run.")] = 300,
+    lr: Annotated[float, typer.Option(help="Distillation peak learning rate.")] = 5e-4,
+    finetune_lr: Annotated[float, typer.Option(help="Finetuning peak learning rate.")] = 5e-5,
+    batch_tokens: Annotated[int, typer.Option(help="Distillation tokens per batch.")] = 4096,
+    baselines: Annotated[bool, typer.Option(help="Also run random-init, init and teacher.")] = True,
+    jobs: Annotated[int, typer.Option(help="Experiments in parallel processes.")] = 1,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    storage_option: StorageOption = None,
+    engine: EngineOption = Engine.local,
+    ray_address: RayAddressOption = None,
+) -> None:
+    """Distil every (mix x seed x student), finetune each on every target, plus baselines.
+
+    Finished runs are skipped and a killed sweep resumes: rerun the same command.
+    Writes RUNS/results.jsonl (one row per run); `kdcache report RUNS` summarises it.
+    """
+    from student_train.sweep import run_sweep
+    from student_train.sweep_plan import FinetuneTarget, SweepConfig
+
+    config = SweepConfig(
+        store=store,
+        out=out,
+        generic=generic,
+        tasks=tuple(task),
+        mixes=csv_values(mix, "--mix", float),
+        seeds=csv_values(seeds, "--seeds", int),
+        students=csv_values(student, "--student", str),
+        size=size,
+        replacement=replacement,
+        targets=tuple(FinetuneTarget.parse(t) for t in finetune or []),
+        steps=steps,
+        lr=lr,
+        batch_tokens=batch_tokens,
+        finetune_steps=finetune_steps,
+        finetune_lr=finetune_lr,
+        baselines=baselines,
+        jobs=jobs,
+        device=device,
+        storage_options=storage_options(storage_option),
+        engine=engine.value,
+        ray_address=ray_address,
+    )
+    summary = run_sweep(config, console)
+    console.print(
+        f"sweep: ran {summary['ran']}, skipped {summary['skipped']} of {summary['runs']} runs "
+        f"in {summary['seconds']:.0f} s -> {summary['results']}"
+    )

@@ -1,0 +1,145 @@
+"""`kdcache precompute` and `kdcache teacher-adapt` (registered on the app in cli.py)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from logit_store import UserError
+from logit_store.cli_options import (
+    Engine,
+    EngineOption,
+    RayAddressOption,
+    StorageOption,
+    console,
+    storage_options,
+)
+
+
+def corpus_specs(pairs: list[str]) -> tuple[tuple[str, str], ...]:
+    specs = []
+    for pair in pairs:
+        name, sep, source = pair.partition("=")
+        if not sep or not name or not source:
+            raise UserError(f"--corpus {pair!r}: expected NAME=SOURCE (e.g. task=demo:atis)")
+        specs.append((name, source))
+    return tuple(specs)
+
+
+CorpusOption = Annotated[
+    list[str],
+    typer.Option(
+        "--corpus",
+        help="NAME=SOURCE (repeatable): text/JSONL/CSV/Parquet file or folder, hf:..., demo:atis.",
+    ),
+]
+
+
+def precompute(
+    teacher: Annotated[str, typer.Option(help="Teacher model folder or name.")],
+    corpus: CorpusOption,
+    out: Annotated[str, typer.Option(help="Store path or fsspec URL (rerun to resume).")],
+    mode: Annotated[
+        str, typer.Option(help="mlm (masked-LM head) or task (classifier head).")
+    ] = "mlm",
+    encoding: Annotated[str, typer.Option(help="topk (k ids + tail mass) or sampled.")] = "topk",
+    k: Annotated[int, typer.Option(help="Top-k width.")] = 32,
+    samples: Annotated[int, typer.Option(help="Draws per position (sampled).")] = 50,
+    max_length: Annotated[
+        int,
+        typer.Option(
+            help="Tokens per sequence incl. special tokens; longer lines are truncated and "
+            "counted (reported as 'truncated' in the store and the summary)."
+        ),
+    ] = 128,
+    mask_prob: Annotated[float, typer.Option(help="BERT 80/10/10 masking probability.")] = 0.15,
+    seed: Annotated[int, typer.Option(help="Masking / sampling / corpus seed.")] = 0,
+    positions: Annotated[str, typer.Option(help="mlm labels: masked or all tokens.")] = "masked",
+    token_budget: Annotated[int, typer.Option(help="Max batch size x padded length.")] = 8192,
+    unit_size: Annotated[int, typer.Option(help="Sequences per resumable unit.")] = 1024,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto (bf16 on GPU), fp32, bf16, fp16.")] = "auto",
+    value_dtype: Annotated[str, typer.Option(help="Stored log-probs: q8 or fp16.")] = "q8",
+    storage_option: StorageOption = None,
+    engine: EngineOption = Engine.local,
+    ray_actors: Annotated[
+        int | None, typer.Option(help="--engine ray: teachers (default: one per GPU or node).")
+    ] = None,
+    ray_address: RayAddressOption = None,
+) -> None:
+    """Run the teacher once over the corpora and write its sparse soft labels to a store.
+
+    Lines longer than --max-length tokens are truncated and counted. Resumable: rerun the same
+    command after a crash. Runs sharded under torchrun (one store, disjoint units per rank) or
+    on a Ray actor pool (--engine ray).
+    """
+    from teacher_infer.precompute import PrecomputeConfig, print_summary, run_precompute
+
+    config = PrecomputeConfig(
+        teacher=teacher,
+        corpora=corpus_specs(corpus),
+        out=out,
+        mode=mode,
+        encoding=encoding,
+        k=k,
+        n_samples=samples,
+        max_length=max_length,
+        mask_prob=mask_prob,
+        seed=seed,
+        positions=positions,
+        token_budget=token_budget,
+        unit_size=unit_size,
+        device=device,
+        dtype=dtype,
+        value_dtype=value_dtype,
+        storage_options=storage_options(storage_option),
+    )
+    if engine is Engine.ray:
+        from teacher_infer.ray_engine import run_precompute_ray
+
+        summary = run_precompute_ray(config, ray_actors, ray_address, console)
+    else:
+        summary = run_precompute(config, console)
+    if summary["rank"] == 0:
+        print_summary(summary, console)
+    else:
+        units = summary["corpora"].values()
+        console.print(
+            f"rank {summary['rank']} of {summary['world_size']}: computed "
+            f"{sum(c['units_computed'] for c in units)} of {sum(c['units'] for c in units)} "
+            f"units in {summary['elapsed_s']:.1f} s"
+        )
+
+
+def teacher_adapt(
+    base: Annotated[str, typer.Option(help="Base encoder folder or name (MLM head optional).")],
+    corpus: CorpusOption,
+    out: Annotated[str, typer.Option(help="Output folder: HF model + tokenizer + metrics.")],
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 500,
+    head_only: Annotated[bool, typer.Option(help="Train only the MLM head.")] = False,
+    batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 32,
+    lr: Annotated[float, typer.Option(help="AdamW peak learning rate.")] = 1e-4,
+    seed: Annotated[int, typer.Option(help="Masking / sampling seed.")] = 0,
+    max_length: Annotated[int, typer.Option(help="Tokens per sequence (longer: truncated).")] = 64,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Continue MLM pretraining of a teacher on in-domain text (teacher adaptation).
+
+    Prints held-out masked-token accuracy and cross-entropy before and after, per corpus.
+    """
+    from teacher_infer.adapt import AdaptConfig, print_metrics, run_adapt
+
+    config = AdaptConfig(
+        base=base,
+        corpora=corpus_specs(corpus),
+        out=out,
+        steps=steps,
+        head_only=head_only,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        max_length=max_length,
+        device=device,
+    )
+    print_metrics(run_adapt(config), console)
