@@ -211,7 +211,7 @@ def _finetune_job(
         device=cfg.device,
         storage_options=tuple(sorted(cfg.storage_options.items())),
     )
-    identity = {k: v for k, v in config.hashed_fields().items() if k != "student"}
+    identity = config.hashed_fields()
     identity["upstream"] = upstream if upstream != TEACHER else store.meta.teacher_hash
     identity["corpus_source_hash"] = store[target.corpus].info.get("source_hash", "")
     run = f"finetune/{label}_{target.task}-{slug(target.corpus)}-{config_hash(identity)[:8]}"
