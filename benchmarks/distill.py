@@ -1,6 +1,7 @@
 """Distillation throughput and memory, measured side by side in one run.
 
-    .venv/bin/python benchmarks/distill.py [--steps 20] [--rounds 3] [--sequences 1000] [--quick]
+    .venv/bin/python benchmarks/distill.py [--steps 20] [--rounds 3] [--sequences 1000]
+        [--workers 1] [--student tiny] [--skip-memory] [--quick]
 
 1. cached KD (student step + sparse top-k KD loss, batches streamed from the store by a
    DataLoader worker) vs the student alone (hard-label cross-entropy on the same batches,
@@ -179,14 +180,20 @@ def timed(
 
 
 def throughput(
-    url: str, teacher: BertForMaskedLM, steps: int, rounds: int, device: torch.device
+    url: str,
+    teacher: BertForMaskedLM,
+    steps: int,
+    rounds: int,
+    device: torch.device,
+    workers: int,
+    student_spec: str,
 ) -> dict:
     store = open_store(url)
     spec = TransferSetSpec(mix=(("generic", 1.0),), size=len(store["generic"]), seed=0)
     epoch = plan_transfer_set(store, spec).epoch(0, batch_tokens=2048)
     plan = (epoch * (1 + (steps + 2) // len(epoch)))[: steps + 2]
     decoded = [store["generic"].batch(b.indices) for b in plan]  # in memory, for the baselines
-    student = build_student("tiny", store.meta, seed=0)
+    student = build_student(student_spec, store.meta, seed=0)
     torch.nn.Module.to(student, device).train()
     torch.nn.Module.to(teacher, device)
     optimizer = adamw(student, 1e-4, 0.01)
@@ -223,7 +230,7 @@ def throughput(
             at_positions(teacher, b)
 
     def batches(streamed: bool) -> Iterator[SparseBatch]:
-        source = stream_batches(store, plan, num_workers=1) if streamed else iter(decoded)
+        source = stream_batches(store, plan, num_workers=workers) if streamed else iter(decoded)
         return (b.to(device, non_blocking=True) for b in source)
 
     modes: dict[str, tuple[Callable[[SparseBatch], None], bool]] = {
@@ -295,12 +302,42 @@ def peak_memory(url: str, out: str, steps: int, size: int) -> dict[str, float]:
     return {"tree_pss": peak / 2**20, "max_rss": usage.ru_maxrss / 2**10}
 
 
+def memory_stage(tmp: str, small: int, steps: int) -> dict:
+    """Peak memory of distill runs on a store 1x and 10x as large (same transfer set and steps).
+
+    Run first, while this process is small: a child's ru_maxrss starts at the RSS of the parent
+    it was forked from. Sizes alternate twice; the smaller peak of each counts.
+    """
+    large = 10 * small
+    write_store(f"{tmp}/x1.zarr", small, None, "bench")
+    write_store(f"{tmp}/x10.zarr", large, None, "bench")
+    memory: dict[str, list[dict[str, float]]] = {"x1": [], "x10": []}
+    for repeat in range(2):
+        for name in ("x1", "x10"):
+            run = f"{tmp}/run-{name}-{repeat}"
+            memory[name].append(peak_memory(f"{tmp}/{name}.zarr", run, steps, small // 2))
+    peak = {
+        name: {key: min(m[key] for m in runs) for key in ("tree_pss", "max_rss")}
+        for name, runs in memory.items()
+    }
+    return {
+        "store_sequences": {"x1": small, "x10": large},
+        "peak_memory_mb": peak,
+        "peak_memory_mb_all": memory,
+        "peak_pss_difference_mb": peak["x10"]["tree_pss"] - peak["x1"]["tree_pss"],
+        "peak_rss_difference_mb": peak["x10"]["max_rss"] - peak["x1"]["max_rss"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sequences", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1, help="torch threads on CPU")
+    parser.add_argument("--workers", type=int, default=1, help="DataLoader workers (cached KD)")
+    parser.add_argument("--student", default="tiny", help="student preset (throughput)")
+    parser.add_argument("--skip-memory", action="store_true", help="throughput only")
     parser.add_argument("--quick", action="store_true", help="fewer steps and sequences")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -313,37 +350,33 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
+    result: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
-        # Memory first, while this process is small: a child's ru_maxrss starts at the RSS of
-        # the parent it was forked from. Sizes alternate twice; the smaller peak of each counts.
-        small, large = args.sequences, 10 * args.sequences
-        write_store(f"{tmp}/x1.zarr", small, None, "bench")
-        write_store(f"{tmp}/x10.zarr", large, None, "bench")
-        memory: dict[str, list[dict[str, float]]] = {"x1": [], "x10": []}
-        for repeat in range(2):
-            for name in ("x1", "x10"):
-                run = f"{tmp}/run-{name}-{repeat}"
-                memory[name].append(peak_memory(f"{tmp}/{name}.zarr", run, args.steps, small // 2))
-        peak = {
-            name: {key: min(m[key] for m in runs) for key in ("tree_pss", "max_rss")}
-            for name, runs in memory.items()
-        }
+        if not args.skip_memory:
+            result.update(memory_stage(tmp, args.sequences, args.steps))
         t0 = time.perf_counter()
         teacher = make_teacher(Path(tmp) / "teacher")
         write_store(f"{tmp}/kd.zarr", args.sequences, teacher, str(Path(tmp) / "teacher"))
         build_s = time.perf_counter() - t0
-        result = throughput(f"{tmp}/kd.zarr", teacher, args.steps, args.rounds, device)
+        result.update(
+            throughput(
+                f"{tmp}/kd.zarr",
+                teacher,
+                args.steps,
+                args.rounds,
+                device,
+                args.workers,
+                args.student,
+            )
+        )
     result.update(
         {
             "device": str(device),
             "torch_threads": torch.get_num_threads(),
+            "workers": args.workers,
+            "student": args.student,
             "steps": args.steps,
             "rounds": args.rounds,
-            "store_sequences": {"x1": small, "x10": large},
-            "peak_memory_mb": peak,
-            "peak_memory_mb_all": memory,
-            "peak_pss_difference_mb": peak["x10"]["tree_pss"] - peak["x1"]["tree_pss"],
-            "peak_rss_difference_mb": peak["x10"]["max_rss"] - peak["x1"]["max_rss"],
             "setup_s": build_s,
         }
     )
@@ -354,11 +387,13 @@ def main() -> None:
         f"cached KD / online KD steps/s:       {result['cached_over_online']:.2f} "
         f"(ideal {result['ideal_cached_over_online']:.2f}; target >= 0.9 x ideal)"
     )
-    print(
-        f"peak PSS (RSS) 1x / 10x store: {peak['x1']['tree_pss']:.0f} ({peak['x1']['max_rss']:.0f})"
-        f" / {peak['x10']['tree_pss']:.0f} ({peak['x10']['max_rss']:.0f}) MB"
-        " (target: within 100 MB)"
-    )
+    if "peak_memory_mb" in result:
+        peak = result["peak_memory_mb"]
+        print(
+            f"peak PSS (RSS) 1x / 10x store: {peak['x1']['tree_pss']:.0f} "
+            f"({peak['x1']['max_rss']:.0f}) / {peak['x10']['tree_pss']:.0f} "
+            f"({peak['x10']['max_rss']:.0f}) MB (target: within 100 MB)"
+        )
     print(json.dumps(result))
 
 
