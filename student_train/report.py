@@ -51,6 +51,8 @@ ERROR_LABEL = {"dc": "Δerr", "icner": "ΔSER"}
 ROLE_ORDER = {"random": 0, "init": 1, "distilled": 2, "teacher": 3}
 ROLE_LABEL = {"random": "random init", "init": "init, no KD", "teacher": "teacher"}
 MIN_POINTS = 3
+TIES_SHARE = 0.5
+"""Warn when more than this share of the labels have one and the same similarity value."""
 
 
 @dataclass(frozen=True)
@@ -218,6 +220,11 @@ def correlations(
     students = list(dict.fromkeys(r["student"] for r in rows if r["role"] == "distilled"))
     for report in similarity:
         task_source = report["config"]["task"]
+        if metric not in report["metrics"]:
+            raise UserError(
+                f"--metric {metric!r} is not in the similarity report of {task_source!r}; "
+                f"choose one of {', '.join(report['metrics'])}"
+            )
         keys = [k for k, t in targets.items() if t["corpus_source"] == task_source]
         if not keys:
             warnings.append(f"similarity report of {task_source!r}: no finetuning target uses it")
@@ -230,7 +237,16 @@ def correlations(
                         "(metrics.json 'per_label'); per-domain correlation left out"
                     )
                     continue
-                out.append({"target": key, "student": student, **correlate(gains, report, metric)})
+                found = correlate(gains, report, metric)
+                out.append({"target": key, "student": student, **found})
+                values = [point["similarity"] for point in found["points"]]
+                tied = max((values.count(v) for v in values), default=0)
+                if tied > TIES_SHARE * len(values):
+                    warnings.append(
+                        f"{key} {student}: {tied} of {len(values)} {found['by']} groups share one "
+                        f"{metric} value, so ρ ranks mostly ties; a continuous metric "
+                        "(--metric nn_cosine_q50) separates them"
+                    )
     return out
 
 

@@ -51,4 +51,5 @@ def test_quick_demo_runs_end_to_end(tmp_path: Path) -> None:
     found = {c["target"]: c for c in report["correlations"]}
     assert set(found) == {"dc:task/bbc", "icner:task/atis"}
     assert found["dc:task/bbc"]["n"] == 5 and found["icner:task/atis"]["n"] >= 3
+    assert {c["metric"] for c in found.values()} == {"nn_cosine_q50"}
     assert (out / "runs/report_similarity.png").exists() and "Spearman" in printed

@@ -14,6 +14,7 @@ from scipy import stats
 from typer.testing import CliRunner
 
 import cli
+from logit_store import UserError
 from student_train.report import ReportConfig, run_report
 
 DOMAINS = ("business", "politics", "sport", "tech", "weather")
@@ -75,6 +76,7 @@ def _similarity_report() -> dict[str, Any]:
     return {
         "schema": "kdcache.similarity/1",
         "config": {"task": "demo:bbc", "by": "domain"},
+        "metrics": {"coverage": {"label": "coverage (Naeem et al.)"}},
         "groups": groups,
     }
 
@@ -113,6 +115,19 @@ def test_numbers_are_recomputed_from_run_files(runs: Path) -> None:
     assert found["rho"] == pytest.approx(-0.9)
     t = found["rho"] * math.sqrt(3 / (1 - found["rho"] ** 2))
     assert found["p"] == pytest.approx(2 * stats.t.sf(abs(t), df=3))
+
+
+def test_unknown_metric_is_refused_and_ties_are_flagged(runs: Path) -> None:
+    with pytest.raises(UserError, match=r"'density' is not in the similarity report.*coverage"):
+        run_report(ReportConfig(str(runs), similarity_metric="density"), [_similarity_report()])
+    tied = _similarity_report()
+    for group in tied["groups"][1:]:
+        group["metrics"]["coverage"]["value"] = 0.0
+    report = run_report(ReportConfig(str(runs)), [tied])
+    assert report["correlations"][0]["rho"] is not None  # still ranked, but the report says so
+    assert any("4 of 5 domain groups share one coverage value" in w for w in report["warnings"])
+    untied = run_report(ReportConfig(str(runs)), [_similarity_report()])
+    assert not any("share one" in w for w in untied["warnings"])
 
 
 def test_pngs_written_and_cli_prints_the_table(
