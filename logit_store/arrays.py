@@ -7,14 +7,18 @@ always-zero high bits of small gaps, ids and quantized values, which is most of 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterable
 from typing import Any
 
+import fsspec
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
+from zarr.core.sync import sync
 
 from logit_store import target_codec
-from logit_store.errors import UserError
+from logit_store.errors import StoreCorruptError, UserError
 from logit_store.layout import UnitLayout
 from logit_store.meta import CorpusPlan, StoreMeta
 from logit_store.storage_options import fsspec_options, protocol
@@ -24,10 +28,17 @@ CORPUS_KEY = "kdcache_corpus"
 CORPORA_GROUP = "corpora"
 PLAN_CHUNK = 262144
 
+PLAN_ARRAYS = ("plan_lengths", "plan_positions")
 SEQUENCE_ARRAYS = ("records", "split")
 TOKEN_ARRAYS = ("input_ids", "word_ids")
 POSITION_ARRAYS = ("positions", "masked_ids", "target_ids", "target_values", "tail_logmass")
 TABLE_CHUNK = 4096
+
+
+def unit_arrays(meta: StoreMeta) -> tuple[str, ...]:
+    """The arrays holding data of every unit (`done` aside); ``tail_logmass`` only for top-k."""
+    names = (*PLAN_ARRAYS, *SEQUENCE_ARRAYS, *TOKEN_ARRAYS, *POSITION_ARRAYS, "id_table")
+    return tuple(n for n in names if n != "tail_logmass" or meta.encoding == "topk")
 
 
 def table_slot(meta: StoreMeta, layout: UnitLayout) -> int:
@@ -74,6 +85,10 @@ def open_root(url: str, mode: str, storage_options: dict[str, Any] | None) -> za
         if mode == "r":
             raise UserError(f"{url}: no kdcache store here ({err}); check the path") from err
         raise UserError(f"{url}: cannot create the store ({err}); does the bucket exist?") from err
+    except (FileExistsError, NotADirectoryError) as err:
+        raise UserError(f"{url}: is a file, not a store folder; choose another path") from err
+    except ValueError as err:  # unreadable zarr.json (JSONDecodeError is a ValueError)
+        raise StoreCorruptError(f"{url}: its root metadata cannot be read ({err})") from err
     except Exception as err:
         if not remote:
             raise
@@ -82,6 +97,63 @@ def open_root(url: str, mode: str, storage_options: dict[str, Any] | None) -> za
             "from the environment (e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
             "AWS_ENDPOINT_URL) or --storage-option KEY=VALUE (e.g. endpoint_url=http://HOST:9000)"
         ) from err
+
+
+def read_target_ids(
+    array: Callable[[str], zarr.Array], u: int, table_slot: int, start: int, n: int
+) -> np.ndarray:
+    """Stored rank gaps of positions [start, start + n) -> absolute ids, via unit u's id table."""
+    gaps = np.asarray(array("target_ids")[start : start + n])
+    used = int(np.cumsum(gaps, axis=1, dtype=np.int64).max()) + 1 if gaps.size else 0
+    table = np.asarray(array("id_table")[u * table_slot : u * table_slot + used])
+    return target_codec.ids_from_gaps(gaps, table)
+
+
+def check_store_target(url: str, storage_options: dict[str, Any] | None) -> None:
+    """Refuse a store path that holds something other than a kdcache store (a file, a folder
+    of other files, another zarr group), before anything is written there. A store whose
+    creation was interrupted (only ``zarr.json`` and ``corpora/``) is accepted, so it resumes."""
+    fs, path = fsspec.core.url_to_fs(url, **fsspec_options(url, storage_options))
+    try:
+        if fs.isfile(path):
+            raise UserError(f"{url}: is a file, not a store folder; choose another --out path")
+        entries = {name.rstrip("/").rsplit("/", 1)[-1] for name in fs.ls(path, detail=False)}
+    except FileNotFoundError:
+        return
+    if entries <= {"zarr.json", CORPORA_GROUP}:
+        return
+    with contextlib.suppress(UserError, KeyError):
+        if META_KEY in open_root(url, "r", storage_options).attrs:
+            return
+    listed = ", ".join(sorted(entries)[:5]) + (" ..." if len(entries) > 5 else "")
+    raise UserError(
+        f"{url}: not empty and not a kdcache store (holds {listed}); "
+        "choose a new --out path (nothing was written)"
+    )
+
+
+def missing_unit_objects(
+    array: Callable[[str], zarr.Array], names: Iterable[str], u: int, sequences: range
+) -> list[str]:
+    """Names of the arrays whose stored object for unit u (sequences `sequences`) is absent.
+
+    The writer stores every object of a unit, empty ones included, so an absent object was
+    deleted: zarr would silently read it as zeros.
+    """
+    missing = []
+    for name in names:
+        try:
+            arr = array(name)
+        except (KeyError, ValueError) as err:  # deleted or unreadable zarr.json
+            raise ValueError(f"array {name!r}: metadata missing or unreadable ({err!r})") from err
+        step = arr.metadata.chunk_grid.chunk_shape[0]  # type: ignore[attr-defined]
+        rows = {sequences[0] // step, sequences[-1] // step} if name in PLAN_ARRAYS else {u}
+        for row in rows:
+            key = arr.metadata.encode_chunk_key((row,) + (0,) * (arr.ndim - 1))
+            if not sync(arr.store_path.store.exists(f"{arr.store_path.path}/{key}")):
+                missing.append(name)
+                break
+    return missing
 
 
 def create_corpus_arrays(

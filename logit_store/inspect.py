@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from rich.console import Console
@@ -19,8 +20,8 @@ def _bytes(store: Store, corpus: str, arrays: tuple[str, ...]) -> int:
     base = store.root.store_path.path
     total = 0
     for name in arrays:
-        if name in store[corpus].group:
-            prefix = "/".join(p for p in (base, CORPORA_GROUP, corpus, name) if p)
+        prefix = "/".join(p for p in (base, CORPORA_GROUP, corpus, name) if p)
+        with contextlib.suppress(FileNotFoundError):  # an array the encoding does not use
             total += int(sync(store.root.store.getsize_prefix(prefix)))
     return total
 
@@ -45,6 +46,7 @@ def inspect_summary(store: Store) -> dict[str, Any]:
                 "units_total": c.n_units,
                 "complete": c.complete,
                 "skipped": c.info.get("skipped", {}),
+                "skip_examples": c.info.get("skip_examples", []),
                 "target_bytes": target_bytes,
                 "target_bytes_per_position": round(target_bytes / positions, 2),
                 "position_bytes_per_position": round(
@@ -104,7 +106,8 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         "units",
         "skipped",
     ):
-        table.add_column(col, justify="left" if col in ("corpus", "skipped") else "right")
+        left = col in ("corpus", "skipped")
+        table.add_column(col, justify="left" if left else "right", overflow="fold")
     for c in summary["corpora"]:
         units = f"{c['units_done']}/{c['units_total']}"
         table.add_row(
@@ -118,9 +121,17 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
             ", ".join(f"{k}={v}" for k, v in c["skipped"].items()) or "-",
         )
     console.print(table)
+    print_skip_examples(summary["corpora"], console)
     state = (
         "[green]complete[/green]"
         if summary["complete"]
         else "[yellow]incomplete: rerun precompute to finish[/yellow]"
     )
     console.print(f"status     {state}")
+
+
+def print_skip_examples(corpora: list[dict[str, Any]], console: Console) -> None:
+    """The first skipped or truncated lines of each corpus, as "FILE:LINE: reason"."""
+    for c in corpora:
+        for example in c.get("skip_examples", []):
+            console.print(f"  {c['name']}: {example}", highlight=False, markup=False)

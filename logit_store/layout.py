@@ -9,8 +9,8 @@ slot on three axes, padded only at its tail:
 
 Shards are exactly one unit's slot, so two writers never touch one object, a rewrite of a unit
 is idempotent, and a unit's data lands whole before its `done` flag (its own object) is set.
-Inner chunks are smaller than a shard so partial reads stay cheap; empty tail chunks are not
-stored at all.
+Inner chunks are smaller than a shard so partial reads stay cheap. Every object of a written
+unit is stored, empty ones included (a few bytes each), so a deleted object is detected.
 """
 
 from __future__ import annotations

@@ -25,7 +25,8 @@ MODES = ("mlm", "task")
 TASK_KINDS = (None, "sequence", "token")
 # Log-probabilities below -Q8_RANGE (p < 1.1e-7) are clamped to -Q8_RANGE by the q8 codec.
 Q8_RANGE = 16.0
-_CORPUS_NAME = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+# path segments of letters, digits, '_', '.', '-', but not "." or ".." (zarr refuses those)
+_CORPUS_NAME = re.compile(r"^(?!\.\.?(/|$))[A-Za-z0-9_.-]+(/(?!\.\.?(/|$))[A-Za-z0-9_.-]+)*$")
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,10 @@ class StoreMeta:
             if name == "extra":
                 continue
             if name not in stored:
-                raise UserError(f"unknown store metadata field {name!r} in expected=")
+                raise UserError(
+                    f"unknown store metadata field {name!r} in expected=; "
+                    f"known: {', '.join(sorted(stored))}"
+                )
             have = stored[name]
             if isinstance(want, tuple):
                 want = list(want)
@@ -143,11 +147,13 @@ class CorpusPlan:
     skipped: dict[str, int] = field(default_factory=dict)
     label_names: dict[str, list[str]] = field(default_factory=dict)
     unit_size: int = 1024
+    skip_examples: list[str] = field(default_factory=list)  # first few "FILE:LINE: reason"
 
     def __post_init__(self) -> None:
         if not _CORPUS_NAME.match(self.name):
             raise UserError(
-                f"corpus name {self.name!r}: use letters, digits, '_', '.', '-' and '/' only"
+                f"corpus name {self.name!r}: use letters, digits, '_', '.', '-' and '/' only "
+                "(no '.' or '..' segments)"
             )
         lengths = np.asarray(self.lengths, dtype=np.int64)
         n_positions = np.asarray(self.n_positions, dtype=np.int64)
@@ -172,6 +178,7 @@ class CorpusPlan:
             "source": self.source,
             "source_hash": self.source_hash,
             "skipped": dict(self.skipped),
+            "skip_examples": list(self.skip_examples),
             "label_names": {k: list(v) for k, v in self.label_names.items()},
             "unit_size": self.unit_size,
             "counts": {

@@ -28,13 +28,19 @@ from logit_store.arrays import (
     META_KEY,
     attrs_dict,
     child_array,
+    missing_unit_objects,
     open_root,
+    read_target_ids,
+    unit_arrays,
 )
 from logit_store.errors import StoreCorruptError, UserError
 from logit_store.meta import StoreMeta
 from logit_store.records import SparseTargets
 
 UNIT_CACHE = 4
+# What zarr and the decoders raise on a damaged store: a failed crc32c or unreadable metadata
+# (ValueError, JSONDecodeError), a deleted array (KeyError), ids past the id table (IndexError).
+DAMAGE = (ValueError, KeyError, IndexError, AssertionError)
 
 
 @dataclass(frozen=True)
@@ -114,16 +120,6 @@ class _UnitBlock:
     tail: np.ndarray | None
 
 
-def read_target_ids(
-    array: Callable[[str], zarr.Array], u: int, table_slot: int, start: int, n: int
-) -> np.ndarray:
-    """Stored rank gaps of positions [start, start + n) -> absolute ids, via unit u's id table."""
-    gaps = np.asarray(array("target_ids")[start : start + n])
-    used = int(np.cumsum(gaps, axis=1, dtype=np.int64).max()) + 1 if gaps.size else 0
-    table = np.asarray(array("id_table")[u * table_slot : u * table_slot + used])
-    return target_codec.ids_from_gaps(gaps, table)
-
-
 def ragged_index(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """Concatenation of arange(s, s + n) for every (s, n), without a Python loop."""
     total = int(sizes.sum())
@@ -145,7 +141,19 @@ class Corpus:
         assert isinstance(group, zarr.Group)
         return group
 
+    def _damaged(self, where: str, err: Exception) -> StoreCorruptError:
+        return StoreCorruptError(
+            f"store {self.store.url}, corpus {self.name!r}{where}: {err}. "
+            "Run `kdcache verify` to list every damaged array."
+        )
+
     def _open(self) -> None:
+        try:
+            self._open_group()
+        except DAMAGE as err:
+            raise self._damaged("", err) from err
+
+    def _open_group(self) -> None:
         self.group = group = self._corpus_group()
         self._pid = os.getpid()
         self.info: dict[str, Any] = attrs_dict(group, CORPUS_KEY)
@@ -161,9 +169,7 @@ class Corpus:
         done = np.asarray(child_array(group, "done")[:]).astype(bool)
         self.done_units = np.flatnonzero(done)
         sizes = np.minimum(self.unit_size, total - self.done_units * self.unit_size)
-        self._unit_first = (
-            np.cumsum(sizes) - sizes
-        )  # dense index of each done unit's first sequence
+        self._unit_first = np.cumsum(sizes) - sizes  # dense index of each done unit's first seq.
         self._len = int(sizes.sum())
         self._cache: OrderedDict[int, _UnitBlock] = OrderedDict()
         self._arrays: dict[str, zarr.Array] = {}
@@ -206,12 +212,15 @@ class Corpus:
             self._cache.move_to_end(u)
             return self._cache[u]
         try:
+            total = int(self.info["counts"]["sequences"])
+            sequences = range(u * self.unit_size, min((u + 1) * self.unit_size, total))
+            names = unit_arrays(self.store.meta)
+            missing = missing_unit_objects(self.array, names, u, sequences)
+            if missing:
+                raise ValueError(f"the stored objects of {missing} are missing (deleted?)")
             block = self._read_unit(u)
-        except ValueError as err:  # zarr reports a failed crc32c as ValueError
-            raise StoreCorruptError(
-                f"store {self.store.url}, corpus {self.name!r}, unit {u}: {err}. "
-                "Run `kdcache verify` to list every damaged array."
-            ) from err
+        except DAMAGE as err:
+            raise self._damaged(f", unit {u}", err) from err
         self._cache[u] = block
         if len(self._cache) > UNIT_CACHE:
             self._cache.popitem(last=False)
@@ -243,10 +252,13 @@ class Corpus:
 
     def _records(self, units: np.ndarray, local: np.ndarray) -> list[dict[str, Any]]:
         arr, s = self.array("records"), self.unit_size
-        return [
-            json.loads(str(np.asarray(arr[int(u) * s + int(i)]).item()))
-            for u, i in zip(units, local, strict=True)
-        ]
+        try:
+            return [
+                json.loads(str(np.asarray(arr[int(u) * s + int(i)]).item()))
+                for u, i in zip(units, local, strict=True)
+            ]
+        except DAMAGE as err:
+            raise self._damaged(", array 'records'", err) from err
 
     def __getitem__(self, index: int) -> SequenceRecord:
         (u,), (i,) = self._locate(np.array([index], dtype=np.int64))
@@ -286,10 +298,18 @@ class Corpus:
 
     def _sequence_column(self, array: str) -> np.ndarray:
         arr, s, total = self.array(array), self.unit_size, int(self.info["counts"]["sequences"])
-        parts = [
-            np.asarray(arr[u * s : min((u + 1) * s, total)], dtype=object) for u in self.done_units
-        ]
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=object)
+        try:
+            stops = np.minimum((self.done_units + 1) * s, total)
+            parts = [
+                np.asarray(arr[u * s : b], dtype=object)
+                for u, b in zip(self.done_units, stops, strict=True)
+            ]
+            values = np.concatenate(parts) if parts else np.zeros(0, dtype=object)
+            if (values == "").any():  # written sequences always have a value
+                raise ValueError("entries of written sequences are empty (deleted object?)")
+        except DAMAGE as err:
+            raise self._damaged(f", array {array!r}", err) from err
+        return values
 
     def batch(self, indices: Any) -> SparseBatch:
         """Many sequences decoded into padded torch tensors (see SparseBatch)."""
@@ -394,9 +414,15 @@ class Store:
                 else:
                     walk(child, f"{name}/")
 
-        top = self.root[CORPORA_GROUP]
-        assert isinstance(top, zarr.Group)
-        walk(top, "")
+        try:
+            top = self.root[CORPORA_GROUP]
+            assert isinstance(top, zarr.Group)
+            walk(top, "")
+        except DAMAGE as err:
+            raise StoreCorruptError(
+                f"store {self.url}: a corpus group's metadata cannot be read ({err}). "
+                "Run `kdcache verify`."
+            ) from err
         return sorted(names)
 
     def __getitem__(self, name: str) -> Corpus:

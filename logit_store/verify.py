@@ -13,8 +13,9 @@ import numpy as np
 from rich.console import Console
 
 from logit_store import target_codec
-from logit_store.errors import UserError
-from logit_store.reader import Corpus, open_store
+from logit_store.arrays import PLAN_ARRAYS, missing_unit_objects, unit_arrays
+from logit_store.errors import StoreCorruptError, UserError
+from logit_store.reader import DAMAGE, Corpus, open_store
 
 MAX_LISTED = 10
 
@@ -28,24 +29,23 @@ def _check_unit(corpus: Corpus, u: int, n_classes: int, vocab: int) -> list[str]
     where = f"corpus {corpus.name!r} unit {u}"
     total = int(corpus.info["counts"]["sequences"])
     n_seq = min(s, total - u * s)
-    faults: list[str] = []
     arrays: dict[str, np.ndarray] = {}
-    slots = {
-        "plan_lengths": (u * s, u * s + n_seq),
-        "plan_positions": (u * s, u * s + n_seq),
-        "records": (u * s, (u + 1) * s),
-        "split": (u * s, (u + 1) * s),
-    }
-    for name in ("input_ids", "word_ids"):
-        slots[name] = (u * corpus.token_slot, (u + 1) * corpus.token_slot)
-    for name in ("positions", "masked_ids", "target_ids", "target_values", "tail_logmass"):
-        if name in corpus.group:
-            slots[name] = (u * corpus.position_slot, (u + 1) * corpus.position_slot)
-    slots["id_table"] = (u * corpus.table_slot, (u + 1) * corpus.table_slot)
+    names = unit_arrays(meta)
+    sizes = {"records": s, "split": s, "id_table": corpus.table_slot}
+    sizes |= {"input_ids": corpus.token_slot, "word_ids": corpus.token_slot}
+    slots = {name: (u * s, u * s + n_seq) for name in PLAN_ARRAYS}
+    for name in names[len(PLAN_ARRAYS) :]:
+        size = sizes.get(name, corpus.position_slot)
+        slots[name] = (u * size, (u + 1) * size)
+    try:
+        absent = missing_unit_objects(corpus.array, names, u, range(u * s, u * s + n_seq))
+    except DAMAGE as err:
+        return [f"{where}: {err}"]
+    faults = [f"{where}: array {name!r} has no stored object (deleted?)" for name in absent]
     for name, (a, b) in slots.items():
         try:
             arrays[name] = _read_slot(corpus, name, a, b)
-        except Exception as err:  # a failed checksum or a truncated object, named per array
+        except DAMAGE as err:  # a failed checksum, a truncated object or bad metadata
             faults.append(f"{where}: array {name!r} cannot be read ({type(err).__name__}: {err})")
     if faults:
         return faults
@@ -107,10 +107,18 @@ def verify_store(
     except UserError as err:
         return [str(err)]
     faults: list[str] = []
-    if not store.corpora:
+    try:
+        names = store.corpora
+    except StoreCorruptError as err:
+        return [str(err)]
+    if not names:
         faults.append(f"store {url} holds no corpora")
-    for name in store.corpora:
-        corpus = store[name]
+    for name in names:
+        try:
+            corpus = store[name]
+        except StoreCorruptError as err:
+            faults.append(str(err))
+            continue
         missing = sorted(set(range(corpus.n_units)) - set(corpus.done_units.tolist()))
         if missing:
             listed = ", ".join(map(str, missing[:MAX_LISTED])) + (

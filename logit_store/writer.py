@@ -24,6 +24,7 @@ from logit_store.arrays import (
     CORPUS_KEY,
     META_KEY,
     attrs_dict,
+    check_store_target,
     child_array,
     create_corpus_arrays,
     layout_attrs,
@@ -81,7 +82,9 @@ def create_store(
 
     New corpora may be added to an existing store with the same StoreMeta. With several
     processes, let one call this first; the others then reopen (their call only validates).
+    A path holding anything else (a file, other files, another zarr group) is refused.
     """
+    check_store_target(url, storage_options)
     root = open_root(url, "a", storage_options)
     if META_KEY in root.attrs:
         StoreMeta.from_dict(attrs_dict(root, META_KEY)).check(meta, where=f"store {url}")
@@ -121,10 +124,13 @@ class StoreWriter:
 
     def _array(self, corpus: str, name: str) -> zarr.Array:
         """A corpus array, opened once: each open reads metadata objects, which on object
-        storage is a request per level (most of a unit's requests without this cache)."""
+        storage is a request per level (most of a unit's requests without this cache).
+        Empty chunks are written too, so every object of a done unit exists and a deleted one
+        is detected (`arrays.missing_unit_objects`) instead of read back as zeros."""
         key = (corpus, name)
         if key not in self._arrays:
-            self._arrays[key] = child_array(self.root, f"{CORPORA_GROUP}/{corpus}/{name}")
+            array = child_array(self.root, f"{CORPORA_GROUP}/{corpus}/{name}")
+            self._arrays[key] = array.with_config({"write_empty_chunks": True})
         return self._arrays[key]
 
     def units(self, corpus: str) -> list[Unit]:
