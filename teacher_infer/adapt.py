@@ -31,12 +31,19 @@ import torch
 from rich.console import Console
 from rich.table import Table
 from torch import nn
-from transformers import AutoTokenizer, get_linear_schedule_with_warmup
+from transformers import get_linear_schedule_with_warmup
 
 from logit_store import UserError
 from teacher_infer.corpora import read_corpus
 from teacher_infer.plan import MaskingSpec, PlannedCorpus, plan_corpus
-from teacher_infer.teacher import head_split_holds, load_model, mlm_logits_at, resolve_device
+from teacher_infer.teacher import (
+    check_max_length,
+    head_split_holds,
+    load_model,
+    load_tokenizer,
+    mlm_logits_at,
+    resolve_device,
+)
 
 log = logging.getLogger(__name__)
 EVAL_BATCH = 64
@@ -166,10 +173,11 @@ def run_adapt(config: AdaptConfig) -> dict[str, Any]:
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
-    tokenizer = AutoTokenizer.from_pretrained(config.base)
+    tokenizer = load_tokenizer(config.base, "--base")
     if tokenizer.mask_token_id is None:
         raise UserError(f"--base {config.base!r}: its tokenizer has no mask token")
     model, new_weights = load_model(config.base, "mlm", allow_new_weights=True)
+    check_max_length(model, config.base, config.max_length)
     if new_weights:
         log.warning(
             "%s has no MLM head weights; initialised %s", config.base, ", ".join(new_weights)

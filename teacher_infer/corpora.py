@@ -26,11 +26,13 @@ Bad input policy — never a silent drop, never a raw traceback:
   "missing_text" / "empty_text" (row without a text value), "bad_field" (wrong type),
   "bad_split", "tag_count_mismatch" (BIO tags ≠ words), "unknown_tag" (not O / B-x / I-x),
   "bad_annotation" / "annotation_mismatch" (MASSIVE markup); in a folder, "unsupported_file"
-  (a file with another suffix) and "empty_file".
+  (a file with another suffix), "hidden_file" (a file or folder whose name starts with '.',
+  e.g. .ipynb_checkpoints copies) and "empty_file".
 * stops with `CorpusError` ("FILE:LINE: what is wrong"): a path that does not exist, a file with
   an unsupported suffix, a structured file whose header / first row has no ``text`` field (nor
-  the MASSIVE fields), an unreadable Parquet file, an ``hf:`` dataset that cannot be loaded or
-  has no text column, a missing or altered demo package, and a source that yields no text.
+  the MASSIVE fields), a CSV quote that never closes, an unreadable Parquet file, an ``hf:``
+  dataset that cannot be loaded or has no text column, a missing or altered demo package, and a
+  source that yields no text.
 
 ``seed`` fixes the hashed train/test splits of the demo corpora; other sources keep the
 split they state (default "train").
@@ -112,6 +114,9 @@ def _read_path(path: Path, log: SkipLog) -> tuple[list[CorpusText], str]:
     if not supported:
         raise CorpusError(f"{path}: no {', '.join(FILE_SUFFIXES)} files in this folder")
     for file in files:
+        if any(part.startswith(".") for part in file.relative_to(path).parts):
+            log.skip(str(file), 1, "hidden_file", "names starting with '.' are not read")
+            continue
         if file.suffix.lower() not in READERS:
             log.skip(str(file), 1, "unsupported_file", f"suffix {file.suffix!r}")
             continue

@@ -13,7 +13,8 @@ Each reader feeds the file's bytes to the source hash as it reads, converts rows
 Skipped and counted: "empty_line", "invalid_utf8" (the line is not UTF-8), "malformed_json",
 "not_an_object", "malformed_row" (CSV field count differs from the header), and the row
 problems of `row_to_text` / `massive_row`. Stops with `CorpusError`: a header or first object
-with neither ``text`` nor the MASSIVE fields, an unreadable Parquet file.
+with neither ``text`` nor the MASSIVE fields (with a hint when the header looks split by another
+delimiter), a CSV quote that never closes, an unreadable Parquet file.
 """
 
 from __future__ import annotations
@@ -124,7 +125,9 @@ def read_csv(path: Path, file: str, hasher: Any, log: SkipLog) -> list[CorpusTex
             consumed.append(lineno)
             yield line + "\n"
 
-    reader = csv.reader(lines(), delimiter="\t" if path.suffix == ".tsv" else ",")
+    # strict: a quote that never closes is an error at the end of the file, not one text that
+    # silently swallows every line after it
+    reader = csv.reader(lines(), delimiter="\t" if path.suffix == ".tsv" else ",", strict=True)
     out: list[CorpusText] = []
     header: list[str] | None = None
     convert: RowConverter | None = None
@@ -136,7 +139,8 @@ def read_csv(path: Path, file: str, hasher: Any, log: SkipLog) -> list[CorpusTex
             continue
         if header is None:
             header = [name.strip() for name in fields]
-            convert = row_converter(header, f"{file}:{lineno}")
+            hint = "" if len(header) > 1 else _delimiter_hint(header[0], path.suffix)
+            convert = row_converter(header, f"{file}:{lineno}{hint}")
             continue
         if len(fields) != len(header):
             log.skip(
@@ -146,6 +150,15 @@ def read_csv(path: Path, file: str, hasher: Any, log: SkipLog) -> list[CorpusTex
         assert convert is not None
         _convert(convert, dict(zip(header, fields, strict=True)), file, lineno, log, out)
     return out
+
+
+def _delimiter_hint(header: str, suffix: str) -> str:
+    """A note for a one-column header that looks split by another delimiter."""
+    for other in (";", "\t", ",", "|"):
+        if other in header:
+            wanted = "tab" if suffix == ".tsv" else "','"
+            return f" (the header looks {other!r}-separated; {suffix} files are {wanted}-separated)"
+    return ""
 
 
 def _csv_rows(
@@ -158,7 +171,13 @@ def _csv_rows(
         except StopIteration:
             return
         except csv.Error as error:
-            log.skip(file, consumed[0] if consumed else 1, "malformed_row", str(error))
+            first = consumed[0] if consumed else 1
+            if "unexpected end of data" in str(error):
+                raise CorpusError(
+                    f"{file}:{first}: a quoted field opened here never closes, so every later "
+                    "line would become one text; fix the quote"
+                ) from error
+            log.skip(file, first, "malformed_row", str(error))
             consumed.clear()
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from logit_store import CorpusPlan
-from teacher_infer.corpus_records import CorpusText, ReadReport
+from teacher_infer.corpus_records import MAX_EXAMPLES, CorpusText, ReadReport
 
 TOKENIZE_BATCH = 512
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -107,11 +107,11 @@ def uniform_hash(
 
 def _tokenize(
     tokenizer: Any, texts: Sequence[CorpusText], max_length: int
-) -> tuple[list[list[int]], list[list[int]], int]:
-    """Token ids and word ids (-1 = special) per text, truncated; returns the truncation count."""
+) -> tuple[list[list[int]], list[list[int]], list[int]]:
+    """Token ids and word ids (-1 = special) per text, truncated; and the truncated texts."""
     ids_out: list[list[int]] = [[] for _ in texts]
     words_out: list[list[int]] = [[] for _ in texts]
-    truncated = 0
+    truncated: list[int] = []
     for lo in range(0, len(texts), TOKENIZE_BATCH):
         chunk = texts[lo : lo + TOKENIZE_BATCH]
         for pretok in (True, False):
@@ -137,7 +137,7 @@ def _tokenize(
                 ids_out[target] = enc["input_ids"][row]
                 words_out[target] = [-1 if w is None else w for w in enc.word_ids(row)]
             pieces = np.bincount(enc["overflow_to_sample_mapping"], minlength=len(idx))
-            truncated += int((pieces > 1).sum())
+            truncated += [lo + idx[i] for i in np.flatnonzero(pieces > 1)]
     return ids_out, words_out, truncated
 
 
@@ -181,6 +181,7 @@ def plan_corpus(
     """Tokenize, truncate, mask and choose labelled positions for one corpus."""
     ids_list, words_list, truncated = _tokenize(tokenizer, texts, max_length)
     keep = [i for i, w in enumerate(words_list) if any(x >= 0 for x in w)]
+    dropped = sorted(set(range(len(texts))) - set(keep))
     lengths = np.array([len(ids_list[i]) for i in keep], dtype=np.int64)
     input_ids = np.fromiter((t for i in keep for t in ids_list[i]), np.int64, int(lengths.sum()))
     word_ids = np.fromiter((w for i in keep for w in words_list[i]), np.int64, len(input_ids))
@@ -200,8 +201,12 @@ def plan_corpus(
     n_positions = np.bincount(pos_seq, minlength=len(lengths)).astype(np.int64)
     records = [texts[i].to_record() for i in keep]
     skipped = dict(report.skipped)
-    skipped["truncated"] = truncated
-    skipped["empty_tokenization"] = len(texts) - len(keep)
+    skipped["truncated"] = len(truncated)
+    skipped["empty_tokenization"] = len(dropped)
+    examples = list(report.examples)
+    for reason, indices in (("truncated", sorted(truncated)), ("empty_tokenization", dropped)):
+        for i in indices[: max(0, MAX_EXAMPLES - len(examples))]:
+            examples.append(f"{texts[i].file}:{texts[i].line}: {reason}")
     plan = CorpusPlan(
         name=name,
         lengths=lengths,
@@ -211,6 +216,7 @@ def plan_corpus(
         skipped=skipped,
         label_names=_label_names(records),
         unit_size=unit_size,
+        skip_examples=examples,
     )
     return PlannedCorpus(
         plan=plan,

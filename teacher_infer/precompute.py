@@ -44,9 +44,11 @@ from rich.progress import (
 from rich.table import Table
 
 from logit_store import StoreMeta, StoreWriter, Unit, UnitData, UserError, create_store
+from logit_store.arrays import check_store_target
+from logit_store.inspect import print_skip_examples
 from teacher_infer.corpora import read_corpus
 from teacher_infer.plan import MaskingSpec, PlannedCorpus, plan_corpus
-from teacher_infer.teacher import DTYPES, Teacher, load_teacher
+from teacher_infer.teacher import DTYPES, Teacher, check_max_length, load_teacher
 from teacher_infer.unit_targets import LaunchedUnit, TargetSpec, launch_unit
 
 WRITE_QUEUE_DEPTH = 4  # units computed but not yet written (bounds host memory)
@@ -290,6 +292,7 @@ def load_and_plan(
 ) -> tuple[Teacher, StoreMeta, list[PlannedCorpus]]:
     """Load the teacher on `device`, build the store metadata and plan every corpus."""
     teacher = load_teacher(config.teacher, config.mode, device, config.dtype)
+    check_max_length(teacher.model, config.teacher, config.max_length)
     masking = MaskingSpec(
         config.mode, teacher.task_kind, config.mask_prob, config.seed, config.positions
     )
@@ -360,6 +363,7 @@ def describe_run(
                 "units": len(writer.units(p.name)),
                 "units_computed": computed[p.name],
                 "skipped": dict(p.plan.skipped),
+                "skip_examples": list(p.plan.skip_examples),
             }
             for p in planned
         },
@@ -370,6 +374,7 @@ def run_precompute(config: PrecomputeConfig, console: Console | None = None) -> 
     """Fill `config.out` with teacher targets for every pending unit; returns a summary dict."""
     started = time.perf_counter()
     console = console or Console(stderr=True)
+    check_store_target(config.out, dict(config.storage_options))  # before the slow steps
     rank, world, device = _distributed(config.device)
     teacher, meta, planned = load_and_plan(config, device)
     if rank == 0:
@@ -401,7 +406,7 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     """A table per corpus, then the elapsed time and throughput."""
     table = Table(title=f"precompute -> {summary['store']}")
     for col in ("corpus", "sequences", "tokens", "positions", "units (computed/total)", "skipped"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for name, c in summary["corpora"].items():
         skipped = ", ".join(f"{k}={v}" for k, v in c["skipped"].items() if v) or "-"
         table.add_row(
@@ -413,6 +418,7 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
             skipped,
         )
     console.print(table)
+    print_skip_examples([{"name": n, **c} for n, c in summary["corpora"].items()], console)
     rate = summary["tokens_computed"] / max(summary["compute_s"], 1e-9)
     console.print(
         f"{summary['device']} {summary['dtype']}: {summary['tokens_computed']} tokens computed "

@@ -19,6 +19,7 @@ import hashlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -62,6 +63,45 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
+
+
+def _not_a_model(name_or_path: str, flag: str) -> UserError | None:
+    """A clear error when `name_or_path` is a local path that holds no model, else None."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir() and not (path / "config.json").is_file():
+        return UserError(f"{flag} {name_or_path!r}: this folder holds no model (no config.json)")
+    if path.is_file():
+        return UserError(f"{flag} {name_or_path!r}: is a file; give the model's folder")
+    if not path.exists() and name_or_path.startswith(("/", "./", "../", "~")):
+        return UserError(f"{flag} {name_or_path!r}: no such folder")
+    return None
+
+
+def load_tokenizer(name_or_path: str, flag: str = "--teacher") -> Any:
+    """The model's tokenizer; a missing folder or hub name is a UserError naming `flag`."""
+    problem = _not_a_model(name_or_path, flag)
+    if problem is not None:
+        raise problem
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError) as err:
+        raise UserError(f"{flag} {name_or_path!r}: cannot load its tokenizer: {err}") from err
+
+
+def check_max_length(model: Any, name_or_path: str, max_length: int) -> None:
+    """Refuse a --max-length longer than the model's absolute position embeddings."""
+    config = model.config
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is None or getattr(config, "position_biased_input", True) is False:
+        return  # relative positions (DeBERTa-v2): no fixed limit
+    padding_idx = getattr(getattr(model.base_model, "embeddings", None), "padding_idx", None)
+    if isinstance(padding_idx, int):  # RoBERTa / XLM-R positions start after the pad index
+        limit -= padding_idx + 1
+    if max_length > limit:
+        raise UserError(
+            f"--max-length {max_length} is longer than {name_or_path!r} accepts ({limit} "
+            f"tokens); use --max-length {limit} or less"
+        )
 
 
 def load_model(
@@ -212,10 +252,7 @@ def load_teacher(
     name_or_path: str, mode: str = "mlm", device: str = "auto", dtype: str = "auto"
 ) -> Teacher:
     """Load tokenizer + model, hash both, move to the device and pick the forward strategy."""
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    except (OSError, ValueError) as err:
-        raise UserError(f"--teacher {name_or_path!r}: cannot load its tokenizer: {err}") from err
+    tokenizer = load_tokenizer(name_or_path)
     task_kind = infer_task_kind(name_or_path) if mode == "task" else None
     model, _ = load_model(name_or_path, mode, task_kind)
     if mode == "mlm" and tokenizer.mask_token_id is None:

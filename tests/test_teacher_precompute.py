@@ -123,3 +123,35 @@ def test_config_and_cli_errors_are_user_errors(files, tmp_path: Path) -> None:
         run_precompute(_config(files, tmp_path / "x", teacher=str(files["tokcls"])))
     result = CliRunner().invoke(cli.app, ["precompute", "--help"], env={"COLUMNS": "200"})
     assert "truncated and counted" in " ".join(result.output.split())
+
+
+def test_max_length_beyond_the_teachers_positions_is_refused_before_any_write(
+    files, tmp_path: Path
+) -> None:
+    out = tmp_path / "s.zarr"
+    with pytest.raises(UserError, match=r"--max-length 200 is longer than .* \(128 tokens\)"):
+        run_precompute(_config(files, out, max_length=200, token_budget=400))
+    assert not out.exists()
+
+
+def test_teacher_paths_that_hold_no_model_are_named(files, tmp_path: Path) -> None:
+    for teacher, message in (
+        (tmp_path / "nope", "no such folder"),
+        (files["generic"], "is a file"),
+        (tmp_path, "holds no model"),
+    ):
+        with pytest.raises(UserError, match=message):
+            run_precompute(_config(files, tmp_path / "s.zarr", teacher=str(teacher)))
+
+
+def test_skip_examples_reach_the_store_and_the_summary(files, tmp_path: Path) -> None:
+    corpus = tmp_path / "c.txt"
+    corpus.write_bytes(b"show me flights\n\nplay \xff music\n" + b"fare " * 80 + b"\n")
+    out = tmp_path / "s.zarr"
+    config = _config(files, out, corpora=(("c", str(corpus)),))
+    summary = run_precompute(config)
+    expected = [f"{corpus}:2: empty_line", f"{corpus}:3: invalid_utf8", f"{corpus}:4: truncated"]
+    assert [e.split(": b")[0] for e in summary["corpora"]["c"]["skip_examples"]] == expected
+    shown = CliRunner().invoke(cli.app, ["inspect", str(out)], env={"COLUMNS": "60"})
+    flat = "".join(shown.output.replace("│", "").split())  # a narrow table wraps, never crops
+    assert f"c:{corpus}:4:truncated" in flat and "invalid_utf8=1,truncated=1" in flat
