@@ -7,6 +7,7 @@ always-zero high bits of small gaps, ids and quantized values, which is most of 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -138,9 +139,10 @@ def missing_unit_objects(
     """Names of the arrays whose stored object for unit u (sequences `sequences`) is absent.
 
     The writer stores every object of a unit, empty ones included, so an absent object was
-    deleted: zarr would silently read it as zeros.
+    deleted: zarr would silently read it as zeros. The existence checks run concurrently (one
+    round trip on object storage, not one per array).
     """
-    missing = []
+    checks: list[tuple[str, Any, str]] = []
     for name in names:
         try:
             arr = array(name)
@@ -148,12 +150,17 @@ def missing_unit_objects(
             raise ValueError(f"array {name!r}: metadata missing or unreadable ({err!r})") from err
         step = arr.metadata.chunk_grid.chunk_shape[0]  # type: ignore[attr-defined]
         rows = {sequences[0] // step, sequences[-1] // step} if name in PLAN_ARRAYS else {u}
-        for row in rows:
+        for row in sorted(rows):
             key = arr.metadata.encode_chunk_key((row,) + (0,) * (arr.ndim - 1))
-            if not sync(arr.store_path.store.exists(f"{arr.store_path.path}/{key}")):
-                missing.append(name)
-                break
-    return missing
+            checks.append((name, arr.store_path.store, f"{arr.store_path.path}/{key}"))
+
+    async def exist() -> list[bool]:
+        return list(await asyncio.gather(*(store.exists(key) for _, store, key in checks)))
+
+    found = sync(exist())
+    return list(
+        dict.fromkeys(name for (name, _, _), ok in zip(checks, found, strict=True) if not ok)
+    )
 
 
 def create_corpus_arrays(
