@@ -129,7 +129,10 @@ class StoreMeta:
             return
         wanted = expected.to_dict() if isinstance(expected, StoreMeta) else dict(expected)
         if isinstance(expected, StoreMeta):
-            wanted.pop("tool_version", None)
+            # Content, not location: the hashes identify teacher and tokenizer, so a store
+            # resumes from a moved or renamed teacher folder with the same weights.
+            for name in ("tool_version", "teacher_id", "tokenizer_id"):
+                wanted.pop(name, None)
         diffs = self.differences(wanted)
         if diffs:
             raise StoreMismatchError(where, diffs)

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from logit_store import target_codec
 from logit_store.arrays import PLAN_ARRAYS, missing_unit_objects, unit_arrays
-from logit_store.errors import StoreCorruptError, UserError
+from logit_store.errors import StoreCorruptError
 from logit_store.reader import DAMAGE, Corpus, open_store
 
 MAX_LISTED = 10
@@ -101,10 +101,13 @@ def _check_unit(corpus: Corpus, u: int, n_classes: int, vocab: int) -> list[str]
 def verify_store(
     url: str, storage_options: dict[str, Any] | None = None, console: Console | None = None
 ) -> list[str]:
-    """Every fault found, as one line each; an empty list means complete and consistent."""
+    """Every fault found, as one line each; an empty list means complete and consistent.
+
+    A URL that holds no store at all (or cannot be reached) is a UserError, not a fault.
+    """
     try:
         store = open_store(url, storage_options=storage_options)
-    except UserError as err:
+    except StoreCorruptError as err:
         return [str(err)]
     faults: list[str] = []
     try:

@@ -139,7 +139,7 @@ def build_meta(teacher: Teacher, config: PrecomputeConfig, masking: MaskingSpec)
         task_kind=teacher.task_kind,
         label_names=teacher.label_names,
         encoding=config.encoding,
-        k=config.k,
+        k=config.k if config.encoding == "topk" else 0,
         n_samples=config.n_samples if config.encoding == "sampled" else 0,
         value_dtype=config.value_dtype,
         masking=masking.to_meta(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,11 @@ def test_resume_is_refused_with_a_changed_setting_or_teacher(files, tmp_path: Pa
     other = save_tiny_bert_mlm(tmp_path / "other", seed=1)
     with pytest.raises(StoreMismatchError, match="teacher_hash"):
         run_precompute(_config(files, out, teacher=str(other)))
+    moved = shutil.copytree(files["bert"], tmp_path / "moved-teacher")  # same weights, new path
+    assert all(
+        c["units_computed"] == 0
+        for c in run_precompute(_config(files, out, teacher=str(moved)))["corpora"].values()
+    )
 
 
 def test_task_mode_with_a_token_classification_head(files, tmp_path: Path) -> None:
@@ -114,6 +120,11 @@ def test_sampled_encoding_counts_sum_to_n(files, tmp_path: Path) -> None:
     )
     rec = open_store(str(out))["task"][0]
     assert (rec.counts.sum(-1) == 40).all() and rec.ids.shape[1] <= 40
+    # --k does not apply to sampled targets: a rerun with another --k resumes, not refused
+    again = _config(
+        files, out, encoding="sampled", n_samples=40, k=7, corpora=(("task", str(files["task"])),)
+    )
+    assert run_precompute(again)["corpora"]["task"]["units_computed"] == 0
 
 
 def test_config_and_cli_errors_are_user_errors(files, tmp_path: Path) -> None:
