@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from logit_store import UserError
 from logit_store.cli_options import console
@@ -176,7 +177,10 @@ def main() -> None:
     try:
         app()
     except UserError as err:
-        Console(stderr=True).print(f"[red]error:[/red] {err}", highlight=False)
+        # the message is plain text: no markup ("[...]" in paths), no emoji (":-1:")
+        Console(stderr=True, emoji=False).print(
+            f"[red]error:[/red] {escape(str(err))}", highlight=False
+        )
         sys.exit(2)
 
 

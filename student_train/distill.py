@@ -24,12 +24,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import PreTrainedModel
 
-from logit_store import SparseBatch, Store, StoreMeta, UserError, open_store
+from logit_store import SparseBatch, Store, UserError, open_store
 from student_train.checkpoints import load_checkpoint, save_checkpoint
 from student_train.device import adamw, autocast, resolve_device
 from student_train.heldout import evaluate_heldout
 from student_train.losses import DistillLoss, LossParts
-from student_train.runs import CHECKPOINT_DIR, MODEL_DIR, config_hash, finish_run, open_run
+from student_train.runs import (
+    CHECKPOINT_DIR,
+    MODEL_DIR,
+    config_hash,
+    finish_run,
+    open_run,
+    run_status,
+)
 from student_train.students import build_student, load_store_tokenizer, mlm_logits_at, save_student
 from student_train.transfer_set import (
     TransferSet,
@@ -86,8 +93,9 @@ class DistillConfig:
     def __post_init__(self) -> None:
         if (self.steps is None) == (self.epochs is None):
             raise UserError("give exactly one of --steps or --epochs")
-        if (self.steps or 1) < 1 or (self.epochs or 1) < 1:
-            raise UserError("--steps/--epochs must be >= 1")
+        budget = self.steps if self.steps is not None else self.epochs
+        if budget is not None and budget < 1:
+            raise UserError(f"--steps/--epochs must be >= 1, got {budget}")
         if self.temperature <= 0:
             raise UserError(f"--temperature must be > 0, got {self.temperature}")
         if self.kd_weight < 0 or self.alpha_mlm < 0 or self.kd_weight + self.alpha_mlm == 0:
@@ -97,8 +105,11 @@ class DistillConfig:
         if self.checkpoint_every < 1 or self.log_every < 1 or self.num_workers < 0:
             raise UserError("checkpoint/log intervals must be >= 1 and workers >= 0")
 
-    def record(self, meta: StoreMeta) -> dict[str, Any]:
-        """The hashed part of config.json: settings + the store's identity (not runtime knobs)."""
+    def record(self, store: Store) -> dict[str, Any]:
+        """The hashed part of config.json: settings + the store's identity (not runtime knobs).
+        From an incomplete store, also the sequences its corpora hold so far: once the store is
+        completed the same flags are a different run (a different transfer set), never a skip."""
+        meta = store.meta
         data = {k: v for k, v in asdict(self).items() if k not in RUNTIME_FIELDS}
         data["transfer"] = self.transfer.to_dict()
         if self.student.endswith(".json") and Path(self.student).is_file():
@@ -107,6 +118,8 @@ class DistillConfig:
             name: getattr(meta, name)
             for name in ("teacher_hash", "tokenizer_hash", "encoding", "k", "n_samples", "masking")
         }
+        if not store.complete:
+            data["incomplete_store"] = {name: len(store[name]) for name in store.corpora}
         return data
 
 
@@ -172,8 +185,8 @@ def run_distill(
     console = console or Console(stderr=True)
     out = Path(cfg.out)
     store = open_store(cfg.store, storage_options=cfg.storage_options or None)
-    record = cfg.record(store.meta)
-    if open_run(out, record) == "done":
+    record = cfg.record(store)
+    if run_status(out, record) == "done":
         console.print(f"skip: {out} already holds completed run {config_hash(record)}")
         return out
     if not store.complete:
@@ -181,6 +194,9 @@ def run_distill(
     tokenizer = load_store_tokenizer(store.meta)
     model = build_student(cfg.student, store.meta, seed=cfg.seed)
     plan = plan_transfer_set(store, cfg.transfer)
+    sizes = [f"{n} {s['sequences']} seq ({s['tokens']} tok)" for n, s in plan.summary().items()]
+    console.print(f"transfer set: {', '.join(sizes)}", highlight=False)
+    open_run(out, record)  # the inputs are valid: only now is the run folder claimed
     total = cfg.steps or sum(len(plan.epoch(e, cfg.batch_tokens)) for e in range(cfg.epochs or 0))
     device = resolve_device(cfg.device)
     torch.nn.Module.to(model, device).train()

@@ -41,16 +41,18 @@ from student_train.heads import (
     Init,
     Pooling,
     TaskModel,
+    check_tokenizer,
     load_encoder,
     model_fingerprint,
     resolve_model_dir,
     task_loss,
 )
-from student_train.runs import finish_run, open_run, read_metrics
+from student_train.runs import finish_run, open_run, read_metrics, run_status
 from student_train.task_data import (
     TASKS,
     Task,
     TaskSplit,
+    check_task_corpus,
     collate,
     label_vocab,
     length_grouped_batches,
@@ -230,11 +232,14 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         "corpus_source_hash": corpus.info.get("source_hash", ""),
         "n_sequences": len(corpus),
     }
-    if open_run(out, record) == "done":  # "resume" == "new": a finetune restarts from scratch
+    if run_status(out, record) == "done":
         log.info("%s: identical config already completed, skipping", out)
         return read_metrics(out)
 
     started = time.perf_counter()
+    check_task_corpus(corpus, cfg.corpus, cfg.task)
+    if cfg.init == "pretrained":
+        check_tokenizer(model_dir, store.meta)
     train_split = read_task_split(corpus, cfg.corpus, cfg.task, "train")
     test_split = read_task_split(corpus, cfg.corpus, cfg.task, "test")
     class_names = label_vocab(train_split.labels)
@@ -245,6 +250,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     model = TaskModel(encoder, len(class_names), len(tag_names or ()), cfg.pooling, cfg.dropout)
     _check_vocab(model, [train_split, test_split], model_dir)
+    open_run(out, record)  # valid inputs: claim the folder ("resume" == "new": restart)
     model.to(device)
     pad = store.meta.pad_token_id
     label_ids = {name: i for i, name in enumerate(class_names)}

@@ -13,11 +13,12 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
-from logit_store import UserError
-from student_train.runs import CONFIG_FILE, MODEL_DIR
+from logit_store import StoreMeta, UserError
+from logit_store.provenance import tokenizer_hash
+from student_train.runs import CONFIG_FILE, MODEL_DIR, read_json
 
 Pooling = Literal["cls", "mean"]
 POOLINGS: tuple[Pooling, ...] = ("cls", "mean")
@@ -26,6 +27,7 @@ INITS: tuple[Init, ...] = ("pretrained", "random")
 
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
 def resolve_model_dir(path: str | Path) -> Path:
@@ -43,6 +45,26 @@ def resolve_model_dir(path: str | Path) -> Path:
         f"{root}: neither a run folder (RUN/model/config.json) nor a Hugging Face model folder "
         "(config.json); pass a distillation run, a teacher folder or a save_pretrained folder"
     )
+
+
+def check_tokenizer(model_dir: Path, meta: StoreMeta) -> None:
+    """Refuse an encoder that reads token ids with another tokenizer than the store's: a
+    distillation (or init) run records its store's tokenizer hash; a folder holding a tokenizer
+    (the teacher, a save_pretrained folder) is hashed. A folder with neither is not checked
+    (its embedding size still is, against the store's ids)."""
+    run_config = model_dir.parent / CONFIG_FILE
+    found, where = None, f"{model_dir}"
+    if model_dir.name == MODEL_DIR and run_config.is_file():
+        found = read_json(run_config).get("store_identity", {}).get("tokenizer_hash")
+        where = f"{run_config} (store_identity.tokenizer_hash)"
+    if found is None and any((model_dir / name).is_file() for name in _TOKENIZER_FILES):
+        found = tokenizer_hash(AutoTokenizer.from_pretrained(model_dir))
+        where = f"{model_dir} (its tokenizer)"
+    if found is not None and found != meta.tokenizer_hash:
+        raise UserError(
+            f"{where}: tokenizer differs from the store's ({meta.tokenizer_id!r}): its token "
+            "ids would be misread; finetune a student distilled from this store (or --init random)"
+        )
 
 
 def _file_sha256(path: Path) -> str:

@@ -50,6 +50,9 @@ TARGET_METRICS: dict[str, tuple[tuple[str, str], ...]] = {
 ERROR_LABEL = {"dc": "Δerr", "icner": "ΔSER"}
 ROLE_ORDER = {"random": 0, "init": 1, "distilled": 2, "teacher": 3}
 ROLE_LABEL = {"random": "random init", "init": "init, no KD", "teacher": "teacher"}
+ROW_KEYS = {"run", "kind", "role", "student", "mix", "seed", "task", "corpus", "config"}
+GROUPED_BY = {"dc": "domain", "icner": "intent"}
+"""The similarity grouping whose names are a target's per-label scores."""
 MIN_POINTS = 3
 TIES_SHARE = 0.5
 """Warn when more than this share of the labels have one and the same similarity value."""
@@ -95,7 +98,9 @@ def load_results(runs: Path) -> tuple[list[dict[str, Any]], list[str]]:
             row = json.loads(line)
         except json.JSONDecodeError as err:
             raise UserError(f"{path}:{line_no}: not JSON ({err}); rerun the sweep") from err
-        if row.get("kind") != "finetune":
+        if not isinstance(row, dict) or not row.keys() >= ROW_KEYS:
+            raise UserError(f"{path}:{line_no}: not a sweep result row; rerun the sweep")
+        if row["kind"] != "finetune":
             continue
         folder = runs / row["run"]
         if not (folder / METRICS_FILE).is_file():
@@ -127,7 +132,8 @@ def build_table(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[
     cells: dict[tuple[str, str, float | None], dict[str, dict[int, dict[str, Any]]]] = {}
     for row in rows:
         key = _target_key(row)
-        target = {k: row[k] for k in ("task", "corpus", "corpus_source")}
+        target = {k: row.get(k) for k in ("task", "corpus", "corpus_source")}
+        target["corpus_source_hash"] = row["config"].get("corpus_source_hash")
         targets.setdefault(key, {**target, "scores": TARGET_METRICS[row["task"]]})
         cells.setdefault(_row_key(row), {}).setdefault(key, {})[row["seed"]] = row["metrics"]
     students = list(dict.fromkeys(s for s, role, _ in cells if role != "teacher"))
@@ -225,10 +231,22 @@ def correlations(
                 f"--metric {metric!r} is not in the similarity report of {task_source!r}; "
                 f"choose one of {', '.join(report['metrics'])}"
             )
-        keys = [k for k, t in targets.items() if t["corpus_source"] == task_source]
+        task_hash = report.get("corpus", {}).get("task", {}).get("source_hash")
+        same = {task_source, task_hash} - {None}  # the path as typed, or the file's sha256
+        keys = [
+            k for k, t in targets.items() if same & {t["corpus_source"], t["corpus_source_hash"]}
+        ]
         if not keys:
             warnings.append(f"similarity report of {task_source!r}: no finetuning target uses it")
+        by = report["config"].get("by")
         for key in keys:
+            wanted = GROUPED_BY[targets[key]["task"]]
+            if by != wanted:
+                warnings.append(
+                    f"{key}: the similarity report of {task_source!r} is grouped by {by}, but "
+                    f"{key} scores per {wanted}; left out (rerun similarity with --by {wanted})"
+                )
+                continue
             for student in students:
                 gains = label_gains(rows, student, key)
                 if gains is None:

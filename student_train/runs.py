@@ -38,30 +38,60 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def open_run(out: Path, record: dict[str, Any]) -> RunStatus:
-    """Claim `out` for the config `record`: "done" (skip), "resume" or "new" (config written)."""
-    wanted = config_hash(record)
+def read_json(path: Path) -> dict[str, Any]:
+    """A run file as a dict; a damaged one is a `UserError` naming it (never a traceback)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(
+            f"{path}: not a readable run file ({err}); delete {path.parent} and rerun"
+        ) from err
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: not a run file (a JSON object); delete {path.parent} and rerun")
+    return data
+
+
+def run_status(out: Path, record: dict[str, Any]) -> RunStatus:
+    """What `out` holds for the config `record`: "done", "resume" or "new" (writes nothing).
+    A path that is not a folder, or a folder holding a run of another config, is refused."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder; give a run folder path as --out")
     config_path = out / CONFIG_FILE
-    if config_path.is_file():
-        stored = json.loads(config_path.read_text()).get("config_hash")
-        if stored != wanted:
-            raise UserError(
-                f"{out}: holds a run with config_hash {stored}, not {wanted}; "
-                "use a new --out folder (or delete this one to redo it)"
-            )
-        return "done" if (out / METRICS_FILE).is_file() else "resume"
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(config_path, {**record, "config_hash": wanted})
-    return "new"
+    if not config_path.is_file():
+        return "new"
+    stored, wanted = read_json(config_path), config_hash(record)
+    if stored.get("config_hash") != wanted:
+        mine = json.loads(json.dumps(record, default=str))
+        differ = sorted(
+            k for k in {*stored, *mine} - {"config_hash"} if stored.get(k) != mine.get(k)
+        )
+        raise UserError(
+            f"{out}: holds a run with config_hash {stored.get('config_hash')}, not {wanted} "
+            f"(differs in: {', '.join(differ) or 'the hash'}); use a new --out folder "
+            "(or delete this one to redo it)"
+        )
+    return "done" if (out / METRICS_FILE).is_file() else "resume"
+
+
+def open_run(out: Path, record: dict[str, Any]) -> RunStatus:
+    """Claim `out` for the config `record`: "done" (skip), "resume" or "new" (config written).
+    Call it once the run's inputs are validated, so a refused run leaves no folder behind."""
+    status = run_status(out, record)
+    if status == "new":
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UserError(f"{out}: cannot create the run folder ({err})") from err
+        write_json_atomic(out / CONFIG_FILE, {**record, "config_hash": config_hash(record)})
+    return status
 
 
 def finish_run(out: Path, metrics: dict[str, Any]) -> None:
     """Write RUN/metrics.json (with the config hash): the run is complete from here on."""
-    stored = json.loads((out / CONFIG_FILE).read_text())["config_hash"]
+    stored = read_json(out / CONFIG_FILE)["config_hash"]
     write_json_atomic(out / METRICS_FILE, {"config_hash": stored, **metrics})
 
 
 def read_metrics(out: Path) -> dict[str, Any]:
     """RUN/metrics.json of a completed run."""
-    data: dict[str, Any] = json.loads((out / METRICS_FILE).read_text())
-    return data
+    return read_json(out / METRICS_FILE)

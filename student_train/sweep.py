@@ -44,10 +44,12 @@ from student_train.runs import (
     finish_run,
     open_run,
     read_metrics,
+    run_status,
     write_json_atomic,
 )
 from student_train.students import build_student, load_store_tokenizer, save_student
 from student_train.sweep_plan import InitConfig, Job, SweepConfig, plan_sweep
+from student_train.task_data import check_task_corpus
 from student_train.transfer_set import plan_transfer_set
 
 RESULTS_FILE, SWEEP_FILE = "results.jsonl", "sweep.json"
@@ -58,9 +60,10 @@ def save_initial_student(cfg: InitConfig) -> Path:
     whose RUN/model an `init` or `random` baseline finetunes)."""
     store = open_store(cfg.store, storage_options=cfg.storage_options or None)
     out = Path(cfg.out)
-    if open_run(out, cfg.record(store)) == "done":
+    if run_status(out, cfg.record(store)) == "done":
         return out
     model = build_student(cfg.student, store.meta, seed=0).eval()
+    open_run(out, cfg.record(store))
     save_student(model, load_store_tokenizer(store.meta), out / MODEL_DIR)
     config = model.config
     shape = {"layers": config.num_hidden_layers, "hidden": config.hidden_size}
@@ -166,6 +169,11 @@ def run_sweep(cfg: SweepConfig, console: Console | None = None) -> dict[str, Any
             raise UserError(f"--generic/--task {name!r}: no such corpus in {store.corpora}")
     _check_transfer_sets(cfg, store)
     jobs = plan_sweep(cfg, store)
+    for target in cfg.targets:  # labels and splits, before any distillation runs
+        try:
+            check_task_corpus(store[target.corpus], target.corpus, target.task)
+        except UserError as err:
+            raise UserError(f"--finetune {target}: {err}") from err
     sources = {t.corpus: str(store[t.corpus].info.get("source", "")) for t in cfg.targets}
     runs.mkdir(parents=True, exist_ok=True)
     # storage option values may hold credentials: record only their names

@@ -247,7 +247,7 @@ def plan_sweep(cfg: SweepConfig, store: Store) -> list[Job]:
                     storage_options=cfg.storage_options,
                 )
                 name = f"{slug(student)}_mix{mix:.2f}_seed{seed}"
-                run = f"distill/{name}-{config_hash(distill.record(store.meta))[:8]}"
+                run = f"distill/{name}-{config_hash(distill.record(store))[:8]}"
                 distill = replace(distill, out=str(runs / run))
                 base: dict[str, Any] = {"role": "distilled", "student": student, "seed": seed}
                 base["mix"] = mix

@@ -47,22 +47,49 @@ class TaskSplit:
         return np.array([len(ids) for ids in self.input_ids], dtype=np.int64)
 
 
-def read_task_split(corpus: Any, name: str, task: Task, split: str) -> TaskSplit:
-    """Read the sequences of `split` from the store corpus `name` (`corpus = store[name]`).
-
-    DC needs a domain per sequence, ICNER an intent and word-level tags covering every word id.
-    """
+def check_task_corpus(corpus: Any, name: str, task: Task) -> None:
+    """Refuse, before any training, a task corpus `name` that cannot give a meaningful score:
+    no "train" or no "test" split, a sequence without the task's label (domain for DC, intent
+    for ICNER) or, for ICNER, without tags, and a DC train split of fewer than two domains.
+    Reads only the records (no targets)."""
     splits = np.asarray(corpus.split_array())
-    indices = np.flatnonzero(splits == split)
-    if len(indices) == 0:
-        present = sorted({str(s) for s in splits})
-        raise UserError(
-            f"corpus {name!r} has no {split!r} sequences (splits present: {present}); "
-            "finetuning trains on 'train' and evaluates on 'test' — precompute a task corpus "
-            "that carries both splits"
-        )
+    present = sorted({str(s) for s in splits})
+    for split in ("train", "test"):
+        if split not in present:
+            raise UserError(
+                f"corpus {name!r} has no {split!r} sequences (splits present: {present}); "
+                "finetuning trains on 'train' and evaluates on 'test' — precompute a task corpus "
+                "that carries both splits"
+            )
     field = "domain" if task == "dc" else "intent"
-    column = corpus.column(field)
+    used = np.isin(splits, ["train", "test"])
+    ids = corpus.column("id")
+    needs = [(field, f"{field} label")] + [("tags", "word-level BIO tag list")] * (task == "icner")
+    for column, what in needs:
+        values = corpus.column(column)
+        missing = [i for i in np.flatnonzero(used) if values[i] is None]
+        if missing:
+            raise UserError(
+                f"corpus {name!r}: {len(missing)} train/test sequences have no {what} "
+                f"(first: {ids[missing[0]]!r}); task {task!r} needs one on every train/test "
+                "sequence — pick a corpus that has them"
+            )
+    if task == "dc":
+        domains = {
+            str(d) for d, s in zip(corpus.column(field), splits, strict=True) if s == "train"
+        }
+        if len(domains) < 2:
+            raise UserError(
+                f"corpus {name!r}: its train split has a single domain {sorted(domains)}; "
+                "domain classification needs at least two"
+            )
+
+
+def read_task_split(corpus: Any, name: str, task: Task, split: str) -> TaskSplit:
+    """Read the sequences of `split` from the store corpus `name` (`corpus = store[name]`),
+    which `check_task_corpus` has accepted. ICNER tags must cover every word id."""
+    indices = np.flatnonzero(np.asarray(corpus.split_array()) == split)
+    column = corpus.column("domain" if task == "dc" else "intent")
     ids_column = corpus.column("id")
     tag_column = corpus.column("tags") if task == "icner" else None
     input_ids, word_ids, labels, tags = [], [], [], []
@@ -73,18 +100,13 @@ def read_task_split(corpus: Any, name: str, task: Task, split: str) -> TaskSplit
         for row, (i, n) in enumerate(zip(chunk.tolist(), lengths, strict=True)):
             input_ids.append(batch.input_ids[row, :n].numpy().astype(np.int64))
             word_ids.append(batch.word_ids[row, :n].numpy().astype(np.int64))
-            if column[i] is None:
-                raise UserError(
-                    f"corpus {name!r} sequence {ids_column[i]!r}: no {field} label; task "
-                    f"{task!r} needs one per sequence — pick a corpus with {field} labels"
-                )
             labels.append(str(column[i]))
             if tag_column is not None:
                 seq_tags, top = tag_column[i], int(word_ids[-1].max(initial=-1))
-                if seq_tags is None or len(seq_tags) <= top:
+                if len(seq_tags) <= top:
                     raise UserError(
-                        f"corpus {name!r} sequence {ids_column[i]!r}: word-level tags missing "
-                        f"or shorter than its {top + 1} words; ICNER needs a BIO tag per word"
+                        f"corpus {name!r} sequence {ids_column[i]!r}: {len(seq_tags)} word-level "
+                        f"tags for its {top + 1} words; ICNER needs a BIO tag per word"
                     )
                 tags.append([str(t) for t in seq_tags])
     return TaskSplit(

@@ -148,3 +148,36 @@ def test_pngs_written_and_cli_prints_the_table(
 
     missing = CliRunner().invoke(cli.app, ["report", str(tmp_path / "nothing")])
     assert missing.exit_code != 0 and "results.jsonl" in str(missing.exception)
+
+
+def test_similarity_matched_by_file_hash_and_grouping_checked(runs: Path) -> None:
+    """A report of the same file under another path spelling is matched by its sha256; one
+    grouped by intent is not correlated with DC's per-domain scores, and the report says so."""
+    path = runs / "results.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for row in rows:
+        row["config"]["corpus_source_hash"] = "ab12" if row["task"] == "dc" else "cd34"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    moved = _similarity_report()
+    moved["config"]["task"] = "/elsewhere/bbc.jsonl"
+    moved["corpus"] = {"task": {"source_hash": "ab12"}}
+    found = run_report(ReportConfig(str(runs)), [moved])
+    assert [c["target"] for c in found["correlations"]] == ["dc:task/bbc"]
+    moved["config"]["by"] = "intent"
+    found = run_report(ReportConfig(str(runs)), [moved])
+    assert found["correlations"] == []
+    assert any(
+        "grouped by intent, but dc:task/bbc scores per domain" in w for w in found["warnings"]
+    )
+
+
+def test_damaged_run_files_are_user_errors(runs: Path) -> None:
+    """A corrupt metrics.json or a results.jsonl line that is not a result row: one line naming
+    the file, never a traceback."""
+    metrics = runs / "finetune" / "random_None_0_dc" / "metrics.json"
+    metrics.write_text('{"accuracy": 0.')
+    with pytest.raises(UserError, match=r"random_None_0_dc/metrics.json: not a readable run file"):
+        run_report(ReportConfig(str(runs)))
+    (runs / "results.jsonl").write_text('{"run": "finetune/x"}\n')
+    with pytest.raises(UserError, match=r"results.jsonl:1: not a sweep result row"):
+        run_report(ReportConfig(str(runs)))

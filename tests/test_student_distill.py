@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from student_stores import synthetic_meta, write_store
 from transformers import AutoModel, AutoModelForMaskedLM
 
+from logit_store import UserError, open_store
 from student_train.distill import DistillConfig, run_distill
 from student_train.runs import read_metrics
 from student_train.transfer_set import TransferSetSpec
@@ -174,3 +175,59 @@ def test_resume_after_sigkill_equals_uninterrupted_run(
     b = load_file(str(resumed / "model" / "model.safetensors"))
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-5), key
+
+
+def test_refused_run_leaves_no_folder_and_a_changed_config_names_its_fields(
+    store_url: str, student_json: str, tmp_path: Path
+) -> None:
+    """Bad flags fail before the run folder is claimed, so the corrected command can reuse
+    --out; a zero budget is refused; an --out that is a file is a user error; a different
+    config in a used folder is refused naming the fields that differ."""
+    out = tmp_path / "run"
+    bad = TransferSetSpec(mix=(("nope", 1.0),), size=10)
+    with pytest.raises(UserError, match="matches no corpus"):
+        run_distill(_config(store_url, student_json, out, transfer=bad))
+    assert not out.exists()
+    for budget in ({"steps": 0}, {"steps": None, "epochs": 0}):
+        with pytest.raises(UserError, match="must be >= 1, got 0"):
+            _config(store_url, student_json, out, **budget)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="not a folder"):
+        run_distill(_config(store_url, student_json, tmp_path / "file", steps=1))
+    run_distill(_config(store_url, student_json, out, steps=1))
+    with pytest.raises(UserError, match=r"differs in: steps\)"):
+        run_distill(_config(store_url, student_json, out, steps=2))
+
+
+def test_run_on_an_incomplete_store_is_not_the_completed_stores_run(
+    tmp_path: Path, student_json: str
+) -> None:
+    """A run distilled while the store was incomplete hashes the corpus sizes it saw, so once
+    the store is completed the same command is a new run, never a skip of the partial one."""
+    partial, full = str(tmp_path / "partial.zarr"), str(tmp_path / "full.zarr")
+    write_store(partial, {"generic": 40, "task": 40}, only_units=1)
+    write_store(full, {"generic": 40, "task": 40})
+    cfg = _config(partial, student_json, tmp_path / "run")
+    seen = cfg.record(open_store(partial))
+    assert seen["incomplete_store"] == {"generic": 16, "task": 16}
+    assert "incomplete_store" not in cfg.record(open_store(full))
+
+
+def test_cli_error_is_one_plain_line(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A user error prints verbatim (no ':-1:' emoji, no '[...]' eaten as markup), exit 2."""
+    import cli
+
+    def error(mix: str, student: str) -> str:
+        monkeypatch.setattr(sys, "argv", [
+            "kdcache", "distill", "--store", store_url, "--mix", mix, "--steps", "1",
+            "--student", student, "--out", str(tmp_path / "run"),
+        ])  # fmt: skip
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main()
+        assert exit_info.value.code == 2
+        return " ".join(capsys.readouterr().err.split())
+
+    assert error("generic=1", "from-teacher:-1").startswith("error: --student from-teacher:-1: ")
+    assert "at 'g[bold]=1'" in error("g[bold]=1", "tiny")

@@ -117,6 +117,7 @@ def task_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     rng = np.random.default_rng(0)
     url = str(root / "store.zarr")
     corpora = {"task/dc": _dc_records(rng), "task/icner": _icner_records(rng)}
+    corpora["task/one"] = [r for r in corpora["task/dc"] if r["domain"] == "sport"]
     _write_store(url, corpora, teacher_id=str(run / "model"))
     return url, run
 
@@ -194,6 +195,25 @@ def test_dc_on_corpus_without_domains_is_a_user_error(
 ) -> None:
     with pytest.raises(UserError, match="no domain label"):
         run_finetune(_config(task_store, tmp_path / "bad", task="dc", corpus="task/icner"))
+
+
+def test_meaningless_or_misread_runs_are_refused_before_claiming_a_folder(
+    task_store: tuple[str, Path], tmp_path: Path
+) -> None:
+    """A single-domain DC corpus (accuracy would be 1 by construction) and a student distilled
+    with another tokenizer (token ids misread) are refused, and the refused run leaves no
+    folder behind; with --init random the tokenizer does not matter."""
+    with pytest.raises(UserError, match="single domain"):
+        run_finetune(_config(task_store, tmp_path / "one", task="dc", corpus="task/one"))
+    other = tmp_path / "other"
+    shutil.copytree(task_store[1], other)
+    record = {"config_hash": "def456", "store_identity": {"tokenizer_hash": "another"}}
+    (other / "config.json").write_text(json.dumps(record))
+    cfg = _config(task_store, tmp_path / "x", run=other, task="dc", corpus="task/dc", steps=1)
+    with pytest.raises(UserError, match="tokenizer differs from the store's"):
+        run_finetune(cfg)
+    assert not (tmp_path / "one").exists() and not (tmp_path / "x").exists()
+    assert run_finetune(replace(cfg, init="random"))["steps"] == 1
 
 
 def test_teacher_baseline_uses_the_store_teacher(

@@ -20,6 +20,7 @@ import torch
 from rich.console import Console
 from sweep_stores import save_teacher, write_task_store
 
+from logit_store import UserError
 from student_train.runs import read_metrics
 from student_train.sweep import run_sweep
 from student_train.sweep_plan import FinetuneTarget, SweepConfig
@@ -131,3 +132,14 @@ def test_killed_sweep_resumes_only_missing_runs(store_url: str, tmp_path: Path) 
     after = _stamps(out)
     assert len(after) == 8 and {run: after[run] for run in finished} == finished
     assert len(_rows(out)) == 8
+
+
+def test_unusable_finetune_target_fails_before_any_distillation(
+    store_url: str, tmp_path: Path
+) -> None:
+    """task/icner has no domain labels: DC on it is refused up front, nothing is trained."""
+    out = tmp_path / "runs"
+    bad = FinetuneTarget("dc", "task/icner")
+    with pytest.raises(UserError, match=r"--finetune dc:task/icner: .* no domain label"):
+        run_sweep(_config(store_url, out, targets=(bad,)), QUIET)
+    assert not out.exists()
