@@ -49,7 +49,13 @@ def resolve_encoder(
     path = Path(encoder)
     if "://" in encoder or (path.is_dir() and not (path / "config.json").is_file()):
         options = dict(storage_options or {}) or None
-        teacher = open_store(encoder, storage_options=options).meta.teacher_id
+        try:
+            teacher = open_store(encoder, storage_options=options).meta.teacher_id
+        except UserError as err:
+            raise UserError(
+                f"--encoder {encoder!r}: neither a model folder (no config.json) nor a readable "
+                f"kdcache store ({err})"
+            ) from err
         return teacher, f"teacher of store {encoder}: {teacher}"
     return encoder, encoder
 

