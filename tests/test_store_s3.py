@@ -176,5 +176,7 @@ def test_cli_reaches_s3_through_storage_option_and_names_a_missing_store(
     missing = runner.invoke(
         app, ["verify", url + "-nope", "--storage-option", f"endpoint_url={s3.endpoint}"]
     )
-    assert missing.exit_code == 1 and "no kdcache store here" in missing.output
+    # no store at all is a user error (exit 2 from the console script), not a store fault
+    assert isinstance(missing.exception, UserError)
+    assert "no kdcache store here" in str(missing.exception)
     s3fs.S3FileSystem.clear_instance_cache()
