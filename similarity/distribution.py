@@ -25,6 +25,8 @@ import torch
 from scipy.optimize import minimize
 from scipy.special import expit
 
+from similarity.sampling import weighted_group_means
+
 FOLDS = 2
 L2 = 1e-3
 FRECHET_REPLICATES = 20
@@ -192,8 +194,5 @@ def classifier_auc(
     below = np.searchsorted(other_scores, task_scores, side="left")
     ties = np.searchsorted(other_scores, task_scores, side="right") - below
     u = (below + 0.5 * ties) / len(other_scores)
-    rows = []
-    for idx in indices:
-        weights = group_weights(idx, groups, n_groups, len(x))
-        rows.append(_safe_ratio(weights @ u, weights.sum(axis=1)))
-    return np.array(rows)
+    counts = (np.bincount(idx, minlength=len(x)).astype(np.float64) for idx in indices)
+    return np.array([weighted_group_means(u, c, groups, n_groups) for c in counts])
