@@ -162,3 +162,19 @@ def precompute_inputs(root: Path, n_generic: int, n_task: int = 40) -> dict[str,
         "generic": write_text_corpus(root / "generic.txt", n_generic),
         "task": write_tagged_corpus(root / "task.jsonl", n_task),
     }
+
+
+def precompute_args(files: dict[str, Path], out: str) -> list[str]:
+    """`kdcache precompute` arguments over `precompute_inputs` files into `out`: small units
+    (8 sequences) so runs have many of them."""
+    return [
+        "precompute",
+        "--teacher", str(files["bert"]),
+        "--corpus", f"generic={files['generic']}",
+        "--corpus", f"task={files['task']}",
+        "--out", out,
+        "--max-length", "48",
+        "--unit-size", "8",
+        "--token-budget", "256",
+        "--device", "cpu",
+    ]  # fmt: skip

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from synthetic import assert_same_store
-from teacher_fixtures import precompute_inputs
+from teacher_fixtures import precompute_args, precompute_inputs
 
 from logit_store import open_store
 
@@ -24,22 +24,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUF
 pytestmark = pytest.mark.slow
 
 
-def _args(files: dict[str, Path], out: Path) -> list[str]:
-    return [
-        "precompute",
-        "--teacher", str(files["bert"]),
-        "--corpus", f"generic={files['generic']}",
-        "--corpus", f"task={files['task']}",
-        "--out", str(out),
-        "--max-length", "48",
-        "--unit-size", "8",
-        "--token-budget", "256",
-        "--device", "cpu",
-    ]  # fmt: skip
-
-
 def _cli(files: dict[str, Path], out: Path) -> list[str]:
-    return [sys.executable, "-m", "cli", *_args(files, out)]
+    return [sys.executable, "-m", "cli", *precompute_args(files, str(out))]
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +72,14 @@ def _completed_sequences(out: Path) -> int:
 def test_torchrun_two_ranks_equals_single_process(files, tmp_path: Path) -> None:
     out = tmp_path / "ranks.zarr"
     torchrun = Path(sys.executable).with_name("torchrun")
-    cmd = [str(torchrun), "--standalone", "--nproc-per-node", "2", "cli.py", *_args(files, out)]
+    cmd = [
+        str(torchrun),
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "cli.py",
+        *precompute_args(files, str(out)),
+    ]
     result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert_same_store(str(out), str(files["reference"]))

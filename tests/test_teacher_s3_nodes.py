@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from s3_server import S3Server, s3_server
 from synthetic import assert_same_store
-from teacher_fixtures import save_tiny_bert_mlm, write_tagged_corpus, write_text_corpus
+from teacher_fixtures import precompute_args, precompute_inputs
 from typer.testing import CliRunner
 
 from cli import app
@@ -36,33 +36,14 @@ def s3() -> Iterator[S3Server]:
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("s3nodes")
-    return {
-        "bert": save_tiny_bert_mlm(root / "bert"),
-        "generic": write_text_corpus(root / "generic.txt", 40),
-        "task": write_tagged_corpus(root / "task.jsonl", 16),
-    }
-
-
-def _args(files: dict[str, Path], out: str) -> list[str]:
-    return [
-        "precompute",
-        "--teacher", str(files["bert"]),
-        "--corpus", f"generic={files['generic']}",
-        "--corpus", f"task={files['task']}",
-        "--out", out,
-        "--max-length", "48",
-        "--unit-size", "8",
-        "--token-budget", "256",
-        "--device", "cpu",
-    ]  # fmt: skip
+    return precompute_inputs(tmp_path_factory.mktemp("s3nodes"), n_generic=40, n_task=16)
 
 
 @pytest.fixture(scope="module")
 def single(s3: S3Server, files: dict[str, Path]) -> str:
     """One process: `kdcache precompute --out s3://...` (the reference for the nodes test)."""
     url = s3.bucket_url("single.zarr")
-    result = CliRunner().invoke(app, _args(files, url))
+    result = CliRunner().invoke(app, precompute_args(files, url))
     assert result.exit_code == 0, result.output
     return url
 
@@ -110,7 +91,7 @@ def test_two_nodes_with_c10d_rendezvous_fill_one_s3_store(
     ]  # fmt: skip
     nodes = [
         subprocess.Popen(
-            [*launch, *_args(files, url)],
+            [*launch, *precompute_args(files, url)],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
