@@ -59,11 +59,11 @@ def save_initial_student(cfg: InitConfig) -> Path:
     """Build the student `cfg.student` as distillation would start it and save it (a run folder
     whose RUN/model an `init` or `random` baseline finetunes)."""
     store = open_store(cfg.store, storage_options=cfg.storage_options or None)
-    out = Path(cfg.out)
-    if run_status(out, cfg.record(store)) == "done":
+    out, record = Path(cfg.out), cfg.record(store)
+    if run_status(out, record) == "done":
         return out
     model = build_student(cfg.student, store.meta, seed=0).eval()
-    open_run(out, cfg.record(store))
+    open_run(out, record)
     save_student(model, load_store_tokenizer(store.meta), out / MODEL_DIR)
     config = model.config
     shape = {"layers": config.num_hidden_layers, "hidden": config.hidden_size}
