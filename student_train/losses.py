@@ -8,33 +8,48 @@ Notation: z (P, V) student logits, T the temperature, q_T = softmax(z / T) the s
 p the teacher at T = 1 (stored), p_T its tempered version. All losses are means over P.
 
 Top-k targets (Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a Neural Network",
-with the tail bucket of DESIGN §3). The teacher is known on k+1 buckets: its top-k ids S and
-the tail (everything else) with stored log-mass ``tail_logmass`` = log(1 - Σ_{i∈S} p_i)::
+with the tail bucket of DESIGN §3). The store knows the teacher at T = 1 on its top-k ids S
+(``logprobs``) and the total mass of the tail R = V \\ S (``tail_logmass`` = log p_R), not the
+tail's shape, and p_T(i) = p_i^{1/T} / Σ_j p_j^{1/T} needs Σ_{j∈R} p_j^{1/T}. The tail is filled
+with the *student's* shape there: r(j) = q(j) / q(R) for j ∈ R, q = softmax(z) at T = 1, taken
+as a constant (stop-gradient, like every target). The objective is exactly::
 
-    ℓ_i    = logprobs_i / T                 i ∈ S          (stored T = 1 log-probs)
-    ℓ_tail = tail_logmass / T
-    log p̂_b = ℓ_b - logsumexp(ℓ_1..ℓ_k, ℓ_tail)             b ∈ S ∪ {tail}
-    log q̂_i = log q_T(i)                                     i ∈ S
-    log q̂_tail = log(1 - Σ_{i∈S} q_T(i)) = log1mexp(logsumexp_{i∈S} log q_T(i))
+    p̃(i) = p_i  (i ∈ S),   p̃(j) = p_R · sg[r(j)]  (j ∈ R)        a distribution over V
+    L_topk = T² · KL(softmax(log p̃ / T) ‖ q_T)
+
+Inside R the tempered p̃ and q_T have the same shape (both ∝ q(j)^{1/T}), so the KL is exactly
+the KL over the k+1 buckets S ∪ {R}, computed without a (P, V) target::
+
+    ℓ_i    = logprobs_i / T                                        i ∈ S
+    ℓ_R    = tail_logmass / T + sg[log Σ_{j∈R} r(j)^{1/T}]
+           = tail_logmass / T + sg[logsumexp_{j∈R}(z_j / T) - logsumexp_{j∈R}(z_j) / T]
+    log p̂_b = ℓ_b - logsumexp(ℓ_1..ℓ_k, ℓ_R)                        b ∈ S ∪ {R}
+    log q̂_i = log q_T(i),   log q̂_R = log(1 - Σ_{i∈S} q_T(i))
     L_topk = T² · Σ_b p̂_b (log p̂_b - log q̂_b)
 
-Temperature treatment, exactly: dividing the stored log-probs by T and renormalising over the
-k+1 buckets is *exact* for the relative probabilities inside the top-k (p_T(i)/p_T(j) =
-(p_i/p_j)^{1/T}) and treats the tail as one pseudo-token of mass Σ_tail p. For T > 1 that
-under-weights the tail (Σ p_j^{1/T} ≥ (Σ p_j)^{1/T}); for T = 1 it is exact, and with k = V
-(empty tail, tail_logmass = -inf) L_topk equals the dense tempered KL. Renormalising at T = 1
-also absorbs the small sum error of quantised (q8/fp16) stored values. The T² factor keeps the
-gradient scale independent of T (Hinton et al. 2015, §2).
+Properties (tested): the minimum L_topk = 0, with gradient 0, is reached by every student with
+q(i) = p_i on S (the store says nothing about the tail's shape), so a student equal to the
+teacher is a minimum at every T; at T = 1 the correction is 0 and L_topk is the plain bucket
+KL; with k = V it is the dense tempered KL, and as k → V it approaches it. Without the
+correction (the tail tempered as one pseudo-token) a student equal to the teacher would be
+pushed away from it at T ≠ 1, since Σ_{j∈R} p_j^{1/T} ≠ p_R^{1/T}. Renormalising over the k+1
+buckets absorbs the small sum error of quantised (q8/fp16) stored values. The T² factor keeps
+the gradient scale independent of T (Hinton et al. 2015, §2).
 
 Sampled targets ("Sparse logit sampling: accelerating knowledge distillation in LLMs",
-Anshumali et al. 2025): N draws from p stored as unique ids j with counts c_j::
+Anshumali et al. 2025): N draws from p at T = 1, stored as unique ids j with counts c_j. The
+tempering factor p_j^{1/T - 1} / Σ p^{1/T} is unknown, and is taken from the student, as the
+top-k tail's shape is (an importance weight, stop-gradient)::
 
-    w_j = c_j / N                            (T = 1: E[w_j] = p_j, unbiased)
-    w_j ∝ (c_j / N)^{1/T}, Σ w_j = 1         (T ≠ 1: plug-in estimate of p_T, consistent in N)
+    w_j = (c_j / N) · sg[q_T(j) / q(j)]          (T = 1: w_j = c_j / N)
     L_sampled = -T² · Σ_j w_j log q_T(j)
 
-At T = 1, E[L_sampled] is the dense cross-entropy H(p, q) = KL(p‖q) + H(p): same gradient as
-the dense KL, offset by the teacher's entropy (a constant).
+Over the draws, E[w_j] = p_j · q_T(j) / q(j). At T = 1 that is p, and E[L_sampled] is the dense
+cross-entropy H(p, q) = KL(p‖q) + H(p) (same gradient as the dense KL). At any T, E[w] = p_T
+when the student equals the teacher, so the expected gradient T · (Σ_j E[w_j] · q_T - E[w])
+is 0 there, and only there (it vanishes iff p / q is constant). The value is a cross-entropy,
+not a KL: at that point it is T² · H(p_T), not 0. The weights are linear in the counts, so
+the gradient estimate is unbiased at that point (normalising w per position would bias it).
 
 Hard MLM loss: L_mlm = -log softmax(z)_{y} at each labelled position, y the original token.
 The total is ``kd_weight · L_kd + alpha_mlm · L_mlm``; ``kd_weight = 0, alpha_mlm = 1`` is the
@@ -58,11 +73,30 @@ def student_log_probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return F.log_softmax(z if temperature == 1.0 else z / temperature, dim=-1)
 
 
+def tail_tempering(logits: torch.Tensor, ids: torch.Tensor, temperature: float) -> torch.Tensor:
+    """sg[log Σ_{j∈R} r(j)^{1/T}] (module docstring): (P, V) student logits, (P, k) ids → (P,).
+
+    0 at T = 1; -inf where the tail R is empty (k = V). Computed under no_grad on a copy of the
+    logits with the top-k ids masked out (exact, even when the student's tail mass is < 1e-7).
+    """
+    with torch.no_grad():
+        rest = logits.float().scatter(1, ids, float("-inf"))
+        return (
+            torch.logsumexp(rest / temperature, dim=1) - torch.logsumexp(rest, dim=1) / temperature
+        )
+
+
 def tempered_teacher(
-    logprobs: torch.Tensor, tail_logmass: torch.Tensor, temperature: float
+    logprobs: torch.Tensor, tail_logmass: torch.Tensor, tail_shift: torch.Tensor, temperature: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Teacher log-probs over the k+1 buckets at temperature T: ((P, k), (P,)), renormalised."""
-    scaled = torch.cat([logprobs.float(), tail_logmass.float()[:, None]], dim=1) / temperature
+    """Teacher log-probs log p̂ over the k+1 buckets at temperature T: ((P, k), (P,)).
+
+    ``tail_shift`` (P,) is `tail_tempering` (0 at T = 1); rows with an empty tail keep -inf.
+    """
+    tail = tail_logmass.float() / temperature + torch.where(
+        torch.isfinite(tail_shift), tail_shift, tail_shift.new_zeros(())
+    )
+    scaled = torch.cat([logprobs.float() / temperature, tail[:, None]], dim=1)
     buckets = scaled - torch.logsumexp(scaled, dim=1, keepdim=True)
     return buckets[:, :-1], buckets[:, -1]
 
@@ -80,10 +114,18 @@ def student_tail_logmass(student_topk_logprobs: torch.Tensor) -> torch.Tensor:
 def topk_kd_loss(
     student_logits: torch.Tensor, targets: SparseTargets, temperature: float = 1.0
 ) -> torch.Tensor:
-    """L_topk (module docstring): forward KL over top-k + tail buckets, × T², mean over P."""
+    """L_topk (module docstring): T² · KL over the top-k + tail buckets, the teacher's tail
+    tempered with the student's tail shape; mean over P."""
     log_q = student_log_probs(student_logits, temperature)  # (P, V)
     log_q_topk = log_q.gather(1, targets.ids)  # (P, k)
-    log_p_topk, log_p_tail = tempered_teacher(targets.logprobs, targets.tail_logmass, temperature)
+    shift = (
+        torch.zeros_like(targets.tail_logmass, dtype=torch.float32)
+        if temperature == 1.0
+        else tail_tempering(student_logits, targets.ids, temperature)
+    )
+    log_p_topk, log_p_tail = tempered_teacher(
+        targets.logprobs, targets.tail_logmass, shift, temperature
+    )
     inside = (log_p_topk.exp() * (log_p_topk - log_q_topk)).sum(dim=1)
     # The tail term is 0 where the teacher's tail is empty (k = V); the double `where` keeps
     # log1mexp(0) = -inf out of both the value and its gradient.
@@ -98,13 +140,17 @@ def topk_kd_loss(
 def sampled_kd_loss(
     student_logits: torch.Tensor, targets: SparseTargets, temperature: float = 1.0
 ) -> torch.Tensor:
-    """L_sampled (module docstring): count-weighted cross-entropy, × T², mean over P."""
-    log_q = student_log_probs(student_logits, temperature)
+    """L_sampled (module docstring): T² · count-weighted cross-entropy, the counts reweighted
+    by the student's tempering ratio q_T / q at T ≠ 1; mean over P."""
+    log_q = student_log_probs(student_logits, temperature)  # (P, V)
+    log_q_ids = log_q.gather(1, targets.ids)  # (P, m)
     weights = targets.counts.float() / float(targets.n_samples)  # (P, m); padding columns are 0
     if temperature != 1.0:
-        weights = weights.pow(1.0 / temperature)
-        weights = weights / weights.sum(dim=1, keepdim=True)
-    return -(weights * log_q.gather(1, targets.ids)).sum(dim=1).mean() * temperature**2
+        with torch.no_grad():
+            z = student_logits.float()
+            log_q1_ids = z.gather(1, targets.ids) - torch.logsumexp(z, dim=1, keepdim=True)
+            weights = weights * (log_q_ids - log_q1_ids).exp()
+    return -(weights * log_q_ids).sum(dim=1).mean() * temperature**2
 
 
 def kd_loss(
