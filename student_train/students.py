@@ -37,6 +37,7 @@ from transformers import (
 
 from logit_store import StoreMeta, UserError
 from logit_store.provenance import tokenizer_hash
+from teacher_infer.teacher import check_tokenizer_fits
 
 FROM_TEACHER = "from-teacher:"
 _LAYER_KEY = re.compile(r"\.layer\.(\d+)\.")
@@ -75,6 +76,7 @@ def load_store_tokenizer(meta: StoreMeta) -> Any:
         return None
     tokenizer = AutoTokenizer.from_pretrained(meta.tokenizer_id)
     where = f"tokenizer {meta.tokenizer_id!r}"
+    check_tokenizer_fits(tokenizer, meta.vocab_size, where)
     if tokenizer_hash(tokenizer) != meta.tokenizer_hash:
         raise UserError(
             f"{where} differs from the one the store was written with (tokenizer_hash); "

@@ -38,6 +38,7 @@ from teacher_infer.corpora import read_corpus
 from teacher_infer.plan import MaskingSpec, PlannedCorpus, plan_corpus
 from teacher_infer.teacher import (
     check_max_length,
+    check_tokenizer_fits,
     head_split_holds,
     load_model,
     load_tokenizer,
@@ -178,6 +179,7 @@ def run_adapt(config: AdaptConfig) -> dict[str, Any]:
         raise UserError(f"--base {config.base!r}: its tokenizer has no mask token")
     model, new_weights = load_model(config.base, "mlm", allow_new_weights=True)
     check_max_length(model, config.base, config.max_length)
+    check_tokenizer_fits(tokenizer, model.config.vocab_size, f"--base {config.base!r}")
     if new_weights:
         log.warning(
             "%s has no MLM head weights; initialised %s", config.base, ", ".join(new_weights)

@@ -88,6 +88,23 @@ def load_tokenizer(name_or_path: str, flag: str = "--teacher") -> Any:
         raise UserError(f"{flag} {name_or_path!r}: cannot load its tokenizer: {err}") from err
 
 
+def check_tokenizer_fits(tokenizer: Any, vocab_size: int, where: str) -> None:
+    """Refuse a tokenizer whose size does not fit a vocabulary of `vocab_size` ids.
+
+    More tokens than the vocabulary would index past the embeddings; fewer than half is not the
+    model's tokenizer (transformers builds a 5-token one for a folder with no tokenizer files,
+    and every text becomes [UNK]). Real tokenizers may be a little smaller than the vocabulary
+    (embeddings padded to a multiple of 8 or 64, unused ids): those are accepted.
+    """
+    size = len(tokenizer)
+    if size > vocab_size or 2 * size < vocab_size:
+        raise UserError(
+            f"{where}: its tokenizer has {size} tokens but the model's vocabulary has "
+            f"{vocab_size}; put the model's own tokenizer files (tokenizer.json or vocab) "
+            "in the folder"
+        )
+
+
 def check_max_length(model: Any, name_or_path: str, max_length: int) -> None:
     """Refuse a --max-length longer than the model's absolute position embeddings."""
     config = model.config
@@ -255,6 +272,7 @@ def load_teacher(
     tokenizer = load_tokenizer(name_or_path)
     task_kind = infer_task_kind(name_or_path) if mode == "task" else None
     model, _ = load_model(name_or_path, mode, task_kind)
+    check_tokenizer_fits(tokenizer, model.config.vocab_size, f"--teacher {name_or_path!r}")
     if mode == "mlm" and tokenizer.mask_token_id is None:
         raise UserError(f"--teacher {name_or_path!r}: its tokenizer has no mask token")
     dev = resolve_device(device)
