@@ -33,7 +33,7 @@ from student_train.finetune import TEACHER, FinetuneConfig
 from student_train.runs import config_hash
 from student_train.students import FROM_TEACHER
 from student_train.task_data import TASKS, Task
-from student_train.transfer_set import TransferSetSpec
+from student_train.transfer_set import TransferSetSpec, overlapping_sources
 
 JobKind = Literal["init", "distill", "finetune"]
 Role = Literal["distilled", "init", "random", "teacher"]
@@ -110,6 +110,9 @@ class SweepConfig:
             raise UserError("--task: name at least one task corpus of the store")
         if self.generic in self.tasks:
             raise UserError(f"--generic {self.generic!r} is also a --task corpus")
+        overlap = overlapping_sources([self.generic, *self.tasks])
+        if overlap is not None:
+            raise UserError(f"--generic / --task: {overlap}")
         for name, values in (
             ("mix", self.mixes),
             ("seeds", self.seeds),

@@ -65,9 +65,9 @@ class TransferSetSpec:
         object.__setattr__(self, "splits", tuple(self.splits))
         if not self.mix:
             raise UserError("--mix: name at least one source, e.g. generic=0.3,task=0.7")
-        names = [n for n, _ in self.mix]
-        if len(set(names)) != len(names):
-            raise UserError(f"--mix: a source is named twice in {names}")
+        overlap = overlapping_sources([n for n, _ in self.mix])
+        if overlap is not None:
+            raise UserError(f"--mix: {overlap}")
         if any(w <= 0 for _, w in self.mix):
             raise UserError(f"--mix: every weight must be > 0, got {dict(self.mix)}")
         if self.size is not None and self.size < 1:
@@ -184,6 +184,22 @@ def _token_budget_split(rows: np.ndarray, lengths: np.ndarray, budget: int) -> l
             groups.append(rows[start:i])
             start = i
     return groups
+
+
+def overlapping_sources(sources: list[str]) -> str | None:
+    """What overlaps when one source covers another (the same name, or a prefix of it at a
+    "/": ``task`` covers ``task/m``), so that a sequence could be drawn twice; else None."""
+    for i, first in enumerate(sources):
+        for second in sources[i + 1 :]:
+            if first == second:
+                return f"source {first!r} is named twice"
+            wide, narrow = sorted((first, second), key=len)
+            if narrow.startswith(wide + "/"):
+                return (
+                    f"sources {first!r} and {second!r} overlap ({wide!r} covers {narrow!r}): "
+                    "a sequence could be drawn twice; name disjoint sources"
+                )
+    return None
 
 
 def source_corpora(store: Store, source: str) -> list[str]:

@@ -8,6 +8,7 @@ import torch
 from student_stores import write_store
 
 from logit_store import Store, UserError, open_store
+from student_train.sweep_plan import SweepConfig
 from student_train.transfer_set import (
     TransferSetSpec,
     corpus_lengths,
@@ -80,6 +81,25 @@ def test_oversized_source_needs_replacement(store: Store) -> None:
     assert set(store["task/b"].split_array()[idx]) == {"train"}
     with pytest.raises(UserError, match="matches no corpus"):
         plan_transfer_set(store, _spec(mix=(("wiki", 1.0),)))
+
+
+def test_overlapping_sources_are_refused(store: Store) -> None:
+    """`task` covers `task/a`: drawing both would sample task/a's sequences twice."""
+    with pytest.raises(UserError, match=r"overlap \('task' covers 'task/a'\)") as err:
+        plan_transfer_set(store, _spec(mix=TransferSetSpec.parse_mix("task=0.5,task/a=0.5")))
+    assert "\n" not in str(err.value)
+    plan = plan_transfer_set(store, _spec(mix=TransferSetSpec.parse_mix("task/a=0.5,task/b=0.5")))
+    assert set(plan.selection) == {"task/a", "task/b"}  # siblings do not overlap
+    with pytest.raises(UserError, match=r"--generic / --task: sources 'task' and 'task/b'"):
+        SweepConfig(
+            store="s", out="o", generic="task", tasks=("task/b",), mixes=(0.5,), seeds=(0,),
+            students=("tiny",), size=10,
+        )  # fmt: skip
+    with pytest.raises(UserError, match="'task/a' is named twice"):
+        SweepConfig(
+            store="s", out="o", generic="generic", tasks=("task/a", "task/a"), mixes=(0.5,),
+            seeds=(0,), students=("tiny",), size=10,
+        )  # fmt: skip
 
 
 def test_epoch_is_block_shuffled_token_budget_cover(store: Store) -> None:
