@@ -30,7 +30,8 @@ _SLOT = re.compile(r"\[([^\[\]:]*):([^\[\]]*)\]")
 def parse_annot_utt(annot_utt: str) -> tuple[list[str], list[str]]:
     """Split ``annot_utt`` into words and word-level BIO tags.
 
-    Raises `RowProblem("bad_annotation")` for unbalanced or nested brackets, an empty slot name
+    Raises `RowProblem("bad_annotation")` for unbalanced or nested brackets, an empty slot name,
+    a slot name holding whitespace (a space, tab, no-break space: it would not be one BIO tag)
     or an empty slot value.
     """
     words: list[str] = []
@@ -39,8 +40,12 @@ def parse_annot_utt(annot_utt: str) -> tuple[list[str], list[str]]:
     for match in _SLOT.finditer(annot_utt):
         _outside_words(annot_utt[pos : match.start()], words, tags)
         slot, value = match.group(1).strip(), match.group(2).split()
-        if not slot or " " in slot or not value:
+        if not slot or not value:
             raise RowProblem("bad_annotation", f"slot {match.group(0)!r} needs [name : value]")
+        if any(char.isspace() for char in slot):
+            raise RowProblem(
+                "bad_annotation", f"slot {match.group(0)!r}: its name {slot!r} holds whitespace"
+            )
         words.extend(value)
         tags.extend([f"B-{slot}"] + [f"I-{slot}"] * (len(value) - 1))
         pos = match.end()

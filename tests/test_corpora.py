@@ -227,10 +227,28 @@ def test_massive_jsonl_sample(tmp_path: Path) -> None:
 
 def test_parse_annot_utt_rejects_bad_markup() -> None:
     assert parse_annot_utt("no slots here") == (["no", "slots", "here"], ["O", "O", "O"])
-    for bad in ["[time : ]", "a [ : x]", "a [time : x] ]", "[time : [x]]"]:
+    assert parse_annot_utt("[ time\t: x ]") == (["x"], ["B-time"])  # spaces around the name
+    for bad in ["[time : ]", "a [ : x]", "a [time : x] ]", "[time : [x]]", "[ti me : x]"]:
         with pytest.raises(RowProblem) as caught:
             parse_annot_utt(bad)
         assert caught.value.reason == "bad_annotation"
+    for name in ["ti\tme", "ti\u00a0me", "ti\u3000me"]:
+        with pytest.raises(RowProblem) as caught:
+            parse_annot_utt(f"wake me [{name} : x]")
+        assert caught.value.reason == "bad_annotation"
+        assert f"its name {name!r} holds whitespace" in caught.value.detail
+
+
+def test_massive_slot_name_with_a_tab_is_a_counted_skip(tmp_path: Path) -> None:
+    rows = [
+        {"utt": "wake me at five", "annot_utt": "wake me at [time : five]"},
+        {"utt": "wake me at six", "annot_utt": "wake me at [ti\tme : six]"},
+    ]
+    path = _write(tmp_path / "m.jsonl", "\n".join(json.dumps(r) for r in rows))
+    texts, report = read_corpus(str(path))
+    assert [t.tags for t in texts] == [["O", "O", "O", "B-time"]]
+    assert report.skipped == {"bad_annotation": 1}
+    assert report.examples[0].startswith(f"{path}:2: bad_annotation")
 
 
 # ---- source-level errors ---------------------------------------------------------------------
