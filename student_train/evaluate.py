@@ -16,7 +16,13 @@ where slots are aligned one-to-one in three passes: (1) identical slots are corr
 (3) remaining pairs with overlapping spans are substitutions (right value, wrong slot type).
 Unpaired reference slots are deletions D_u, unpaired hypothesis slots insertions I_u. The "+1"
 counts the intent as one more semantic unit per utterance (the slot error rate of Makhoul et al.
-1999, extended with the intent as in NLU evaluation practice).
+1999, extended with the intent as in NLU evaluation practice). Pass (2) is lenient: a pair of
+the same type anywhere in the utterance, even with disjoint spans, is one substitution, not a
+deletion plus an insertion.
+
+Slot precision is undefined without predicted slots, recall without reference slots, and F1
+without either (seqeval reports 0 there, so a perfect all-``O`` prediction would score 0):
+those are None (``null`` in metrics.json), and ``slot_note`` says why.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from seqeval.metrics import f1_score, precision_score, recall_score
 from seqeval.metrics.sequence_labeling import get_entities
 
 Slot = tuple[str, int, int]  # (type, first word, last word), inclusive as seqeval returns it
+Scores = dict[str, float | str | None]  # a task's test scores (None: undefined), and notes
 
 
 def accuracy(y_true: Sequence[str], y_pred: Sequence[str]) -> float:
@@ -134,7 +141,7 @@ def exact_match(
     return sum(hits) / len(hits)
 
 
-def dc_metrics(domains_true: Sequence[str], domains_pred: Sequence[str]) -> dict[str, float]:
+def dc_metrics(domains_true: Sequence[str], domains_pred: Sequence[str]) -> Scores:
     """Domain classification: accuracy and macro-F1."""
     return {
         "accuracy": accuracy(domains_true, domains_pred),
@@ -147,17 +154,28 @@ def icner_metrics(
     intents_pred: Sequence[str],
     tags_true: Sequence[Sequence[str]],
     tags_pred: Sequence[Sequence[str]],
-) -> dict[str, float]:
-    """Joint intent + slots: intent accuracy, seqeval slot P/R/F1, SER and exact match."""
+) -> Scores:
+    """Joint intent + slots: intent accuracy, seqeval slot P/R/F1 (None where undefined, with
+    a ``slot_note``; module docstring), SER and exact match."""
     true_lists = [list(t) for t in tags_true]
     pred_lists = [list(t) for t in tags_pred]
-    return {
+    has_true = any(slot_set(t) for t in true_lists)
+    has_pred = any(slot_set(t) for t in pred_lists)
+    scores: Scores = {
         "intent_accuracy": accuracy(intents_true, intents_pred),
-        "slot_precision": float(precision_score(true_lists, pred_lists)),
-        "slot_recall": float(recall_score(true_lists, pred_lists)),
-        "slot_f1": float(f1_score(true_lists, pred_lists)),
+        "slot_precision": float(precision_score(true_lists, pred_lists)) if has_pred else None,
+        "slot_recall": float(recall_score(true_lists, pred_lists)) if has_true else None,
+        "slot_f1": float(f1_score(true_lists, pred_lists)) if has_true or has_pred else None,
         "semantic_error_rate": semantic_error_rate(
             intents_true, intents_pred, true_lists, pred_lists
         ),
         "exact_match": exact_match(intents_true, intents_pred, true_lists, pred_lists),
     }
+    if not (has_true and has_pred):
+        missing = " and ".join(
+            side for side, has in (("reference", has_true), ("predicted", has_pred)) if not has
+        )
+        scores["slot_note"] = (
+            f"no {missing} slots in the test split: slot scores that divide by them are null"
+        )
+    return scores

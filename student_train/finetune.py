@@ -310,7 +310,7 @@ def print_metrics(metrics: dict[str, Any], console: Console) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in SCORE_KEYS[metrics["task"]]:
-        table.add_row(key, f"{metrics[key]:.4f}")
+        table.add_row(key, "n/a" if metrics[key] is None else f"{metrics[key]:.4f}")
     for key in ("n_train", "n_test", "test_unknown_labels", "truncated_words", "steps"):
         table.add_row(key, str(int(metrics[key])))
     table.add_row("epochs", f"{metrics['epochs']:.2f}")

@@ -27,6 +27,7 @@ corpus source is a report's task, and per student::
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,9 +81,12 @@ def error_of(task: str, metrics: dict[str, Any]) -> float:
     return 1.0 - metrics["accuracy"] if task == "dc" else metrics["semantic_error_rate"]
 
 
-def summarise(values: list[float]) -> dict[str, Any]:
-    """mean, sample std (ddof = 1; None for one value) and n of `values`."""
-    array = np.asarray(values, dtype=np.float64)
+def summarise(values: Sequence[float | None]) -> dict[str, Any]:
+    """mean, sample std (ddof = 1; None for one value) and n of the defined `values` (None is
+    undefined, e.g. the slot F1 of a test split without slots; mean None when none is)."""
+    array = np.asarray([v for v in values if v is not None], dtype=np.float64)
+    if not len(array):
+        return {"mean": None, "std": None, "n": 0}
     std = float(array.std(ddof=1)) if len(array) > 1 else None
     return {"mean": float(array.mean()), "std": std, "n": len(array)}
 
@@ -292,6 +296,8 @@ def _cell(stat: dict[str, Any] | None, percent: bool = False) -> str:
     space lets a narrow terminal wrap the spread under the mean."""
     if stat is None:
         return "—"
+    if stat["mean"] is None:
+        return "n/a"
     if percent:
         text, spread = f"{100 * stat['mean']:+.1f}%", f"{100 * (stat['std'] or 0):.1f}"
     else:

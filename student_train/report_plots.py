@@ -36,7 +36,10 @@ def plot_sweep(report: dict[str, Any], path: str) -> str:
             points = [
                 (r["mix"], r["targets"][key]["metrics"][name])
                 for r in report["rows"]
-                if r["student"] == student and r["role"] == "distilled" and key in r["targets"]
+                if r["student"] == student
+                and r["role"] == "distilled"
+                and key in r["targets"]
+                and r["targets"][key]["metrics"][name]["mean"] is not None
             ]
             if points:
                 x = [mix for mix, _ in points]
@@ -48,6 +51,8 @@ def plot_sweep(report: dict[str, Any], path: str) -> str:
                 ax.fill_between(x, low, high, color=colours[student], alpha=0.2)
         for r in report["rows"]:
             if r["role"] == "distilled" or key not in r["targets"]:
+                continue
+            if r["targets"][key]["metrics"][name]["mean"] is None:
                 continue
             colour = "black" if r["role"] == "teacher" else colours[r["student"]]
             label = r["label"] if r["role"] == "teacher" else f"{r['student']} {r['label']}"

@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 from scipy import stats
 from typer.testing import CliRunner
 
 import cli
 from logit_store import UserError
-from student_train.report import ReportConfig, run_report
+from student_train.report import ReportConfig, print_report, run_report
 
 DOMAINS = ("business", "politics", "sport", "tech", "weather")
 SIMILARITY = {"business": 0.1, "politics": 0.2, "sport": 0.3, "tech": 0.4, "weather": 0.5}
@@ -148,6 +149,21 @@ def test_pngs_written_and_cli_prints_the_table(
 
     missing = CliRunner().invoke(cli.app, ["report", str(tmp_path / "nothing")])
     assert missing.exit_code != 0 and "results.jsonl" in str(missing.exception)
+
+
+def test_undefined_slot_f1_shows_as_n_a(runs: Path) -> None:
+    """Test splits without slots have slot_f1 null: the table says n/a, the plot leaves it out."""
+    for path in runs.glob("finetune/*_ic/metrics.json"):
+        metrics = json.loads(path.read_text())
+        path.write_text(json.dumps({**metrics, "slot_f1": None}))
+    report = run_report(ReportConfig(str(runs)), [])
+    kd = _row(report, "distilled", 1.0)["targets"]["icner:task/atis"]["metrics"]
+    assert kd["slot_f1"] == {"mean": None, "std": None, "n": 0, "seeds": [0, 1]}
+    assert kd["semantic_error_rate"]["mean"] == pytest.approx(0.225)
+    console = Console(record=True, width=200)
+    print_report(report, console)
+    assert console.export_text().count("n/a") == len(SCORES)
+    assert (runs / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_similarity_matched_by_file_hash_and_grouping_checked(runs: Path) -> None:

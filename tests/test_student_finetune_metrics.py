@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
+from rich.console import Console
 from sklearn.metrics import f1_score as sk_f1
 from transformers import BertConfig, BertModel
 
@@ -17,6 +20,7 @@ from student_train.evaluate import (
     macro_f1,
     semantic_error_rate,
 )
+from student_train.finetune import print_metrics
 from student_train.heads import TaskModel, task_loss
 from student_train.task_data import (
     IGNORE_INDEX,
@@ -62,6 +66,39 @@ def test_exact_match_and_seqeval_f1() -> None:
     assert metrics["exact_match"] == pytest.approx(0.25)
     # conlleval-style default mode: a leading I- opens a slot, so these match exactly
     assert exact_match(["x"], ["x"], [["I-to", "O"]], [["B-to", "O"]]) == 1.0
+
+
+def test_slot_scores_without_slots_are_null_not_zero() -> None:
+    """An all-O test split predicted perfectly: SER 0 and exact match 1, and slot P/R/F1 are
+    undefined (seqeval would say F1 = 0)."""
+    intents, tags = ["a", "b"], [["O", "O"], ["O"]]
+    perfect = icner_metrics(intents, intents, tags, tags)
+    assert perfect["semantic_error_rate"] == 0.0 and perfect["exact_match"] == 1.0
+    assert perfect["slot_f1"] is None
+    assert perfect["slot_precision"] is None and perfect["slot_recall"] is None
+    assert perfect["slot_note"] == (
+        "no reference and predicted slots in the test split: slot scores that divide by them "
+        "are null"
+    )
+    assert json.loads(json.dumps(perfect))["slot_f1"] is None
+    spurious = icner_metrics(intents, intents, tags, [["B-x", "O"], ["O"]])
+    assert spurious["slot_f1"] == 0.0 and spurious["slot_precision"] == 0.0
+    assert spurious["slot_recall"] is None and "no reference slots" in str(spurious["slot_note"])
+    missed = icner_metrics(intents, intents, [["B-x", "O"], ["O"]], tags)
+    assert missed["slot_f1"] == 0.0 and missed["slot_recall"] == 0.0
+    assert missed["slot_precision"] is None and "no predicted slots" in str(missed["slot_note"])
+    assert "slot_note" not in icner_metrics(INTENTS_TRUE, INTENTS_PRED, TAGS_TRUE, TAGS_PRED)
+
+
+def test_finetune_table_prints_n_a_for_an_undefined_score() -> None:
+    scores = icner_metrics(["a"], ["a"], [["O"]], [["O"]])
+    sizes = dict.fromkeys(("n_train", "n_test", "test_unknown_labels", "truncated_words"), 1)
+    metrics = {"task": "icner", "corpus": "c", "init": "pretrained", **scores, **sizes}
+    metrics |= {"steps": 2, "epochs": 1.0, "time_seconds": 0.5, "config_hash": "0" * 16}
+    console = Console(record=True, width=120)
+    print_metrics(metrics, console)
+    text = console.export_text()
+    assert "slot_f1" in text and text.count("n/a") == 3 and "1.0000" in text
 
 
 def test_macro_f1_hand_computed_and_matches_sklearn() -> None:
