@@ -6,15 +6,22 @@ reader side (`open_store`) by students, similarity and the CLI.
 
 from logit_store.errors import StoreCorruptError, StoreMismatchError, UserError
 from logit_store.layout import Unit
-from logit_store.meta import FORMAT_VERSION, CorpusPlan, StoreMeta
-from logit_store.reader import Corpus, SequenceRecord, SparseBatch, Store, open_store
+from logit_store.meta import FORMAT_VERSION, CorpusSpec, StoreMeta
+from logit_store.reader import (
+    Corpus,
+    SequenceRecord,
+    SparseBatch,
+    Store,
+    open_store,
+    stored_corpus_index,
+)
 from logit_store.records import SparseTargets
-from logit_store.writer import StoreWriter, UnitData, create_store
+from logit_store.writer import StoreWriter, UnitData, consolidate_store, create_store
 
 __all__ = [
     "FORMAT_VERSION",
     "Corpus",
-    "CorpusPlan",
+    "CorpusSpec",
     "SequenceRecord",
     "SparseBatch",
     "SparseTargets",
@@ -26,6 +33,8 @@ __all__ = [
     "Unit",
     "UnitData",
     "UserError",
+    "consolidate_store",
     "create_store",
     "open_store",
+    "stored_corpus_index",
 ]

@@ -7,9 +7,8 @@ always-zero high bits of small gaps, ids and quantized values, which is most of 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import fsspec
@@ -21,25 +20,36 @@ from zarr.core.sync import sync
 from logit_store import target_codec
 from logit_store.errors import StoreCorruptError, UserError
 from logit_store.layout import UnitLayout
-from logit_store.meta import CorpusPlan, StoreMeta
+from logit_store.meta import CorpusSpec, StoreMeta
 from logit_store.storage_options import fsspec_options, protocol
 
 META_KEY = "kdcache"
 CORPUS_KEY = "kdcache_corpus"
 CORPORA_GROUP = "corpora"
-PLAN_CHUNK = 262144
+INDEX_CHUNK = 65536  # rows of the source-index arrays per chunk (written once, at creation)
+SUMMARY_CHUNK = 1 << 20  # sequences per chunk of the consolidated per-sequence summary
 
-PLAN_ARRAYS = ("plan_lengths", "plan_positions")
-SEQUENCE_ARRAYS = ("records", "split")
-TOKEN_ARRAYS = ("input_ids", "word_ids")
-POSITION_ARRAYS = ("positions", "masked_ids", "target_ids", "target_values", "tail_logmass")
+# array -> (axis, dtype); "position2" arrays have a second axis of `meta.width` columns
+UNIT_ARRAYS: dict[str, tuple[str, str]] = {
+    "lengths": ("sequence", "int32"),
+    "n_positions": ("sequence", "int32"),
+    "records": ("sequence", "str"),
+    "split": ("sequence", "str"),
+    "input_ids": ("token", "int32"),
+    "word_ids": ("token", "int32"),
+    "positions": ("position", "int32"),
+    "masked_ids": ("position", "int32"),
+    "target_ids": ("position2", "uint32"),
+    "target_values": ("position2", "values"),
+    "tail_logmass": ("position", "float32"),
+    "id_table": ("table", "uint32"),
+}
 TABLE_CHUNK = 4096
 
 
 def unit_arrays(meta: StoreMeta) -> tuple[str, ...]:
     """The arrays holding data of every unit (`done` aside); ``tail_logmass`` only for top-k."""
-    names = (*PLAN_ARRAYS, *SEQUENCE_ARRAYS, *TOKEN_ARRAYS, *POSITION_ARRAYS, "id_table")
-    return tuple(n for n in names if n != "tail_logmass" or meta.encoding == "topk")
+    return tuple(n for n in UNIT_ARRAYS if n != "tail_logmass" or meta.encoding == "topk")
 
 
 def table_slot(meta: StoreMeta, layout: UnitLayout) -> int:
@@ -49,15 +59,37 @@ def table_slot(meta: StoreMeta, layout: UnitLayout) -> int:
     return -(-need // TABLE_CHUNK) * TABLE_CHUNK if need > TABLE_CHUNK else need
 
 
+def slot_of(name: str, meta: StoreMeta, layout: UnitLayout) -> int:
+    """Size of one unit's slot in array `name` (first axis)."""
+    axis = UNIT_ARRAYS[name][0]
+    if axis == "table":
+        return table_slot(meta, layout)
+    return layout.slot("position" if axis == "position2" else axis)
+
+
+def inner_chunk(name: str, meta: StoreMeta, layout: UnitLayout) -> int:
+    """Rows per inner chunk of array `name`: what a unit writes is rounded up to these."""
+    axis = UNIT_ARRAYS[name][0]
+    if axis == "sequence":
+        return layout.unit_size
+    if axis == "token":
+        return layout.token_chunk
+    if axis == "table":
+        return min(TABLE_CHUNK, table_slot(meta, layout))
+    return layout.position_chunk
+
+
 def child_array(group: zarr.Group, name: str) -> zarr.Array:
     arr = group[name]
-    assert isinstance(arr, zarr.Array), f"{name} is not an array"
+    if not isinstance(arr, zarr.Array):
+        raise KeyError(f"{name} is not an array")
     return arr
 
 
-def attrs_dict(group: zarr.Group, key: str) -> dict[str, Any]:
+def attrs_dict(group: zarr.Group | zarr.Array, key: str) -> dict[str, Any]:
     value = group.attrs[key]
-    assert isinstance(value, dict), f"attribute {key} is not a mapping"
+    if not isinstance(value, dict):
+        raise ValueError(f"attribute {key} is not a mapping")
     return dict(value)
 
 
@@ -113,7 +145,8 @@ def read_target_ids(
 def check_store_target(url: str, storage_options: dict[str, Any] | None) -> None:
     """Refuse a store path that holds something other than a kdcache store (a file, a folder
     of other files, another zarr group), before anything is written there. A store whose
-    creation was interrupted (only ``zarr.json`` and ``corpora/``) is accepted, so it resumes."""
+    creation was interrupted (only ``zarr.json``, ``kdcache.json`` and ``corpora/``) is
+    accepted, so it resumes."""
     fs, path = fsspec.core.url_to_fs(url, **fsspec_options(url, storage_options))
     try:
         if fs.isfile(path):
@@ -121,7 +154,7 @@ def check_store_target(url: str, storage_options: dict[str, Any] | None) -> None
         entries = {name.rstrip("/").rsplit("/", 1)[-1] for name in fs.ls(path, detail=False)}
     except FileNotFoundError:
         return
-    if entries <= {"zarr.json", CORPORA_GROUP}:
+    if entries <= {"zarr.json", "kdcache.json", CORPORA_GROUP}:
         return
     with contextlib.suppress(UserError, KeyError):
         if META_KEY in open_root(url, "r", storage_options).attrs:
@@ -133,147 +166,76 @@ def check_store_target(url: str, storage_options: dict[str, Any] | None) -> None
     )
 
 
-def missing_unit_objects(
-    array: Callable[[str], zarr.Array], names: Iterable[str], u: int, sequences: range
-) -> list[str]:
-    """Names of the arrays whose stored object for unit u (sequences `sequences`) is absent.
+def create_corpus_arrays(group: zarr.Group, meta: StoreMeta, spec: CorpusSpec) -> UnitLayout:
+    """Create every array of a corpus that does not exist yet (never overwriting one) and
+    write its source index; returns the layout. Safe to repeat: a resume recreates only what
+    is missing."""
+    one_per_sequence = meta.mode == "task" and meta.task_kind == "sequence"
+    layout = UnitLayout.create(spec.unit_size, meta.max_length, spec.n_units, one_per_sequence)
+    units = layout.n_units
 
-    The writer stores every object of a unit, empty ones included, so an absent object was
-    deleted: zarr would silently read it as zeros. The existence checks run concurrently (one
-    round trip on object storage, not one per array).
-    """
-    checks: list[tuple[str, Any, str]] = []
-    for name in names:
+    def ensure(name: str, **kwargs: Any) -> zarr.Array | None:
+        if name in group:
+            return None
         try:
-            arr = array(name)
-        except (KeyError, ValueError) as err:  # deleted or unreadable zarr.json
-            raise ValueError(f"array {name!r}: metadata missing or unreadable ({err!r})") from err
-        step = arr.metadata.chunk_grid.chunk_shape[0]  # type: ignore[attr-defined]
-        rows = {sequences[0] // step, sequences[-1] // step} if name in PLAN_ARRAYS else {u}
-        for row in sorted(rows):
-            key = arr.metadata.encode_chunk_key((row,) + (0,) * (arr.ndim - 1))
-            checks.append((name, arr.store_path.store, f"{arr.store_path.path}/{key}"))
+            return group.create_array(name, overwrite=False, **kwargs)
+        except zarr.errors.ContainsArrayError:  # another process created it meanwhile
+            return None
 
-    async def exist() -> list[bool]:
-        return list(await asyncio.gather(*(store.exists(key) for _, store, key in checks)))
-
-    found = sync(exist())
-    return list(
-        dict.fromkeys(name for (name, _, _), ok in zip(checks, found, strict=True) if not ok)
+    ensure(
+        "done", shape=(units,), dtype=str, chunks=(1,), compressors=[Crc32cCodec()], fill_value=""
     )
-
-
-def create_corpus_arrays(
-    group: zarr.Group, meta: StoreMeta, plan: CorpusPlan, layout: UnitLayout
-) -> None:
-    """Create every array of a corpus (no unit data yet) and write its plan."""
-    n, units = plan.num_sequences, layout.n_units
-    s, t, p, w = layout.unit_size, layout.token_slot, layout.position_slot, meta.width
-    plan_chunk = min(PLAN_CHUNK, n)
-    for name, values in (("plan_lengths", plan.lengths), ("plan_positions", plan.n_positions)):
-        arr = group.create_array(
+    for name in unit_arrays(meta):
+        axis, dtype = UNIT_ARRAYS[name]
+        slot = slot_of(name, meta, layout)
+        width = (meta.width,) if axis == "position2" else ()
+        if dtype == "values":
+            dtype = target_codec.value_dtype(meta)
+        if axis == "sequence":
+            ensure(
+                name,
+                shape=(units * slot,),
+                dtype=str if dtype == "str" else dtype,
+                chunks=(slot,),
+                compressors=text_codecs() if dtype == "str" else numeric_codecs(),
+                fill_value="" if dtype == "str" else 0,
+            )
+            continue
+        ensure(
             name,
-            shape=(n,),
-            dtype="int32",
-            chunks=(plan_chunk,),
+            shape=(units * slot, *width),
+            dtype=dtype,
+            chunks=(inner_chunk(name, meta, layout), *width),
+            shards=(slot, *width),
             compressors=numeric_codecs(),
             fill_value=0,
-            overwrite=True,
         )
-        arr[:] = values.astype(np.int32)
-    group.create_array(
-        "done",
-        shape=(units,),
-        dtype="uint8",
-        chunks=(1,),
-        compressors=[Crc32cCodec()],
-        fill_value=0,
-        overwrite=True,
-    )
-    for name in SEQUENCE_ARRAYS:
-        group.create_array(
-            name,
-            shape=(units * s,),
-            dtype=str,
-            chunks=(s,),
-            compressors=text_codecs(),
-            fill_value="",
-            overwrite=True,
-        )
-    for name in TOKEN_ARRAYS:
-        group.create_array(
-            name,
-            shape=(units * t,),
-            dtype="int32",
-            chunks=(layout.token_chunk,),
-            shards=(t,),
+    for name, values in spec.index_arrays.items():
+        values = np.asarray(values)
+        arr = ensure(
+            f"index_{name}",
+            shape=values.shape,
+            dtype=values.dtype,
+            chunks=(min(INDEX_CHUNK, max(len(values), 1)), *values.shape[1:]),
             compressors=numeric_codecs(),
             fill_value=0,
-            overwrite=True,
         )
-    pc = layout.position_chunk
-    for name in ("positions", "masked_ids"):
-        group.create_array(
-            name,
-            shape=(units * p,),
-            dtype="int32",
-            chunks=(pc,),
-            shards=(p,),
-            compressors=numeric_codecs(),
-            fill_value=0,
-            overwrite=True,
-        )
-    group.create_array(
-        "target_ids",
-        shape=(units * p, w),
-        dtype="uint32",
-        chunks=(pc, w),
-        shards=(p, w),
-        compressors=numeric_codecs(),
-        fill_value=0,
-        overwrite=True,
-    )
-    group.create_array(
-        "target_values",
-        shape=(units * p, w),
-        dtype=target_codec.value_dtype(meta),
-        chunks=(pc, w),
-        shards=(p, w),
-        compressors=numeric_codecs(),
-        fill_value=0,
-        overwrite=True,
-    )
-    ts = table_slot(meta, layout)
-    group.create_array(
-        "id_table",
-        shape=(units * ts,),
-        dtype="uint32",
-        chunks=(min(TABLE_CHUNK, ts),),
-        shards=(ts,),
-        compressors=numeric_codecs(),
-        fill_value=0,
-        overwrite=True,
-    )
-    if meta.encoding == "topk":
-        group.create_array(
-            "tail_logmass",
-            shape=(units * p,),
-            dtype="float32",
-            chunks=(pc,),
-            shards=(p,),
-            compressors=numeric_codecs(),
-            fill_value=0.0,
-            overwrite=True,
-        )
+        if arr is not None:
+            arr[...] = values
+    return layout
 
 
-def layout_attrs(meta: StoreMeta, layout: UnitLayout) -> dict[str, int]:
-    return {
-        "table_slot": table_slot(meta, layout),
-        "unit_size": layout.unit_size,
-        "token_slot": layout.token_slot,
-        "position_slot": layout.position_slot,
-        "token_chunk": layout.token_chunk,
-        "position_chunk": layout.position_chunk,
-        "n_units": layout.n_units,
-    }
+def index_array(group: zarr.Group, name: str) -> np.ndarray:
+    """A source-index array written at creation (e.g. ``units``, ``hashes``)."""
+    return np.asarray(child_array(group, f"index_{name}")[...])
+
+
+def listed_done_units(done: zarr.Array) -> np.ndarray:
+    """Sorted indices of the units whose done record exists: one listing of its objects."""
+    prefix = f"{done.store_path.path}/c/"
+
+    async def collect() -> list[str]:
+        return [key async for key in done.store_path.store.list_prefix(prefix)]
+
+    names = (key[len(prefix) :] for key in sync(collect()))
+    return np.array(sorted(int(n) for n in names if n.isdigit()), dtype=np.int64)

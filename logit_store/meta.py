@@ -1,10 +1,10 @@
-"""Store metadata (format v1): what was computed, by which teacher and tokenizer, and how.
+"""Store metadata (format v2): what was computed, by which teacher and tokenizer, and how.
 
-`StoreMeta` is written into the root group's attributes when a store is created and checked on
-every open: a reader that expects another tokenizer, teacher or encoding gets a
-`StoreMismatchError` naming the field, never silently wrong targets. `CorpusPlan` describes one
-corpus before the teacher runs (every sequence's length and number of labelled positions), which
-is what lets units own whole chunks (see `layout.py`).
+`StoreMeta` is written once when a store is created (a create-once object, then the root
+group's attributes) and checked on every open: a reader that expects another tokenizer, teacher
+or encoding gets a `StoreMismatchError` naming the field, never silently wrong targets.
+`CorpusSpec` describes one corpus before the teacher runs: how many units it is cut into and
+from which source; nothing in it grows with the corpus but the per-unit index arrays.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import numpy as np
 from logit_store.errors import StoreMismatchError, UserError
 from logit_store.records import ENCODINGS
 
-FORMAT_VERSION = 1
-TOOL_VERSION = "kdcache 0.1.0"
+FORMAT_VERSION = 2
+TOOL_VERSION = "kdcache 0.2.0"
 VALUE_DTYPES = ("q8", "fp16")
 MODES = ("mlm", "task")
 TASK_KINDS = (None, "sequence", "token")
@@ -54,6 +54,7 @@ class StoreMeta:
     max_length: int = 128
     format_version: int = FORMAT_VERSION
     tool_version: str = TOOL_VERSION
+    store_id: str = ""  # set once at creation; every unit's done record carries it
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -97,6 +98,12 @@ class StoreMeta:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StoreMeta:
         version = data.get("format_version")
+        if version == 1:
+            raise UserError(
+                "store format 1 (whole-corpus plans, kdcache 0.1) is not read by this kdcache "
+                f"(format {FORMAT_VERSION}: streaming units); recompute it with `kdcache "
+                "precompute ... --out NEW_PATH`, or read it with kdcache 0.1"
+            )
         if version != FORMAT_VERSION:
             raise UserError(
                 f"store format version {version!r} is not supported by this kdcache "
@@ -131,62 +138,59 @@ class StoreMeta:
         if isinstance(expected, StoreMeta):
             # Content, not location: the hashes identify teacher and tokenizer, so a store
             # resumes from a moved or renamed teacher folder with the same weights.
-            for name in ("tool_version", "teacher_id", "tokenizer_id"):
+            for name in ("tool_version", "teacher_id", "tokenizer_id", "store_id"):
                 wanted.pop(name, None)
         diffs = self.differences(wanted)
         if diffs:
             raise StoreMismatchError(where, diffs)
 
 
+def check_corpus_name(name: str) -> None:
+    if not _CORPUS_NAME.match(name):
+        raise UserError(
+            f"corpus name {name!r}: use letters, digits, '_', '.', '-' and '/' only "
+            "(no '.' or '..' segments)"
+        )
+
+
 @dataclass(frozen=True)
-class CorpusPlan:
-    """One corpus before the teacher runs: per-sequence token and labelled-position counts."""
+class CorpusSpec:
+    """One corpus before the teacher runs: `n_units` units of at most `unit_size` records.
+
+    source / source_hash: what it was read from and the identity of that content (over the
+    per-unit hashes); index / index_arrays: the source index (opaque JSON attributes and
+    per-unit arrays, e.g. byte ranges), stored so that every process reads the same units;
+    unit_hashes: (n_units, 32) uint8 content hash of each unit's source, carried into its done
+    record.
+    """
 
     name: str
-    lengths: np.ndarray
-    n_positions: np.ndarray
+    n_units: int
+    unit_size: int = 1024
     source: str = ""
     source_hash: str = ""
-    skipped: dict[str, int] = field(default_factory=dict)
-    label_names: dict[str, list[str]] = field(default_factory=dict)
-    unit_size: int = 1024
-    skip_examples: list[str] = field(default_factory=list)  # first few "FILE:LINE: reason"
+    index: dict[str, Any] = field(default_factory=dict)
+    index_arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    unit_hashes: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        if not _CORPUS_NAME.match(self.name):
-            raise UserError(
-                f"corpus name {self.name!r}: use letters, digits, '_', '.', '-' and '/' only "
-                "(no '.' or '..' segments)"
-            )
-        lengths = np.asarray(self.lengths, dtype=np.int64)
-        n_positions = np.asarray(self.n_positions, dtype=np.int64)
-        object.__setattr__(self, "lengths", lengths)
-        object.__setattr__(self, "n_positions", n_positions)
-        if lengths.ndim != 1 or lengths.shape != n_positions.shape:
-            raise UserError(f"corpus {self.name!r}: lengths and n_positions must be 1-D, same size")
-        if len(lengths) == 0:
-            raise UserError(f"corpus {self.name!r} has no sequences (nothing left after skips)")
-        if (lengths < 1).any() or (n_positions < 0).any() or (n_positions > lengths).any():
-            raise UserError(f"corpus {self.name!r}: need 1 <= length and 0 <= positions <= length")
+        check_corpus_name(self.name)
+        if self.n_units < 1:
+            raise UserError(f"corpus {self.name!r} has no units (nothing to read)")
         if self.unit_size < 1:
             raise UserError(f"unit size must be >= 1, got {self.unit_size}")
+        if self.unit_hashes is not None:
+            hashes = np.asarray(self.unit_hashes, dtype=np.uint8).reshape(-1, 32)
+            assert len(hashes) == self.n_units, "one hash per unit"
+            object.__setattr__(self, "unit_hashes", hashes)
 
-    @property
-    def num_sequences(self) -> int:
-        return len(self.lengths)
+    def unit_hash(self, u: int) -> str:
+        return "" if self.unit_hashes is None else bytes(self.unit_hashes[u]).hex()
 
-    def attrs(self) -> dict[str, Any]:
-        """The JSON-able part stored in the corpus group's attributes."""
+    def identity(self) -> dict[str, Any]:
+        """What must be equal for two processes to write one corpus (its create-once record)."""
         return {
-            "source": self.source,
             "source_hash": self.source_hash,
-            "skipped": dict(self.skipped),
-            "skip_examples": list(self.skip_examples),
-            "label_names": {k: list(v) for k, v in self.label_names.items()},
             "unit_size": self.unit_size,
-            "counts": {
-                "sequences": len(self.lengths),
-                "tokens": int(self.lengths.sum()),
-                "positions": int(self.n_positions.sum()),
-            },
+            "n_units": self.n_units,
         }

@@ -3,9 +3,13 @@
     store = open_store("cache.zarr", expected={"tokenizer_hash": ...})
     c = store["task"]; r = c[0]; b = c.batch([0, 5, 7])
 
-Sequences are numbered 0..len(c)-1 over the completed units, in plan order. A corpus keeps a
-few decoded units in memory (LRU), so block-shuffled access (indices grouped by
+Sequences are numbered 0..len(c)-1 over the completed units, in unit order. Which units are
+complete is one listing of the done records; their counts come from the consolidated summary
+(`summary.py`, one object) or, for units written since, from their done records. A corpus keeps
+a few decoded units in memory (LRU), so block-shuffled access (indices grouped by
 `unit_ranges()`) decodes every unit once; memory is bounded by that cache, not the store size.
+Before a unit is decoded, the sizes of its objects are compared with its done record, so a
+truncated, emptied or deleted object is a `StoreCorruptError`, never fill values.
 """
 
 from __future__ import annotations
@@ -28,19 +32,22 @@ from logit_store.arrays import (
     META_KEY,
     attrs_dict,
     child_array,
-    missing_unit_objects,
+    listed_done_units,
     open_root,
     read_target_ids,
-    unit_arrays,
 )
 from logit_store.errors import StoreCorruptError, UserError
+from logit_store.layout import UnitLayout
 from logit_store.meta import StoreMeta
+from logit_store.objects import object_sizes
 from logit_store.records import SparseTargets
+from logit_store.summary import read_summary
 
 UNIT_CACHE = 4
-# What zarr and the decoders raise on a damaged store: a failed crc32c or unreadable metadata
-# (ValueError, JSONDecodeError), a deleted array (KeyError), ids past the id table (IndexError).
-DAMAGE = (ValueError, KeyError, IndexError, AssertionError)
+# What zarr and the decoders raise on a damaged store: a failed crc32c, a truncated object or
+# unreadable metadata (ValueError, JSONDecodeError), a deleted array (KeyError), ids past the id
+# table (IndexError).
+DAMAGE = (ValueError, KeyError, IndexError)
 
 
 @dataclass(frozen=True)
@@ -138,10 +145,11 @@ class Corpus:
 
     def _corpus_group(self) -> zarr.Group:
         group = self.store.root[f"{CORPORA_GROUP}/{self.name}"]
-        assert isinstance(group, zarr.Group)
+        if not isinstance(group, zarr.Group):
+            raise KeyError(f"{self.name} is not a group")
         return group
 
-    def _damaged(self, where: str, err: Exception) -> StoreCorruptError:
+    def _damaged(self, where: str, err: Exception | str) -> StoreCorruptError:
         return StoreCorruptError(
             f"store {self.store.url}, corpus {self.name!r}{where}: {err}. "
             "Run `kdcache verify` to list every damaged array."
@@ -156,23 +164,78 @@ class Corpus:
     def _open_group(self) -> None:
         self.group = group = self._corpus_group()
         self._pid = os.getpid()
-        self.info: dict[str, Any] = attrs_dict(group, CORPUS_KEY)
-        layout = self.info["layout"]
-        self.unit_size = int(layout["unit_size"])
-        self.token_slot, self.position_slot = (
-            int(layout["token_slot"]),
-            int(layout["position_slot"]),
-        )
-        self.n_units = int(layout["n_units"])
-        self.table_slot = int(layout["table_slot"])
-        total = int(self.info["counts"]["sequences"])
-        done = np.asarray(child_array(group, "done")[:]).astype(bool)
-        self.done_units = np.flatnonzero(done)
-        sizes = np.minimum(self.unit_size, total - self.done_units * self.unit_size)
+        self._arrays: dict[str, zarr.Array] = {}
+        self._cache: OrderedDict[int, _UnitBlock] = OrderedDict()
+        self._done_records: dict[int, dict[str, Any]] = {}
+        self.attrs: dict[str, Any] = attrs_dict(group, CORPUS_KEY)
+        self.layout = UnitLayout.from_dict(self.attrs["layout"])
+        self.unit_size, self.n_units = self.layout.unit_size, self.layout.n_units
+        self.token_slot, self.position_slot = self.layout.token_slot, self.layout.position_slot
+        self.table_slot = int(self.attrs["table_slot"])
+        self.done_units = listed_done_units(self.array("done"))
+        self.summary = read_summary(group, self.n_units)
+        fresh = self.done_units[~self.summary.covers(self.done_units)]
+        for u, record in zip(fresh.tolist(), self._read_done_records(fresh), strict=True):
+            self._done_records[u] = record
+        self.units = self.summary.merged(self.done_units, self._done_records)
+        sizes = self.units.n_sequences
         self._unit_first = np.cumsum(sizes) - sizes  # dense index of each done unit's first seq.
         self._len = int(sizes.sum())
-        self._cache: OrderedDict[int, _UnitBlock] = OrderedDict()
-        self._arrays: dict[str, zarr.Array] = {}
+
+    def _read_done_records(self, units: np.ndarray) -> list[dict[str, Any]]:
+        if not len(units):
+            return []
+        raw = np.asarray(self.array("done").get_coordinate_selection(units), dtype=object)
+        out = []
+        for u, text in zip(units.tolist(), raw.tolist(), strict=True):
+            try:
+                record = json.loads(str(text))
+                if not isinstance(record, dict) or "objects" not in record:
+                    raise ValueError("not a done record")
+            except ValueError as err:
+                raise self._damaged(
+                    f", unit {u}", f"its done record cannot be read ({err})"
+                ) from err
+            if record.get("store_id") != self.store.meta.store_id:
+                raise self._damaged(
+                    f", unit {u}",
+                    f"written by another store (store id {record.get('store_id')!r}, this store "
+                    f"is {self.store.meta.store_id!r})",
+                )
+            out.append(record)
+        return out
+
+    def index_hashes(self) -> np.ndarray | None:
+        """(n_units, 32) content hashes of the units' source, when the index recorded them."""
+        if "index_hashes" not in self.group:
+            return None
+        return np.asarray(self.array("index_hashes")[...])
+
+    def done_record(self, u: int) -> dict[str, Any]:
+        """Unit u's done record (its counts, skips, labels and object manifest)."""
+        if u not in self._done_records:
+            (self._done_records[u],) = self._read_done_records(np.array([u]))
+        return self._done_records[u]
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """What the corpus holds over its completed units: source, counts, skips, labels."""
+        index = self.attrs.get("index", {})
+        skipped = dict(index.get("skipped", {}))
+        for reason, count in self.units.skipped.items():
+            skipped[reason] = skipped.get(reason, 0) + count
+        return {
+            "source": self.attrs.get("source", ""),
+            "source_hash": self.attrs.get("source_hash", ""),
+            "counts": {
+                "sequences": self._len,
+                "tokens": int(self.units.n_tokens.sum()),
+                "positions": int(self.units.n_positions.sum()),
+            },
+            "skipped": dict(sorted(skipped.items())),
+            "skip_examples": (list(index.get("examples", [])) + self.units.examples)[:5],
+            "label_names": self.units.labels,
+        }
 
     def array(self, name: str) -> zarr.Array:
         """The corpus's zarr array `name` (opened once: each open reads its metadata)."""
@@ -207,17 +270,29 @@ class Corpus:
         slot = np.searchsorted(self._unit_first, indices, side="right") - 1
         return self.done_units[slot], indices - self._unit_first[slot]
 
+    def _check_objects(self, u: int) -> None:
+        """Every object unit u wrote must exist with the size its done record lists."""
+        listed = self.done_record(u)["objects"]
+        store = self.store.root.store_path.store
+        base = self.store.root.store_path.path
+        keys = [f"{base}/{key}" if base else key for key, _, _ in listed.values()]
+        for (name, (_, size, _)), found in zip(
+            listed.items(), object_sizes(store, keys), strict=True
+        ):
+            if found is None:
+                raise ValueError(f"the stored object of array {name!r} is missing (deleted?)")
+            if found != size:
+                raise ValueError(
+                    f"the stored object of array {name!r} has {found} bytes, its done record "
+                    f"says {size} (truncated or replaced?)"
+                )
+
     def _unit(self, u: int) -> _UnitBlock:
         if u in self._cache:
             self._cache.move_to_end(u)
             return self._cache[u]
         try:
-            total = int(self.info["counts"]["sequences"])
-            sequences = range(u * self.unit_size, min((u + 1) * self.unit_size, total))
-            names = unit_arrays(self.store.meta)
-            missing = missing_unit_objects(self.array, names, u, sequences)
-            if missing:
-                raise ValueError(f"the stored objects of {missing} are missing (deleted?)")
+            self._check_objects(u)
             block = self._read_unit(u)
         except DAMAGE as err:
             raise self._damaged(f", unit {u}", err) from err
@@ -227,11 +302,14 @@ class Corpus:
         return block
 
     def _read_unit(self, u: int) -> _UnitBlock:
-        g, s = self.array, self.unit_size
-        lengths = np.asarray(g("plan_lengths")[u * s : (u + 1) * s], dtype=np.int64)
-        n_positions = np.asarray(g("plan_positions")[u * s : (u + 1) * s], dtype=np.int64)
+        g, s, record = self.array, self.unit_size, self.done_record(u)
+        n_seq = int(record["n_sequences"])
+        lengths = np.asarray(g("lengths")[u * s : u * s + n_seq], dtype=np.int64)
+        n_positions = np.asarray(g("n_positions")[u * s : u * s + n_seq], dtype=np.int64)
         tok0, pos0 = u * self.token_slot, u * self.position_slot
         n_tok, n_pos = int(lengths.sum()), int(n_positions.sum())
+        if n_tok != record["n_tokens"] or n_pos != record["n_positions"]:
+            raise ValueError("its lengths do not add up to the counts of its done record")
         return _UnitBlock(
             lengths=lengths,
             n_positions=n_positions,
@@ -286,9 +364,13 @@ class Corpus:
             tags=rec.get("tags"),
         )
 
+    def lengths(self) -> np.ndarray:
+        """Tokens per sequence over the completed units (dense index order)."""
+        return self._per_sequence("lengths")
+
     def split_array(self) -> np.ndarray:
-        """Per-sequence split names (cheap: reads only the split array of completed units)."""
-        return self._sequence_column("split")
+        """Per-sequence split names (a numpy string array; no Python object per sequence)."""
+        return self._per_sequence("split")
 
     def column(self, name: str) -> list[Any]:
         """Per-sequence metadata field: id, line, split, domain, intent, locale, tags or text."""
@@ -296,13 +378,34 @@ class Corpus:
             return list(self.split_array())
         return [json.loads(r).get(name) for r in self._sequence_column("records")]
 
-    def _sequence_column(self, array: str) -> np.ndarray:
-        arr, s, total = self.array(array), self.unit_size, int(self.info["counts"]["sequences"])
+    def _per_sequence(self, array: str) -> np.ndarray:
+        """`lengths` or `split` of every sequence: the summary's copy for consolidated units,
+        the unit's own chunk for the others."""
         try:
-            stops = np.minimum((self.done_units + 1) * s, total)
+            parts = self.summary.per_sequence(array, self.done_units, self.units.n_sequences)
+            for i, u in enumerate(self.done_units.tolist()):
+                if parts[i] is None:
+                    n = int(self.units.n_sequences[i])
+                    values = np.asarray(
+                        self.array(array)[u * self.unit_size : u * self.unit_size + n]
+                    )
+                    parts[i] = (
+                        values.astype(object).astype("U")
+                        if array == "split"
+                        else values.astype(np.int64)
+                    )
+        except DAMAGE as err:
+            raise self._damaged(f", array {array!r}", err) from err
+        if not parts:
+            return np.zeros(0, dtype=str if array == "split" else np.int64)
+        return np.concatenate(parts)
+
+    def _sequence_column(self, array: str) -> np.ndarray:
+        arr, s = self.array(array), self.unit_size
+        try:
             parts = [
-                np.asarray(arr[u * s : b], dtype=object)
-                for u, b in zip(self.done_units, stops, strict=True)
+                np.asarray(arr[u * s : u * s + int(n)], dtype=object)
+                for u, n in zip(self.done_units, self.units.n_sequences, strict=True)
             ]
             values = np.concatenate(parts) if parts else np.zeros(0, dtype=object)
             if (values == "").any():  # written sequences always have a value
@@ -416,7 +519,8 @@ class Store:
 
         try:
             top = self.root[CORPORA_GROUP]
-            assert isinstance(top, zarr.Group)
+            if not isinstance(top, zarr.Group):
+                raise KeyError(f"{CORPORA_GROUP} is not a group")
             walk(top, "")
         except DAMAGE as err:
             raise StoreCorruptError(
@@ -446,3 +550,33 @@ def open_store(
     store = Store(str(url), storage_options)
     store.meta.check(expected, where=f"store {url}")
     return store
+
+
+def stored_corpus_index(
+    url: str, name: str, storage_options: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+    """The source index a store keeps for corpus `name` (its attributes and arrays), or None
+    when there is no store at `url` or it has no such corpus yet."""
+    try:
+        root = open_root(url, "r", storage_options)
+    except UserError:
+        return None
+    if META_KEY in root.attrs:
+        StoreMeta.from_dict(attrs_dict(root, META_KEY))  # refuses an older format in one line
+    try:
+        group = root[f"{CORPORA_GROUP}/{name}"]
+        if not isinstance(group, zarr.Group) or CORPUS_KEY not in group.attrs:
+            return None
+        attrs = attrs_dict(group, CORPUS_KEY)
+        arrays = {
+            key.removeprefix("index_"): np.asarray(arr[...])
+            for key, arr in group.arrays()
+            if key.startswith("index_")
+        }
+    except KeyError:
+        return None
+    except ValueError as err:
+        raise StoreCorruptError(
+            f"store {url}, corpus {name!r}: its index cannot be read ({err}); run `kdcache verify`"
+        ) from err
+    return dict(attrs.get("index", {})), arrays

@@ -7,54 +7,88 @@ recompute (delete nothing by hand: a rerun of precompute rewrites units whose fl
 from __future__ import annotations
 
 import json
+import zlib
 from typing import Any
 
 import numpy as np
 from rich.console import Console
 
 from logit_store import target_codec
-from logit_store.arrays import PLAN_ARRAYS, missing_unit_objects, unit_arrays
+from logit_store.arrays import UNIT_ARRAYS, unit_arrays
 from logit_store.errors import StoreCorruptError
+from logit_store.objects import object_bytes
 from logit_store.reader import DAMAGE, Corpus, open_store
 
 MAX_LISTED = 10
 
 
-def _read_slot(corpus: Corpus, array: str, start: int, stop: int) -> np.ndarray:
-    return np.asarray(corpus.array(array)[start:stop])
+def _expected_objects(corpus: Corpus, record: dict[str, Any]) -> list[str]:
+    """Arrays a unit with these counts must have written."""
+    used = {"sequence": True, "token": record["n_tokens"] > 0}
+    used |= {"position": record["n_positions"] > 0, "position2": record["n_positions"] > 0}
+    used["table"] = record["n_positions"] > 0
+    return [n for n in unit_arrays(corpus.store.meta) if used[UNIT_ARRAYS[n][0]]]
+
+
+def _check_objects(corpus: Corpus, u: int, record: dict[str, Any], where: str) -> list[str]:
+    """Every object of the unit exists with the size and crc32 its done record lists."""
+    listed = record["objects"]
+    faults = [
+        f"{where}: array {name!r} is missing from its done record"
+        for name in _expected_objects(corpus, record)
+        if name not in listed
+    ]
+    store, base = corpus.store.root.store_path.store, corpus.store.root.store_path.path
+    keys = [f"{base}/{key}" if base else key for key, _, _ in listed.values()]
+    for (name, (_, size, crc)), data in zip(listed.items(), object_bytes(store, keys), strict=True):
+        if data is None:
+            faults.append(f"{where}: array {name!r} has no stored object (deleted?)")
+        elif len(data) != size:
+            faults.append(
+                f"{where}: array {name!r}: its object has {len(data)} bytes, the done record "
+                f"says {size} (truncated or replaced)"
+            )
+        elif zlib.crc32(data) != crc:
+            faults.append(f"{where}: array {name!r}: its object's checksum differs (replaced?)")
+    return faults
+
+
+def _check_identity(corpus: Corpus, u: int, record: dict[str, Any], where: str) -> list[str]:
+    faults = []
+    meta = corpus.store.meta
+    if record.get("teacher_hash") != meta.teacher_hash:
+        faults.append(f"{where}: written by another teacher ({record.get('teacher_hash')!r})")
+    hashes = corpus.index_hashes()
+    if hashes is not None and record.get("unit_hash") != bytes(hashes[u]).hex():
+        faults.append(f"{where}: computed from other source content than the store's index")
+    return faults
 
 
 def _check_unit(corpus: Corpus, u: int, n_classes: int, vocab: int) -> list[str]:
     meta, s = corpus.store.meta, corpus.unit_size
     where = f"corpus {corpus.name!r} unit {u}"
-    total = int(corpus.info["counts"]["sequences"])
-    n_seq = min(s, total - u * s)
-    arrays: dict[str, np.ndarray] = {}
-    names = unit_arrays(meta)
-    sizes = {"records": s, "split": s, "id_table": corpus.table_slot}
-    sizes |= {"input_ids": corpus.token_slot, "word_ids": corpus.token_slot}
-    slots = {name: (u * s, u * s + n_seq) for name in PLAN_ARRAYS}
-    for name in names[len(PLAN_ARRAYS) :]:
-        size = sizes.get(name, corpus.position_slot)
-        slots[name] = (u * size, (u + 1) * size)
     try:
-        absent = missing_unit_objects(corpus.array, names, u, range(u * s, u * s + n_seq))
-    except DAMAGE as err:
-        return [f"{where}: {err}"]
-    faults = [f"{where}: array {name!r} has no stored object (deleted?)" for name in absent]
-    for name, (a, b) in slots.items():
-        try:
-            arrays[name] = _read_slot(corpus, name, a, b)
-        except DAMAGE as err:  # a failed checksum, a truncated object or bad metadata
-            faults.append(f"{where}: array {name!r} cannot be read ({type(err).__name__}: {err})")
+        record = corpus.done_record(u)
+    except StoreCorruptError as err:
+        return [str(err)]
+    faults = _check_identity(corpus, u, record, where)
+    faults += _check_objects(corpus, u, record, where)
     if faults:
         return faults
-    lengths, n_pos = (
-        arrays["plan_lengths"].astype(np.int64),
-        arrays["plan_positions"].astype(np.int64),
-    )
-    n_tok, n_lab = int(lengths.sum()), int(n_pos.sum())
-    records = arrays["records"]
+    n_seq = int(record["n_sequences"])
+    try:
+        block = corpus._read_unit(u)
+        records = np.asarray(corpus.array("records")[u * s : (u + 1) * s], dtype=object)
+        id_table = np.asarray(
+            corpus.array("id_table")[u * corpus.table_slot : (u + 1) * corpus.table_slot]
+        )
+        gaps = np.asarray(
+            corpus.array("target_ids")[
+                u * corpus.position_slot : u * corpus.position_slot + int(record["n_positions"])
+            ]
+        )
+    except DAMAGE as err:  # a failed checksum, a truncated object or bad metadata
+        return [f"{where}: cannot be read ({type(err).__name__}: {err})"]
     if (records[:n_seq] == "").any() or (records[n_seq:] != "").any():
         faults.append(f"{where}: array 'records' does not hold exactly {n_seq} records")
     else:
@@ -64,26 +98,22 @@ def _check_unit(corpus: Corpus, u: int, n_classes: int, vocab: int) -> list[str]
             except json.JSONDecodeError:
                 faults.append(f"{where}: record {u * s + i} is not valid JSON")
                 break
-    ids = arrays["input_ids"][:n_tok]
+    ids = block.input_ids
     if len(ids) and (ids.min() < 0 or ids.max() >= vocab):
         faults.append(f"{where}: array 'input_ids' has ids outside [0, {vocab})")
-    positions = arrays["positions"][:n_lab]
-    if len(positions) and ((positions < 0) | (positions >= np.repeat(lengths, n_pos))).any():
+    positions = block.positions
+    if (
+        len(positions)
+        and ((positions < 0) | (positions >= np.repeat(block.lengths, block.n_positions))).any()
+    ):
         faults.append(f"{where}: array 'positions' points outside its sequence")
-    masked = arrays["masked_ids"][:n_lab]
+    masked = block.masked_ids
     if len(masked) and (masked.min() < 0 or masked.max() >= vocab):
         faults.append(f"{where}: array 'masked_ids' has ids outside [0, {vocab})")
-    tail = arrays.get("tail_logmass")
-    gaps = arrays["target_ids"][:n_lab]
     ranks = np.cumsum(gaps, axis=1, dtype=np.int64)
-    if ranks.size and ranks.max() >= corpus.table_slot:
+    if ranks.size and ranks.max() >= len(id_table):
         return [*faults, f"{where}: array 'target_ids' points past the unit's id table"]
-    targets = target_codec.decode(
-        meta,
-        target_codec.ids_from_gaps(gaps, arrays["id_table"]),
-        arrays["target_values"][:n_lab],
-        None if tail is None else tail[:n_lab],
-    )
+    targets = target_codec.decode(meta, block.target_ids, block.target_values, block.tail)
     if len(targets.ids) and (targets.ids.max() >= n_classes):
         faults.append(f"{where}: array 'target_ids' decodes to ids outside [0, {n_classes})")
     if meta.encoding == "topk":

@@ -1,18 +1,27 @@
-"""Create a store and fill it unit by unit: resumable, idempotent, safe for many writers.
+"""Create a store and fill it unit by unit: create-once, resumable, idempotent, many writers.
 
-    writer = create_store(url, meta, plans)       # create, or reopen after checking settings
-    for unit in writer.pending("task"):           # units whose done flag is not set
-        writer.write_unit(unit, UnitData(...))    # all shards of the unit, then its done flag
+    writer = create_store(url, meta, specs)       # create, or join after checking settings
+    for unit in writer.pending("task"):           # units without a done record
+        writer.write_unit(unit, UnitData(...))    # the unit's objects, then its done record
 
-A crash (even SIGKILL) between the two leaves the unit un-flagged; rerunning writes it again
-from scratch, so the result equals an uninterrupted run's. Different processes may write
-different units at the same time: each unit owns its shards (see `layout.py`).
+Creation is create-once: the store's metadata (with a fresh `store_id`) and each corpus's
+identity are objects written only if absent (`objects.create_once`), so of two writers started
+together with different settings one creates the store and the other is refused, naming the
+field; a writer also re-reads the store's identity before every unit, so a store replaced under
+it is never mixed into. A crash (even SIGKILL) before the done record leaves the unit pending;
+rerunning writes it again, so the result equals an uninterrupted run's. Different processes may
+write different units at the same time: each unit owns its slots (see `layout.py`).
+
+The done record of a unit is its own object (JSON): the writer's store id and teacher hash, the
+unit's source hash, its counts and skips, the label and split names it holds, and the manifest
+(key, size, crc32) of every object it wrote.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,88 +32,143 @@ from logit_store.arrays import (
     CORPORA_GROUP,
     CORPUS_KEY,
     META_KEY,
+    UNIT_ARRAYS,
     attrs_dict,
     check_store_target,
     child_array,
     create_corpus_arrays,
-    layout_attrs,
+    inner_chunk,
+    listed_done_units,
     open_root,
+    slot_of,
     table_slot,
 )
-from logit_store.errors import StoreMismatchError
-from logit_store.layout import Unit, UnitLayout
-from logit_store.meta import CorpusPlan, StoreMeta
+from logit_store.errors import StoreCorruptError, StoreMismatchError, UserError
+from logit_store.layout import Unit, UnitLayout, round_up
+from logit_store.meta import CorpusSpec, StoreMeta
+from logit_store.objects import ObjectRef, create_once, manifest, read_object
+from logit_store.reader import open_store
 from logit_store.records import SparseTargets
+from logit_store.summary import consolidate
 
+STORE_ID_KEY = "kdcache.json"
+CORPUS_ID_KEY = "kdcache_identity.json"
 RECORD_FIELDS = ("id", "line", "split", "domain", "intent", "locale", "tags", "text")
+LABEL_FIELDS = ("domain", "intent", "locale")
 
 
 @dataclass(frozen=True)
 class UnitData:
-    """Everything one unit stores, sequences in plan order, concatenated per axis.
+    """Everything one unit stores, sequences in record order, concatenated per axis.
 
     input_ids (T,) original token ids; word_ids (T,) token -> word index (-1: special token);
-    positions (P,) labelled positions within their sequence; masked_ids (P,) the id the teacher
-    saw there; targets: SparseTargets with P rows; records: one dict per sequence with the keys
-    of RECORD_FIELDS (missing keys are stored as null).
+    lengths (N,) tokens per sequence; positions (P,) labelled positions within their sequence;
+    masked_ids (P,) the id the teacher saw there; n_positions (N,) labelled positions per
+    sequence; targets: SparseTargets with P rows; records: one dict per sequence with the keys
+    of RECORD_FIELDS (missing keys are stored as null); skipped / examples: the unit's skips;
+    n_records: source records the unit covered (sequences + skipped records).
     """
 
     input_ids: np.ndarray
     word_ids: np.ndarray
+    lengths: np.ndarray
     positions: np.ndarray
     masked_ids: np.ndarray
+    n_positions: np.ndarray
     targets: SparseTargets
     records: list[dict[str, Any]]
+    skipped: dict[str, int] = field(default_factory=dict)
+    examples: list[str] = field(default_factory=list)
+    n_records: int | None = None
 
 
-def _plan_diffs(group: zarr.Group, plan: CorpusPlan) -> list[tuple[str, object, object]]:
-    stored = attrs_dict(group, CORPUS_KEY)
-    wanted = plan.attrs()
-    diffs: list[tuple[str, object, object]] = [
-        (f"{plan.name}.{key}", stored.get(key), wanted[key])
-        for key in ("source_hash", "unit_size", "counts", "label_names")
-        if stored.get(key) != wanted[key]
-    ]
-    if not diffs:
-        for name, values in (("plan_lengths", plan.lengths), ("plan_positions", plan.n_positions)):
-            if not np.array_equal(child_array(group, name)[:], values):
-                diffs.append((f"{plan.name}.{name}", "stored plan", "a different plan"))
-    return diffs
+def _identity_json(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, sort_keys=True).encode()
+
+
+def _read_identity(url: str, key: str, options: dict[str, Any] | None) -> dict[str, Any]:
+    raw = read_object(url, key, options)
+    if raw is None:
+        raise StoreCorruptError(f"store {url}: {key} is missing; run `kdcache verify`")
+    try:
+        value = json.loads(raw)
+        if not isinstance(value, dict):
+            raise ValueError("not an object")
+    except ValueError as err:
+        raise StoreCorruptError(f"store {url}: {key} cannot be read ({err})") from err
+    return value
+
+
+def _claim_store(url: str, meta: StoreMeta, options: dict[str, Any] | None) -> StoreMeta:
+    """Create the store's identity once; a later writer must match it. Returns the stored meta."""
+    root = open_root(url, "a", options)
+    if META_KEY in root.attrs:  # refuses an older format, or other settings, before claiming
+        StoreMeta.from_dict(attrs_dict(root, META_KEY)).check(meta, where=f"store {url}")
+    wanted = {**meta.to_dict(), "store_id": uuid.uuid4().hex}
+    if not create_once(url, STORE_ID_KEY, _identity_json(wanted), options):
+        stored = StoreMeta.from_dict(_read_identity(url, STORE_ID_KEY, options))
+        stored.check(meta, where=f"store {url}")
+        return stored
+    return StoreMeta.from_dict(wanted)
+
+
+def _claim_corpus(url: str, spec: CorpusSpec, options: dict[str, Any] | None) -> None:
+    key = f"{CORPORA_GROUP}/{spec.name}/{CORPUS_ID_KEY}"
+    if not create_once(url, key, _identity_json(spec.identity()), options):
+        stored = _read_identity(url, key, options)
+        diffs = [
+            (f"{spec.name}.{name}", stored.get(name), want)
+            for name, want in spec.identity().items()
+            if stored.get(name) != want
+        ]
+        if diffs:
+            raise StoreMismatchError(f"corpus {spec.name!r} in store {url}", diffs)
 
 
 def create_store(
     url: str,
     meta: StoreMeta,
-    plans: list[CorpusPlan],
+    specs: list[CorpusSpec],
     storage_options: dict[str, Any] | None = None,
 ) -> StoreWriter:
-    """Create the store (or reopen it, refusing different settings) and return a writer.
+    """Create the store (or join it, refusing different settings) and return a writer.
 
-    New corpora may be added to an existing store with the same StoreMeta. With several
-    processes, let one call this first; the others then reopen (their call only validates).
-    A path holding anything else (a file, other files, another zarr group) is refused.
+    New corpora may be added to an existing store with the same StoreMeta; missing arrays of a
+    known corpus (a deleted ``done`` array, say) are recreated. A path holding anything else (a
+    file, other files, another zarr group) is refused.
     """
     check_store_target(url, storage_options)
+    stored = _claim_store(url, meta, storage_options)
     root = open_root(url, "a", storage_options)
-    if META_KEY in root.attrs:
-        StoreMeta.from_dict(attrs_dict(root, META_KEY)).check(meta, where=f"store {url}")
-    layouts: dict[str, UnitLayout] = {}
-    for plan in plans:
-        path = f"{CORPORA_GROUP}/{plan.name}"
-        layout = UnitLayout.from_plan(plan)
-        layouts[plan.name] = layout
-        existing = root.get(path)
-        if isinstance(existing, zarr.Group) and CORPUS_KEY in existing.attrs:
-            diffs = _plan_diffs(existing, plan)
-            if diffs:
-                raise StoreMismatchError(f"corpus {plan.name!r} in store {url}", diffs)
-            continue
-        group = root.require_group(path)
-        create_corpus_arrays(group, meta, plan, layout)
-        group.attrs[CORPUS_KEY] = {**plan.attrs(), "layout": layout_attrs(meta, layout)}
     if META_KEY not in root.attrs:
-        root.attrs[META_KEY] = meta.to_dict()
-    return StoreWriter(url, root, meta, {p.name: p for p in plans}, layouts)
+        root.attrs[META_KEY] = stored.to_dict()
+    layouts: dict[str, UnitLayout] = {}
+    for spec in specs:
+        _claim_corpus(url, spec, storage_options)
+        group = root.require_group(f"{CORPORA_GROUP}/{spec.name}")
+        layouts[spec.name] = create_corpus_arrays(group, stored, spec)
+        if CORPUS_KEY not in group.attrs:
+            group.attrs[CORPUS_KEY] = {
+                **spec.identity(),
+                "source": spec.source,
+                "index": spec.index,
+                "layout": layouts[spec.name].to_dict(),
+                "table_slot": table_slot(stored, layouts[spec.name]),
+            }
+    return StoreWriter(url, root, stored, {s.name: s for s in specs}, layouts, storage_options)
+
+
+def label_names(records: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Sorted vocabularies of the optional labels present in `records`."""
+    names: dict[str, list[str]] = {}
+    for key in LABEL_FIELDS:
+        values = {r[key] for r in records if r.get(key) is not None}
+        if values:
+            names[key] = sorted(values)
+    tags = {tag for r in records if r.get("tags") for tag in r["tags"]}
+    if tags:
+        names["tags"] = sorted(tags)
+    return names
 
 
 class StoreWriter:
@@ -115,18 +179,19 @@ class StoreWriter:
         url: str,
         root: zarr.Group,
         meta: StoreMeta,
-        plans: dict[str, CorpusPlan],
+        specs: dict[str, CorpusSpec],
         layouts: dict[str, UnitLayout],
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
         self.url, self.root, self.meta = url, root, meta
-        self.plans, self.layouts = plans, layouts
+        self.specs, self.layouts = specs, layouts
+        self.storage_options = storage_options
         self._arrays: dict[tuple[str, str], zarr.Array] = {}
 
     def _array(self, corpus: str, name: str) -> zarr.Array:
         """A corpus array, opened once: each open reads metadata objects, which on object
         storage is a request per level (most of a unit's requests without this cache).
-        Empty chunks are written too, so every object of a done unit exists and a deleted one
-        is detected (`arrays.missing_unit_objects`) instead of read back as zeros."""
+        Chunks of fill values are written too, so every object a unit lists exists."""
         key = (corpus, name)
         if key not in self._arrays:
             array = child_array(self.root, f"{CORPORA_GROUP}/{corpus}/{name}")
@@ -134,67 +199,99 @@ class StoreWriter:
         return self._arrays[key]
 
     def units(self, corpus: str) -> list[Unit]:
-        return self.layouts[corpus].units(corpus, self.plans[corpus].num_sequences)
+        return [Unit(corpus, u) for u in range(self.layouts[corpus].n_units)]
 
     def pending(self, corpus: str) -> list[Unit]:
-        done = np.asarray(self._array(corpus, "done")[:])
-        return [u for u in self.units(corpus) if not done[u.index]]
+        """Units without a done record (one listing of the done array's objects)."""
+        done = set(listed_done_units(self._array(corpus, "done")).tolist())
+        return [u for u in self.units(corpus) if u.index not in done]
+
+    def check_identity(self) -> None:
+        """Refuse to write into a store that was deleted and created anew under this writer."""
+        stored = _read_identity(self.url, STORE_ID_KEY, self.storage_options)
+        if stored.get("store_id") != self.meta.store_id:
+            raise UserError(
+                f"store {self.url} was replaced by another writer (store id "
+                f"{stored.get('store_id')}, this writer joined {self.meta.store_id}); stopping"
+            )
 
     def write_unit(self, unit: Unit, data: UnitData) -> None:
-        """Write all of a unit's shards, then its done flag (so readers never see half a unit)."""
-        plan, layout = self.plans[unit.corpus], self.layouts[unit.corpus]
-        lengths = plan.lengths[unit.start : unit.stop]
-        n_positions = plan.n_positions[unit.start : unit.stop]
-        n_tokens, n_labelled = int(lengths.sum()), int(n_positions.sum())
-        _check_unit(unit, data, lengths, n_positions, self.meta)
-        encoded = target_codec.encode(self.meta, data.targets)
-        u, s, t, p = unit.index, layout.unit_size, layout.token_slot, layout.position_slot
+        """Write all of a unit's objects, then its done record (readers never see half a unit)."""
+        self.check_identity()
+        layout, meta = self.layouts[unit.corpus], self.meta
+        _check_unit(unit, data, layout, meta)
+        encoded = target_codec.encode(meta, data.targets)
+        u = unit.index
+        refs: list[ObjectRef] = []
 
-        def put(name: str, values: np.ndarray, slot: int, used: int) -> None:
+        def put(name: str, values: np.ndarray) -> None:
             arr = self._array(unit.corpus, name)
-            full = np.zeros((slot, *arr.shape[1:]), dtype=arr.dtype)
+            slot, used = slot_of(name, meta, layout), len(values)
+            if UNIT_ARRAYS[name][0] == "sequence":
+                rows = slot
+            elif used == 0:
+                return
+            else:
+                rows = min(slot, round_up(used, inner_chunk(name, meta, layout)))
+            full = np.zeros((rows, *arr.shape[1:]), dtype=arr.dtype)
+            if arr.dtype.kind in "OTU":
+                full = np.full((rows,), "", dtype=object)
             full[:used] = values
-            arr[u * slot : (u + 1) * slot] = full
+            arr[u * slot : u * slot + rows] = full
+            refs.append((name, arr, (u,) + (0,) * (arr.ndim - 1)))
 
-        put("input_ids", data.input_ids, t, n_tokens)
-        put("word_ids", data.word_ids, t, n_tokens)
-        put("positions", data.positions, p, n_labelled)
-        put("masked_ids", data.masked_ids, p, n_labelled)
-        put("target_ids", encoded["ids"], p, n_labelled)
-        put("target_values", encoded["values"], p, n_labelled)
-        put("id_table", encoded["table"], table_slot(self.meta, layout), len(encoded["table"]))
+        records = [
+            json.dumps({key: rec.get(key) for key in RECORD_FIELDS}, ensure_ascii=False)
+            for rec in data.records
+        ]
+        put("lengths", data.lengths.astype(np.int32))
+        put("n_positions", data.n_positions.astype(np.int32))
+        put("records", np.array(records, dtype=object))
+        put("split", np.array([str(r.get("split") or "train") for r in data.records], dtype=object))
+        put("input_ids", data.input_ids)
+        put("word_ids", data.word_ids)
+        put("positions", data.positions)
+        put("masked_ids", data.masked_ids)
+        put("target_ids", encoded["ids"])
+        put("target_values", encoded["values"])
+        put("id_table", encoded["table"])
         if "tail" in encoded:
-            put("tail_logmass", encoded["tail"], p, n_labelled)
-        records = np.full(s, "", dtype=object)
-        splits = np.full(s, "", dtype=object)
-        for i, rec in enumerate(data.records):
-            records[i] = json.dumps(
-                {key: rec.get(key) for key in RECORD_FIELDS}, ensure_ascii=False
-            )
-            splits[i] = str(rec.get("split") or "train")
-        self._array(unit.corpus, "records")[u * s : (u + 1) * s] = records
-        self._array(unit.corpus, "split")[u * s : (u + 1) * s] = splits
-        # a whole-chunk slice, so zarr writes the flag without first reading the old one
-        self._array(unit.corpus, "done")[u : u + 1] = np.ones(1, dtype=np.uint8)
+            put("tail_logmass", encoded["tail"])
+        spec = self.specs[unit.corpus]
+        done = {
+            "store_id": meta.store_id,
+            "teacher_hash": meta.teacher_hash,
+            "unit_hash": spec.unit_hash(u),
+            "n_records": int(data.n_records if data.n_records is not None else len(data.records)),
+            "n_sequences": len(data.records),
+            "n_tokens": len(data.input_ids),
+            "n_positions": len(data.positions),
+            "skipped": {k: int(v) for k, v in sorted(data.skipped.items()) if v},
+            "examples": list(data.examples),
+            "labels": label_names(data.records),
+            "splits": sorted({str(r.get("split") or "train") for r in data.records}),
+            "objects": manifest(refs),
+        }
+        # the done record: one object of its own, written last
+        self._array(unit.corpus, "done")[u : u + 1] = np.array([json.dumps(done)], dtype=object)
 
 
-def _check_unit(
-    unit: Unit, data: UnitData, lengths: np.ndarray, n_positions: np.ndarray, meta: StoreMeta
-) -> None:
-    """The unit data must match the plan it was cut from (internal invariant: asserts)."""
-    n_seq = unit.stop - unit.start
-    assert len(data.records) == n_seq, (
-        f"unit {unit}: {len(data.records)} records for {n_seq} sequences"
-    )
-    assert len(data.input_ids) == len(data.word_ids) == int(lengths.sum()), (
+def _check_unit(unit: Unit, data: UnitData, layout: UnitLayout, meta: StoreMeta) -> None:
+    """The unit data must be consistent and fit its slots (internal invariant: asserts)."""
+    n_seq = len(data.records)
+    assert n_seq <= layout.unit_size, f"unit {unit}: {n_seq} sequences > unit size"
+    assert len(data.lengths) == len(data.n_positions) == n_seq, f"unit {unit}: sequence counts"
+    assert len(data.input_ids) == len(data.word_ids) == int(data.lengths.sum()), (
         f"unit {unit}: token count"
     )
-    assert len(data.positions) == len(data.masked_ids) == int(n_positions.sum()), (
+    assert len(data.input_ids) <= layout.token_slot, f"unit {unit}: tokens exceed the slot"
+    assert len(data.positions) == len(data.masked_ids) == int(data.n_positions.sum()), (
         f"unit {unit}: positions"
     )
+    assert len(data.positions) <= layout.position_slot, f"unit {unit}: positions exceed the slot"
     assert data.targets.num_positions == len(data.positions), f"unit {unit}: target rows"
     if len(data.positions):
-        seq_len = np.repeat(lengths, n_positions)
+        seq_len = np.repeat(data.lengths, data.n_positions)
         assert ((data.positions >= 0) & (data.positions < seq_len)).all(), (
             f"unit {unit}: position range"
         )
@@ -202,3 +299,22 @@ def _check_unit(
         assert data.input_ids.min() >= 0 and data.input_ids.max() < meta.vocab_size, (
             "token id range"
         )
+
+
+def consolidate_store(url: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Fold the done records written since the last summary into it, for every corpus
+    (`summary.py`); one process calls this at the end of a run."""
+    store = open_store(url, storage_options=storage_options)
+    root = open_root(url, "a", storage_options)
+    for name in store.corpora:
+        corpus, s = store[name], store[name].unit_size
+        fresh = {}
+        for u in corpus.done_units[~corpus.summary.covers(corpus.done_units)].tolist():
+            record = corpus.done_record(u)
+            rows = slice(u * s, u * s + int(record["n_sequences"]))
+            lengths = np.asarray(corpus.array("lengths")[rows])
+            splits = np.asarray(corpus.array("split")[rows]).astype(object).astype("U")
+            fresh[u] = (record, lengths, splits)
+        group = root[f"{CORPORA_GROUP}/{name}"]
+        assert isinstance(group, zarr.Group)
+        consolidate(group, corpus.summary, fresh)

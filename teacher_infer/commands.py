@@ -57,7 +57,16 @@ def precompute(
     seed: Annotated[int, typer.Option(help="Masking / sampling / corpus seed.")] = 0,
     positions: Annotated[str, typer.Option(help="mlm labels: masked or all tokens.")] = "masked",
     token_budget: Annotated[int, typer.Option(help="Max batch size x padded length.")] = 8192,
-    unit_size: Annotated[int, typer.Option(help="Sequences per resumable unit.")] = 1024,
+    unit_size: Annotated[
+        int, typer.Option(help="Source records (lines, rows) per resumable unit.")
+    ] = 1024,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Host processes that read, tokenize and batch units ahead of the teacher "
+            "(default: the cores available less one; 0: in the main process)."
+        ),
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto (bf16 on GPU), fp32, bf16, fp16.")] = "auto",
     value_dtype: Annotated[str, typer.Option(help="Stored log-probs: q8 or fp16.")] = "q8",
@@ -90,6 +99,7 @@ def precompute(
         positions=positions,
         token_budget=token_budget,
         unit_size=unit_size,
+        workers=workers,
         device=device,
         dtype=dtype,
         value_dtype=value_dtype,

@@ -1,7 +1,9 @@
-"""Tokenize a corpus and choose its labelled positions before the teacher runs.
+"""Tokenize a unit of texts and choose its labelled positions before the teacher runs.
 
-The plan is cheap and deterministic, so every process (and every rerun after a crash) derives the
-same sequences, lengths and masks without talking to the others:
+The plan is cheap, deterministic and local to a unit: it depends only on the unit's texts and
+their record numbers in the corpus (`corpus_index`), so every process (and every rerun after a
+crash) derives the same sequences, lengths and masks for a unit without reading any other unit;
+planning units one by one equals planning the whole corpus at once, array for array:
 
 * tokenization with the teacher's fast tokenizer; texts that come with ``words`` (e.g. ATIS with
   word-level BIO tags) are tokenized with ``is_split_into_words`` so ``word_ids`` maps every token
@@ -11,8 +13,8 @@ same sequences, lengths and masks without talking to the others:
 * BERT-style masking (DESIGN §4): each ordinary token is selected with probability ``mask_prob``
   (at least one per sequence); a selected token becomes [MASK] with probability 0.8, a uniformly
   random vocabulary id with 0.1, and stays unchanged with 0.1. Every random number is a
-  counter-based hash of (seed, corpus name, sequence index, token index, stream), so the masks
-  do not depend on batching, process count or platform;
+  counter-based hash of (seed, corpus name, record number, token index, stream), so the masks
+  do not depend on units, batching, process count or platform;
 * labelled positions: the masked ones (``positions="masked"``) or every ordinary token
   (``"all"``) in MLM mode; index 0 for a sequence-classification teacher; every ordinary token for
   a token-classification teacher.
@@ -27,8 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from logit_store import CorpusPlan
-from teacher_infer.corpus_records import MAX_EXAMPLES, CorpusText, ReadReport
+from teacher_infer.corpus_records import MAX_EXAMPLES, CorpusText
 
 TOKENIZE_BATCH = 512
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -56,15 +57,16 @@ class MaskingSpec:
 
 
 @dataclass(frozen=True)
-class PlannedCorpus:
-    """One corpus, tokenized and masked. Ragged arrays are flat with ``(N + 1,)`` offsets.
+class PlannedUnit:
+    """Texts tokenized and masked. Ragged arrays are flat with ``(N + 1,)`` offsets.
 
     input_ids (T,) original ids; word_ids (T,) word index or -1; token_offsets (N + 1,)
     positions (P,) index within its sequence; masked_ids (P,) id the teacher sees there;
     position_offsets (N + 1,); teacher input = input_ids with masked_ids written at positions.
+    records: one dict per sequence (`CorpusText.to_record`); skipped: reason -> count of the
+    texts dropped here ("truncated" counts kept-but-cut texts); examples: "FILE:LINE: reason".
     """
 
-    plan: CorpusPlan
     input_ids: np.ndarray
     word_ids: np.ndarray
     token_offsets: np.ndarray
@@ -72,10 +74,19 @@ class PlannedCorpus:
     masked_ids: np.ndarray
     position_offsets: np.ndarray
     records: list[dict[str, Any]]
+    skipped: dict[str, int]
+    examples: list[str]
 
     @property
-    def name(self) -> str:
-        return self.plan.name
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.token_offsets)
+
+    @property
+    def n_positions(self) -> np.ndarray:
+        return np.diff(self.position_offsets)
+
+    def __len__(self) -> int:
+        return len(self.token_offsets) - 1
 
     def teacher_input(self, i: int) -> np.ndarray:
         """(L,) ids the teacher sees for sequence i: the original ids with masks applied."""
@@ -142,7 +153,7 @@ def _tokenize(
 
 
 def _select_positions(
-    name: str, lengths: np.ndarray, word_ids: np.ndarray, spec: MaskingSpec
+    name: str, lengths: np.ndarray, word_ids: np.ndarray, record_ids: np.ndarray, spec: MaskingSpec
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(labelled positions, sequence index, selected-for-masking flags) on the flat token axis."""
     n = len(lengths)
@@ -153,7 +164,9 @@ def _select_positions(
     if spec.mode == "task":
         keep = tok == 0 if spec.task_kind == "sequence" else ordinary
         return np.flatnonzero(keep), seq, np.zeros(len(seq), bool)
-    u = uniform_hash(spec.seed, name, seq, tok, stream=0)
+    if n == 0:
+        return np.zeros(0, np.int64), seq, np.zeros(0, bool)
+    u = uniform_hash(spec.seed, name, record_ids[seq], tok, stream=0)
     u = np.where(ordinary, u, 2.0)  # special tokens are never candidates
     selected = u < spec.mask_prob
     if spec.mask_prob > 0:  # at least one masked position: the candidate with the smallest u
@@ -168,76 +181,54 @@ def _select_positions(
     return np.flatnonzero(keep), seq, selected
 
 
-def plan_corpus(
+def plan_texts(
     name: str,
     texts: Sequence[CorpusText],
-    report: ReadReport,
+    record_ids: np.ndarray,
     tokenizer: Any,
     spec: MaskingSpec,
     max_length: int,
     vocab_size: int,
-    unit_size: int,
-) -> PlannedCorpus:
-    """Tokenize, truncate, mask and choose labelled positions for one corpus."""
+) -> PlannedUnit:
+    """Tokenize, truncate, mask and choose labelled positions for texts of corpus `name`.
+
+    record_ids: (len(texts),) each text's record number in the corpus (the masking key).
+    """
     ids_list, words_list, truncated = _tokenize(tokenizer, texts, max_length)
     keep = [i for i, w in enumerate(words_list) if any(x >= 0 for x in w)]
     dropped = sorted(set(range(len(texts))) - set(keep))
     lengths = np.array([len(ids_list[i]) for i in keep], dtype=np.int64)
     input_ids = np.fromiter((t for i in keep for t in ids_list[i]), np.int64, int(lengths.sum()))
     word_ids = np.fromiter((w for i in keep for w in words_list[i]), np.int64, len(input_ids))
-    flat_pos, seq, selected = _select_positions(name, lengths, word_ids, spec)
-    token_offsets = np.concatenate([[0], np.cumsum(lengths)])
+    records = np.asarray(record_ids, dtype=np.int64)[keep]
+    flat_pos, seq, selected = _select_positions(name, lengths, word_ids, records, spec)
+    token_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
 
     teacher_ids = input_ids.copy()
-    if spec.mode == "mlm":
+    if spec.mode == "mlm" and len(seq):
         tok = np.arange(len(seq)) - token_offsets[seq]
-        action = uniform_hash(spec.seed, name, seq, tok, stream=1)
-        random_id = np.floor(uniform_hash(spec.seed, name, seq, tok, stream=2) * vocab_size)
+        action = uniform_hash(spec.seed, name, records[seq], tok, stream=1)
+        random_id = np.floor(
+            uniform_hash(spec.seed, name, records[seq], tok, stream=2) * vocab_size
+        )
         teacher_ids = np.where(selected & (action < 0.8), tokenizer.mask_token_id, teacher_ids)
         rand = selected & (action >= 0.8) & (action < 0.9)
         teacher_ids = np.where(rand, random_id.astype(np.int64), teacher_ids)
 
     pos_seq = seq[flat_pos]
     n_positions = np.bincount(pos_seq, minlength=len(lengths)).astype(np.int64)
-    records = [texts[i].to_record() for i in keep]
-    skipped = dict(report.skipped)
-    skipped["truncated"] = len(truncated)
-    skipped["empty_tokenization"] = len(dropped)
-    examples = list(report.examples)
+    examples: list[str] = []
     for reason, indices in (("truncated", sorted(truncated)), ("empty_tokenization", dropped)):
         for i in indices[: max(0, MAX_EXAMPLES - len(examples))]:
             examples.append(f"{texts[i].file}:{texts[i].line}: {reason}")
-    plan = CorpusPlan(
-        name=name,
-        lengths=lengths,
-        n_positions=n_positions,
-        source=report.source,
-        source_hash=report.source_hash,
-        skipped=skipped,
-        label_names=_label_names(records),
-        unit_size=unit_size,
-        skip_examples=examples,
-    )
-    return PlannedCorpus(
-        plan=plan,
+    return PlannedUnit(
         input_ids=input_ids,
         word_ids=word_ids,
         token_offsets=token_offsets,
-        positions=flat_pos - token_offsets[pos_seq],
+        positions=(flat_pos - token_offsets[pos_seq]).astype(np.int64),
         masked_ids=teacher_ids[flat_pos],
-        position_offsets=np.concatenate([[0], np.cumsum(n_positions)]),
-        records=records,
+        position_offsets=np.concatenate([[0], np.cumsum(n_positions)]).astype(np.int64),
+        records=[texts[i].to_record() for i in keep],
+        skipped={"truncated": len(truncated), "empty_tokenization": len(dropped)},
+        examples=examples,
     )
-
-
-def _label_names(records: list[dict[str, Any]]) -> dict[str, list[str]]:
-    """Sorted vocabularies of the optional labels present in the corpus."""
-    names: dict[str, list[str]] = {}
-    for key in ("domain", "intent", "locale"):
-        values = {r[key] for r in records if r[key] is not None}
-        if values:
-            names[key] = sorted(values)
-    tags = {tag for r in records if r["tags"] for tag in r["tags"]}
-    if tags:
-        names["tags"] = sorted(tags)
-    return names

@@ -3,19 +3,26 @@
     config = PrecomputeConfig(teacher="path", corpora=(("task", "demo:atis"),), out="store.zarr")
     summary = run_precompute(config)
 
-Steps: load the teacher (hashing weights and tokenizer), read and plan every corpus (tokenize,
-truncate, mask: `plan.py`), `create_store` (which refuses an existing store written with another
-teacher, tokenizer or setting, naming the field), then compute every *pending* unit and hand it
-to a background writer thread through a bounded queue, so the teacher never waits for storage
-and memory stays flat. Resuming is rerunning the same command: done units are skipped, and
-units are batched only internally, so the result equals an uninterrupted run's.
+Steps: load the teacher (hashing weights and tokenizer); index every corpus (one cheap pass by
+one process, `corpus_index.py`: units of `unit_size` records; a rerun reuses the index stored
+in the store after checking the files' sizes and times); `create_store`, which is create-once
+and refuses an existing store written with another teacher, tokenizer, setting or source,
+naming the field; then compute every *pending* unit. Worker processes read, tokenize, mask and
+batch units ahead of the device (`unit_pipeline.py`, `--workers`); the device runs the teacher
+and top-k / sampling (`unit_targets.py`); background writer threads encode, compress and write
+each unit through a bounded queue, so the teacher never waits for storage and memory stays
+flat. Resuming is rerunning the same command: done units are skipped, and units are batched
+only internally, so the result equals an uninterrupted run's. At the end the done records are
+consolidated into the store's summary (`logit_store/summary.py`).
 
-Under `torchrun` (WORLD_SIZE > 1) rank 0 creates the store, all ranks wait at a barrier, read
-the pending units and meet again (so all split the same list), then rank r computes
-pending[r::world] of every corpus and all ranks meet at a final barrier.
+Under `torchrun` (WORLD_SIZE > 1) rank 0 indexes and creates the store, all ranks wait at a
+barrier, read the stored index and the pending units and meet again (so all split the same
+list), then rank r prepares and computes pending[r::world] of every corpus; after a final
+barrier rank 0 consolidates.
 
 The steps are public for the Ray engine (`ray_engine.py`), which runs them in its actors:
-`load_and_plan`, `open_writer`, `compute_units` (the one unit-writing path) and `describe_run`.
+`load_teacher_for`, `open_writer`, `compute_units` (the one unit-writing path) and
+`describe_run`.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from rich.console import Console
@@ -43,12 +51,25 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from logit_store import StoreMeta, StoreWriter, Unit, UnitData, UserError, create_store
+from logit_store import (
+    CorpusSpec,
+    StoreMeta,
+    StoreWriter,
+    Unit,
+    UnitData,
+    UserError,
+    consolidate_store,
+    create_store,
+    open_store,
+    stored_corpus_index,
+)
 from logit_store.arrays import check_store_target
 from logit_store.inspect import print_skip_examples
-from teacher_infer.corpora import read_corpus
-from teacher_infer.plan import MaskingSpec, PlannedCorpus, plan_corpus
+from teacher_infer.corpus_index import CorpusIndex, index_source
+from teacher_infer.corpus_records import CorpusError
+from teacher_infer.plan import MaskingSpec
 from teacher_infer.teacher import DTYPES, Teacher, check_max_length, load_teacher
+from teacher_infer.unit_pipeline import UnitSource, default_workers, unit_loader
 from teacher_infer.unit_targets import LaunchedUnit, TargetSpec, launch_unit
 
 WRITE_QUEUE_DEPTH = 4  # units computed but not yet written (bounds host memory)
@@ -62,7 +83,8 @@ class PrecomputeConfig:
     """Everything `kdcache precompute` needs; validated on construction (UserError naming the flag).
 
     corpora: (name, source) pairs; sources are whatever `teacher_infer.corpora.read_corpus` reads.
-    token_budget: max B * Lmax per forward pass. unit_size: sequences per resumable unit.
+    token_budget: max B * Lmax per forward pass. unit_size: source records per resumable unit.
+    workers: host processes that read, tokenize and batch units (None: `default_workers()`).
     """
 
     teacher: str
@@ -83,6 +105,7 @@ class PrecomputeConfig:
     value_dtype: str = "q8"
     storage_options: Mapping[str, str] = field(default_factory=dict)
     progress: bool = True
+    workers: int | None = None
 
     def __post_init__(self) -> None:
         choices = {
@@ -121,6 +144,8 @@ class PrecomputeConfig:
             )
         if self.unit_size < 1:
             raise UserError(f"--unit-size must be >= 1, got {self.unit_size}")
+        if self.workers is not None and self.workers < 0:
+            raise UserError(f"--workers must be >= 0, got {self.workers}")
 
 
 def build_meta(teacher: Teacher, config: PrecomputeConfig, masking: MaskingSpec) -> StoreMeta:
@@ -195,17 +220,18 @@ class BackgroundWriter:
 
 
 class UnitProgress:
-    """Context manager; `ticker(corpus)` returns the per-batch callback for `launch_unit`.
+    """Context manager; `ticker(corpus)` returns the per-unit callback (records, tokens).
 
-    Totals count only the sequences of units this process will compute (pending, its rank's).
+    Totals count only the source records of units this process will compute (pending, its
+    rank's): `work` maps corpus -> records per unit.
     """
 
-    def __init__(self, work: dict[str, list[Unit]], console: Console, enabled: bool) -> None:
+    def __init__(self, work: dict[str, list[int]], console: Console, enabled: bool) -> None:
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("seq"),
+            TextColumn("records"),
             TextColumn("{task.fields[rate]:>10} tok/s"),
             TimeElapsedColumn(),
             TextColumn("ETA"),
@@ -217,7 +243,7 @@ class UnitProgress:
         self.tokens: dict[str, int] = {}
         self.started: dict[str, float] = {}
         for name, units in work.items():
-            total = sum(u.stop - u.start for u in units)
+            total = sum(units)
             self.tasks[name] = self.progress.add_task(name, total=total, rate="-")
             self.tokens[name] = 0
 
@@ -237,11 +263,11 @@ class UnitProgress:
         task = self.tasks[corpus]
         self.started.setdefault(corpus, time.perf_counter())
 
-        def tick(n_sequences: int, n_tokens: int) -> None:
+        def tick(n_records: int, n_tokens: int) -> None:
             self.tokens[corpus] += n_tokens
             elapsed = max(time.perf_counter() - self.started[corpus], 1e-9)
             rate = f"{self.tokens[corpus] / elapsed:,.0f}"
-            self.progress.update(task, advance=n_sequences, rate=rate)
+            self.progress.update(task, advance=n_records, rate=rate)
 
         return tick
 
@@ -266,45 +292,104 @@ def _barrier(world: int) -> None:
         dist.barrier()
 
 
-def plan_corpora(
-    teacher: Teacher, config: PrecomputeConfig, masking: MaskingSpec
-) -> list[PlannedCorpus]:
-    planned = []
-    for name, source in config.corpora:
-        texts, report = read_corpus(source, seed=config.seed)
-        planned.append(
-            plan_corpus(
-                name,
-                texts,
-                report,
-                teacher.tokenizer,
-                masking,
-                config.max_length,
-                teacher.vocab_size,
-                config.unit_size,
-            )
-        )
-    return planned
-
-
-def load_and_plan(
+def load_teacher_for(
     config: PrecomputeConfig, device: str
-) -> tuple[Teacher, StoreMeta, list[PlannedCorpus]]:
-    """Load the teacher on `device`, build the store metadata and plan every corpus."""
+) -> tuple[Teacher, StoreMeta, MaskingSpec]:
+    """Load the teacher on `device` and build the store metadata; refuses settings the teacher
+    cannot honour (positions beyond its embeddings, k beyond its classes)."""
     teacher = load_teacher(config.teacher, config.mode, device, config.dtype)
     check_max_length(teacher.model, config.teacher, config.max_length)
     masking = MaskingSpec(
         config.mode, teacher.task_kind, config.mask_prob, config.seed, config.positions
     )
-    return teacher, build_meta(teacher, config, masking), plan_corpora(teacher, config, masking)
+    meta = build_meta(teacher, config, masking)
+    if config.encoding == "topk" and config.k > meta.num_classes:
+        raise UserError(
+            f"--k {config.k} exceeds the teacher's {meta.num_classes} classes; "
+            f"use --k {meta.num_classes} or less"
+        )
+    return teacher, meta, masking
+
+
+def _first_change(old: CorpusIndex, new: CorpusIndex) -> CorpusError:
+    n = min(old.n_units, new.n_units)
+    differ = np.flatnonzero((old.hashes[:n] != new.hashes[:n]).any(axis=1))
+    u = int(differ[0]) if len(differ) else n
+    if u >= new.n_units:
+        u = new.n_units - 1
+    f = new.files[int(new.units[u, 0])]
+    return CorpusError(
+        f"{f.path}:{int(new.units[u, 3])}: the source changed since the store was written (unit "
+        f"{u} differs: {old.n_units} units then, {new.n_units} now); restore it, or write the "
+        "changed corpus to a new --out store"
+    )
+
+
+def corpus_indexes(config: PrecomputeConfig) -> dict[str, CorpusIndex]:
+    """The index of every corpus: the store's own when it has the corpus and the files are
+    unchanged (sizes and times), else a fresh indexing pass, refused when the store has the
+    corpus and its content differs (naming the first changed unit's file and line)."""
+    options = dict(config.storage_options) or None
+    out = {}
+    for name, source in config.corpora:
+        stored = stored_corpus_index(config.out, name, options)
+        old = None
+        if stored is not None and stored[0]:
+            attrs, arrays = stored
+            old = CorpusIndex.from_attrs(attrs, arrays["units"], arrays["hashes"])
+            same = old.source == source and old.seed == config.seed
+            if same and old.unit_size == config.unit_size and not old.changed_files():
+                out[name] = old
+                continue
+        new = index_source(source, config.unit_size, seed=config.seed)
+        if (
+            old is not None
+            and old.unit_size == new.unit_size
+            and old.source_hash != new.source_hash
+        ):
+            raise _first_change(old, new)
+        out[name] = new
+    return out
+
+
+def corpus_spec(name: str, index: CorpusIndex) -> CorpusSpec:
+    return CorpusSpec(
+        name=name,
+        n_units=index.n_units,
+        unit_size=index.unit_size,
+        source=index.source,
+        source_hash=index.source_hash,
+        index=index.attrs(),
+        index_arrays={"units": index.units, "hashes": index.hashes},
+        unit_hashes=index.hashes,
+    )
 
 
 def open_writer(
-    config: PrecomputeConfig, meta: StoreMeta, planned: list[PlannedCorpus]
+    config: PrecomputeConfig, meta: StoreMeta, indexes: dict[str, CorpusIndex]
 ) -> StoreWriter:
-    """Create the store, or reopen it after checking that it was made with these settings."""
+    """Create the store, or join it after checking that it was made with these settings."""
     options = dict(config.storage_options) or None
-    return create_store(config.out, meta, [p.plan for p in planned], options)
+    specs = [corpus_spec(name, indexes[name]) for name, _ in config.corpora]
+    return create_store(config.out, meta, specs, options)
+
+
+def unit_source(
+    teacher: Teacher,
+    config: PrecomputeConfig,
+    masking: MaskingSpec,
+    indexes: dict[str, CorpusIndex],
+) -> UnitSource:
+    tok = teacher.tokenizer
+    return UnitSource(
+        indexes=indexes,
+        tokenizer=tok,
+        masking=masking,
+        max_length=config.max_length,
+        vocab_size=teacher.vocab_size,
+        token_budget=config.token_budget,
+        pad_id=tok.pad_token_id if tok.pad_token_id is not None else 0,
+    )
 
 
 def _hand_over(launched: LaunchedUnit, background: BackgroundWriter) -> int:
@@ -317,56 +402,73 @@ def _hand_over(launched: LaunchedUnit, background: BackgroundWriter) -> int:
 def compute_units(
     teacher: Teacher,
     config: PrecomputeConfig,
-    work: list[tuple[PlannedCorpus, Unit]],
+    source: UnitSource,
+    work: list[tuple[str, int]],
     writer: StoreWriter,
     ticker: Callable[[str], Callable[[int, int], None]] | None = None,
 ) -> int:
-    """Compute and write every (corpus, unit) of `work`; returns the tokens computed.
+    """Compute and write every (corpus, unit index) of `work`; returns the tokens computed.
 
-    Unit u + 1 is launched before unit u is finished (the device stays busy) and finished units
-    are written by background threads; every unit is written (done flag last) on return.
+    Workers prepare units ahead; unit u + 1 is launched before unit u is finished (the device
+    stays busy) and finished units are written by background threads; every unit is written
+    (done record last) on return.
     """
     spec = TargetSpec(config.encoding, config.k, config.n_samples, config.seed)
     background = BackgroundWriter(writer, WRITER_THREADS.get(teacher.device.type, 1))
+    workers = default_workers() if config.workers is None else config.workers
     tokens = 0
     try:
         previous: LaunchedUnit | None = None
-        for corpus, unit in work:
-            tick = ticker(corpus.name) if ticker is not None else None
-            launched = launch_unit(teacher, corpus, unit, spec, config.token_budget, tick)
+        for prepared in unit_loader(source, work, workers):
+            launched = launch_unit(teacher, prepared, spec)
             if previous is not None:  # the device is already busy with `launched`
-                tokens += _hand_over(previous, background)
+                tokens += _finish(previous, background, ticker)
             previous = launched
         if previous is not None:
-            tokens += _hand_over(previous, background)
+            tokens += _finish(previous, background, ticker)
     finally:
         background.close()
     return tokens
 
 
+def _finish(
+    launched: LaunchedUnit,
+    background: BackgroundWriter,
+    ticker: Callable[[str], Callable[[int, int], None]] | None,
+) -> int:
+    n_tokens = _hand_over(launched, background)
+    if ticker is not None:
+        ticker(launched.prepared.corpus)(launched.prepared.n_records, n_tokens)
+    return n_tokens
+
+
 def describe_run(
-    teacher: Teacher, planned: list[PlannedCorpus], writer: StoreWriter, computed: dict[str, int]
+    teacher: Teacher, config: PrecomputeConfig, computed: dict[str, int]
 ) -> dict[str, Any]:
-    """The summary fields every engine reports: teacher, device and per-corpus counts
-    (`computed`: units computed per corpus)."""
+    """The summary fields every engine reports: teacher, device and per-corpus counts read back
+    from the store (`computed`: units computed per corpus by this run)."""
+    store = open_store(config.out, storage_options=dict(config.storage_options) or None)
+    corpora = {}
+    for name, _ in config.corpora:
+        corpus = store[name]
+        info = corpus.info
+        corpora[name] = {
+            "sequences": info["counts"]["sequences"],
+            "tokens": info["counts"]["tokens"],
+            "positions": info["counts"]["positions"],
+            "units": corpus.n_units,
+            "units_done": len(corpus.done_units),
+            "units_computed": computed.get(name, 0),
+            "skipped": info["skipped"],
+            "skip_examples": info["skip_examples"],
+        }
     return {
-        "store": writer.url,
+        "store": config.out,
         "teacher_hash": teacher.weights_hash,
         "device": str(teacher.device),
         "dtype": str(teacher.dtype).removeprefix("torch."),
         "head_at_positions": teacher.head_at_positions,
-        "corpora": {
-            p.name: {
-                "sequences": p.plan.num_sequences,
-                "tokens": int(p.plan.lengths.sum()),
-                "positions": int(p.plan.n_positions.sum()),
-                "units": len(writer.units(p.name)),
-                "units_computed": computed[p.name],
-                "skipped": dict(p.plan.skipped),
-                "skip_examples": list(p.plan.skip_examples),
-            }
-            for p in planned
-        },
+        "corpora": corpora,
     }
 
 
@@ -374,26 +476,34 @@ def run_precompute(config: PrecomputeConfig, console: Console | None = None) -> 
     """Fill `config.out` with teacher targets for every pending unit; returns a summary dict."""
     started = time.perf_counter()
     console = console or Console(stderr=True)
-    check_store_target(config.out, dict(config.storage_options))  # before the slow steps
+    options = dict(config.storage_options) or None
+    check_store_target(config.out, options)  # before the slow steps
     rank, world, device = _distributed(config.device)
-    teacher, meta, planned = load_and_plan(config, device)
+    teacher, meta, masking = load_teacher_for(config, device)
     if rank == 0:
-        writer = open_writer(config, meta, planned)
+        indexes = corpus_indexes(config)
+        writer = open_writer(config, meta, indexes)
     _barrier(world)
     if rank != 0:
-        writer = open_writer(config, meta, planned)
-    pending = {p.name: writer.pending(p.name) for p in planned}
-    _barrier(world)  # every rank reads the same done flags before any rank writes a unit
-    work = {name: units[rank::world] for name, units in pending.items()}
+        indexes = corpus_indexes(config)
+        writer = open_writer(config, meta, indexes)
+    pending = {name: writer.pending(name) for name, _ in config.corpora}
+    _barrier(world)  # every rank reads the same done records before any rank writes a unit
+    mine = {name: units[rank::world] for name, units in pending.items()}
+    work = [(name, unit.index) for name, units in mine.items() for unit in units]
 
     compute_started = time.perf_counter()
-    with UnitProgress(work, console, enabled=config.progress and rank == 0) as progress:
-        mine = [(corpus, unit) for corpus in planned for unit in work[corpus.name]]
-        computed_tokens = compute_units(teacher, config, mine, writer, progress.ticker)
+    totals = {n: [int(indexes[n].units[u.index, 4]) for u in units] for n, units in mine.items()}
+    with UnitProgress(totals, console, enabled=config.progress and rank == 0) as progress:
+        source = unit_source(teacher, config, masking, indexes)
+        computed_tokens = compute_units(teacher, config, source, work, writer, progress.ticker)
     compute_s = time.perf_counter() - compute_started
     _barrier(world)
+    if rank == 0:
+        consolidate_store(config.out, options)
+    _barrier(world)
     return {
-        **describe_run(teacher, planned, writer, {n: len(units) for n, units in work.items()}),
+        **describe_run(teacher, config, {n: len(units) for n, units in mine.items()}),
         "rank": rank,
         "world_size": world,
         "elapsed_s": round(time.perf_counter() - started, 3),

@@ -1,19 +1,15 @@
-"""One unit of a planned corpus -> teacher targets (`UnitData`), batched inside the unit only.
+"""One prepared unit -> teacher targets (`UnitData`): the device side of precompute.
 
-A unit's sequences are sorted by length (stable, so ties keep plan order) and cut into
-token-budget batches: a batch of B sequences padded to its longest, Lmax, satisfies
-B * Lmax <= token_budget (at least one sequence). Sorting makes neighbours nearly equal in length,
-so padding waste is small, and because batches never cross a unit boundary a resumed unit is
-computed from exactly the same batches: its targets are bit-identical to an uninterrupted run's.
-
-Per batch the device computes (P_b, k) targets; they are copied to (pinned) host memory without
-blocking, and the host scatters them back into plan order once the unit is done.
+The unit's batches (`unit_pipeline.HostBatch`, built in a worker process) are copied to the
+device (from pinned memory on CUDA), the teacher runs, and per batch the device computes (P_b, k)
+targets; they are copied back to (pinned) host memory without blocking, and the host scatters
+them into record order once the unit is done.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,8 +17,8 @@ import torch
 
 from logit_store import SparseTargets, Unit, UnitData
 from logit_store.sparsify import sampled_targets, topk_targets
-from teacher_infer.plan import PlannedCorpus
 from teacher_infer.teacher import Teacher
+from teacher_infer.unit_pipeline import PreparedUnit
 
 
 @dataclass(frozen=True)
@@ -33,65 +29,6 @@ class TargetSpec:
     k: int
     n_samples: int
     seed: int
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Host tensors for one forward pass; `rows` (P_b,) are the targets' rows within the unit."""
-
-    input_ids: torch.Tensor  # (B, Lmax) teacher input, pad-filled
-    attention_mask: torch.Tensor  # (B, Lmax)
-    batch_index: torch.Tensor  # (P_b,)
-    positions: torch.Tensor  # (P_b,)
-    rows: np.ndarray  # (P_b,)
-    n_sequences: int
-    n_tokens: int
-
-
-def token_budget_batches(lengths: np.ndarray, token_budget: int) -> list[np.ndarray]:
-    """Indices into `lengths`, sorted ascending by length, cut so B * Lmax <= token_budget."""
-    order = np.argsort(lengths, kind="stable")
-    batches: list[np.ndarray] = []
-    start = 0
-    for stop in range(1, len(order) + 1):
-        if (stop - start) * int(lengths[order[stop - 1]]) > token_budget and stop - 1 > start:
-            batches.append(order[start : stop - 1])
-            start = stop - 1
-    if start < len(order):
-        batches.append(order[start:])
-    return batches
-
-
-def unit_batches(
-    corpus: PlannedCorpus, unit: Unit, token_budget: int, pad_id: int, pin: bool
-) -> Iterator[Batch]:
-    """The unit's batches, in length order, as host tensors (pinned when `pin`)."""
-    lengths = corpus.plan.lengths[unit.start : unit.stop]
-    pos_off = corpus.position_offsets
-    for local in token_budget_batches(lengths, token_budget):
-        seqs = local + unit.start
-        lmax = int(lengths[local].max())
-        ids = np.full((len(seqs), lmax), pad_id, dtype=np.int64)
-        mask = np.zeros((len(seqs), lmax), dtype=np.int64)
-        b_index, b_pos, rows = [], [], []
-        for row, s in enumerate(seqs):
-            seq_ids = corpus.teacher_input(int(s))
-            ids[row, : len(seq_ids)] = seq_ids
-            mask[row, : len(seq_ids)] = 1
-            p0, p1 = int(pos_off[s]), int(pos_off[s + 1])
-            b_index.append(np.full(p1 - p0, row, dtype=np.int64))
-            b_pos.append(corpus.positions[p0:p1])
-            rows.append(np.arange(p0, p1) - int(pos_off[unit.start]))
-        ids_t, mask_t, index_t, pos_t = (
-            torch.from_numpy(a)
-            for a in (ids, mask, np.concatenate(b_index), np.concatenate(b_pos).astype(np.int64))
-        )
-        if pin:
-            ids_t, mask_t, index_t, pos_t = (
-                t.pin_memory() for t in (ids_t, mask_t, index_t, pos_t)
-            )
-        n_tokens = int(lengths[local].sum())
-        yield Batch(ids_t, mask_t, index_t, pos_t, np.concatenate(rows), len(seqs), n_tokens)
 
 
 def unit_generator(
@@ -121,34 +58,45 @@ class LaunchedUnit:
     unit while the host assembles this one (and the writer threads compress the one before).
     """
 
-    corpus: PlannedCorpus
-    unit: Unit
+    prepared: PreparedUnit
     spec: TargetSpec
     pending: list[tuple[np.ndarray, SparseTargets]]
     done: torch.cuda.Event | None
 
+    @property
+    def unit(self) -> Unit:
+        return Unit(self.prepared.corpus, self.prepared.index)
+
     def finish(self) -> UnitData:
         if self.done is not None:
             self.done.synchronize()
-        corpus, unit = self.corpus, self.unit
-        p0, p1 = int(corpus.position_offsets[unit.start]), int(corpus.position_offsets[unit.stop])
-        t0, t1 = int(corpus.token_offsets[unit.start]), int(corpus.token_offsets[unit.stop])
+        plan = self.prepared.plan
         return UnitData(
-            input_ids=corpus.input_ids[t0:t1],
-            word_ids=corpus.word_ids[t0:t1],
-            positions=corpus.positions[p0:p1],
-            masked_ids=corpus.masked_ids[p0:p1],
-            targets=_assemble(self.pending, p1 - p0, self.spec),
-            records=corpus.records[unit.start : unit.stop],
+            input_ids=plan.input_ids,
+            word_ids=plan.word_ids,
+            lengths=plan.lengths,
+            positions=plan.positions,
+            masked_ids=plan.masked_ids,
+            n_positions=plan.n_positions,
+            targets=_assemble(self.pending, len(plan.positions), self.spec),
+            records=plan.records,
+            skipped=self.prepared.skipped,
+            examples=self.prepared.examples,
+            n_records=self.prepared.n_records,
         )
+
+
+def _to_device(array: np.ndarray, device: torch.device, pin: bool) -> torch.Tensor:
+    tensor = torch.from_numpy(array)
+    if pin:
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=pin)
 
 
 def launch_unit(
     teacher: Teacher,
-    corpus: PlannedCorpus,
-    unit: Unit,
+    prepared: PreparedUnit,
     spec: TargetSpec,
-    token_budget: int,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> LaunchedUnit:
     """Queue the teacher over one unit's batches; targets land in pinned host memory.
@@ -157,15 +105,14 @@ def launch_unit(
     """
     dev = teacher.device
     pin = dev.type == "cuda"
-    generator = unit_generator(spec.seed, corpus.name, unit.index, dev)
-    pad_id = teacher.tokenizer.pad_token_id or 0
+    generator = unit_generator(spec.seed, prepared.corpus, prepared.index, dev)
     pending: list[tuple[np.ndarray, SparseTargets]] = []
-    for batch in unit_batches(corpus, unit, token_budget, pad_id, pin):
+    for batch in prepared.batches:
         logits = teacher.logits_at(
-            batch.input_ids.to(dev, non_blocking=pin),
-            batch.attention_mask.to(dev, non_blocking=pin),
-            batch.batch_index.to(dev, non_blocking=pin),
-            batch.positions.to(dev, non_blocking=pin),
+            _to_device(batch.input_ids, dev, pin),
+            _to_device(batch.attention_mask, dev, pin),
+            _to_device(batch.batch_index, dev, pin),
+            _to_device(batch.positions, dev, pin),
         )
         with torch.inference_mode():
             if spec.encoding == "topk":
@@ -179,7 +126,7 @@ def launch_unit(
     if pin:
         done = torch.cuda.Event()
         done.record(torch.cuda.current_stream(dev))
-    return LaunchedUnit(corpus, unit, spec, pending, done)
+    return LaunchedUnit(prepared, spec, pending, done)
 
 
 def _assemble(
