@@ -67,14 +67,45 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         f"near-duplicates (cosine >= {dups['threshold']} or identical text): {dups['count']} "
         f"{dups['by_split']}"
     )
-    for item in dups["items"][:5]:
-        console.print(
-            f"  [{item['split']}] {item['task_id']}: {item['task_text']!r} ~ "
-            f"{item['generic_id']}: {item['generic_text']!r} ({_fmt(item['nn_cosine'])})",
-            highlight=False,
-        )
+    _print_pairs(dups["items"], "~", console)
+    print_exact_duplicates(report["exact_duplicates"], config.get("by"), console)
     for warning in report["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+
+
+def print_exact_duplicates(dups: dict[str, Any] | None, by: str | None, console: Console) -> None:
+    """Per split (test first) and per group: task texts found in the whole generic corpus."""
+    if dups is None:
+        console.print("exact duplicates: not checked (--no-exact-duplicates)")
+        return
+    splits = list(dups["by_split"])
+    table = Table(
+        title=f"exact duplicates: task texts in the whole generic corpus "
+        f"({dups['generic_scanned']:,} scanned, {dups['generic_matching']:,} match)"
+    )
+    table.add_column(by or "task")
+    for split in splits:
+        table.add_column(f"{split} found / texts", justify="right")
+    for row in [{"name": "all", **dups}, *dups["groups"]]:
+        cells = []
+        for split in splits:
+            entry = row["by_split"].get(split)
+            cells.append("—" if entry is None else f"{entry['found']} / {entry['texts']}")
+        table.add_row(row["name"], *cells)
+    console.print(table)
+    _print_pairs(dups["items"], "=", console)
+
+
+def _print_pairs(items: list[dict[str, Any]], relation: str, console: Console) -> None:
+    """The first few listed (task text, generic text) pairs, with the cosine where there is one."""
+    for item in items[:5]:
+        cosine = f" ({_fmt(item['nn_cosine'])})" if "nn_cosine" in item else ""
+        console.print(
+            f"  [{item['split']}] {item['task_id']}: {item['task_text']!r} {relation} "
+            f"{item['generic_id']}: {item['generic_text']!r}{cosine}",
+            markup=False,
+            highlight=False,
+        )
 
 
 def plot_report(report: dict[str, Any], path: str) -> None:

@@ -73,7 +73,9 @@ def test_similarity_cli_writes_report_and_shows_it(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
-    assert report["schema"] == "kdcache.similarity/1" and report["config"]["by"] == "intent"
+    assert report["schema"] == "kdcache.similarity/2" and report["config"]["by"] == "intent"
+    exact = report["exact_duplicates"]  # TASK[0] and TASK[3], three times each, one test each
+    assert exact["found"] == 6 and exact["by_split"]["test"]["found"] == 2
     assert report["sizes"] == report["sizes"] | {"task": 30, "generic": 32, "dim": 384, "groups": 2}
     assert {group["name"] for group in report["groups"]} == {"flight", "fare"}
     dups = report["near_duplicates"]
