@@ -3,11 +3,15 @@
 Each package declares its commands in its `commands` module (parse flags, build a config, call
 one run_* function); this file registers them, holds the two commands that span packages
 (`report` reads similarity reports for student runs; `demo` runs everything), and turns the
-user-facing errors they raise (`UserError` subclasses) into one-line messages with exit code 2.
+user-facing errors they raise (`UserError` subclasses), and a full disk, a read-only file system
+or a permission refusal met anywhere, into one-line messages with exit code 2.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -16,6 +20,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
+from safetensors import SafetensorError
 
 from logit_store import UserError
 from logit_store.cli_options import console
@@ -172,15 +177,68 @@ def demo(
     console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
 
 
+_REMEDY = {
+    errno.ENOSPC: "free space there or write elsewhere, then rerun the same command (it resumes)",
+    errno.EDQUOT: "free quota there or write elsewhere, then rerun the same command (it resumes)",
+    errno.EROFS: "write elsewhere (another --out)",
+    errno.EACCES: "fix its permissions or use another path",
+    errno.EPERM: "fix its permissions or use another path",
+}
+_RUST_IO_ERROR = re.compile(r"\(os error (\d+)\)")  # how safetensors (Rust) reports an errno
+
+
+def _out_flag() -> str | None:
+    """The --out value on the command line, if any: the path a command writes to."""
+    args = sys.argv[1:]
+    for i, arg in enumerate(args):
+        if arg == "--out" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--out="):
+            return arg.removeprefix("--out=")
+    return None
+
+
+def environment_error(err: BaseException) -> str | None:
+    """One line for a full disk, a read-only file system or a permission refusal anywhere in
+    `err`'s chain (safetensors writes included): the path (the file, else --out) and what to
+    do; None for any other error."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        code, path = None, None
+        if isinstance(current, OSError):
+            code, path = current.errno, current.filename
+        elif isinstance(current, SafetensorError):
+            found = _RUST_IO_ERROR.search(str(current))
+            code = int(found.group(1)) if found else None
+        if code in _REMEDY:
+            where = path if path is not None else _out_flag() or "a file it writes"
+            return f"{where}: {os.strerror(code)}; {_REMEDY[code]}"
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _print_error(message: str) -> None:
+    # the message is plain text: no markup ("[...]" in paths), no emoji (":-1:")
+    Console(stderr=True, emoji=False, soft_wrap=True).print(
+        f"[red]error:[/red] {escape(message)}", highlight=False
+    )
+
+
 def main() -> None:
-    """Console-script entry point: user errors become one clear line, never a traceback."""
+    """Console-script entry point: user errors and a full or read-only disk become one clear
+    line, never a traceback."""
     try:
         app()
     except UserError as err:
-        # the message is plain text: no markup ("[...]" in paths), no emoji (":-1:")
-        Console(stderr=True, emoji=False).print(
-            f"[red]error:[/red] {escape(str(err))}", highlight=False
-        )
+        _print_error(str(err))
+        sys.exit(2)
+    except Exception as err:
+        message = environment_error(err)
+        if message is None:
+            raise
+        _print_error(message)
         sys.exit(2)
 
 
