@@ -4,6 +4,8 @@ Knows nothing of models. The writer side (`create_store`) is used by teacher inf
 reader side (`open_store`) by students, similarity and the CLI.
 """
 
+import warnings
+
 from logit_store.errors import StoreCorruptError, StoreMismatchError, UserError
 from logit_store.layout import Unit
 from logit_store.meta import FORMAT_VERSION, CorpusSpec, StoreMeta
@@ -17,6 +19,12 @@ from logit_store.reader import (
 )
 from logit_store.records import SparseTargets
 from logit_store.writer import StoreWriter, UnitData, consolidate_store, create_store
+
+# The create-once identity objects (writer.py) sit beside zarr's own metadata; zarr warns about
+# keys it does not know when it walks a group.
+warnings.filterwarnings(
+    "ignore", message=r"Object at (.*/)?kdcache(_identity)?\.json is not recognized"
+)
 
 __all__ = [
     "FORMAT_VERSION",

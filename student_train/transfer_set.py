@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from logit_store import Corpus, SparseBatch, Store, UserError
+from logit_store import SparseBatch, Store, UserError
 
 SizeUnit = Literal["sequences", "tokens"]
 _SOURCE = re.compile(r"^([A-Za-z0-9_./-]+)=([0-9.eE+-]+)$")
@@ -106,15 +106,6 @@ class TransferSetSpec:
         out["mix"] = [list(p) for p in self.mix]
         out["splits"] = list(self.splits)
         return out
-
-
-def corpus_lengths(corpus: Corpus) -> np.ndarray:
-    """Tokens per sequence over the corpus's completed units (dense index order)."""
-    lengths = np.asarray(corpus.array("plan_lengths")[:], dtype=np.int64)
-    s = corpus.unit_size
-    return np.concatenate(
-        [lengths[u * s : (u + 1) * s] for u in corpus.done_units] or [np.zeros(0, np.int64)]
-    )[: len(corpus)]
 
 
 @dataclass(frozen=True)
@@ -224,7 +215,7 @@ def plan_transfer_set(store: Store, spec: TransferSetSpec) -> TransferSet:
             eligible = np.flatnonzero(np.isin(corpus.split_array(), spec.splits))
             pool_corpus.append(np.full(len(eligible), len(pool_index)))
             pool_index.append(eligible)
-            pool_len.append(corpus_lengths(corpus)[eligible])
+            pool_len.append(corpus.lengths()[eligible])
             bounds[name] = np.array([a for a, _ in corpus.unit_ranges()], dtype=np.int64)
         index, which, size = (np.concatenate(a) for a in (pool_index, pool_corpus, pool_len))
         have = len(index) if spec.unit == "sequences" else int(size.sum())

@@ -150,6 +150,7 @@ class PrecomputeConfig:
 
 def build_meta(teacher: Teacher, config: PrecomputeConfig, masking: MaskingSpec) -> StoreMeta:
     tok = teacher.tokenizer
+    classes = len(teacher.label_names) if config.mode == "task" else teacher.vocab_size
     return StoreMeta(
         teacher_id=config.teacher,
         teacher_hash=teacher.weights_hash,
@@ -164,7 +165,8 @@ def build_meta(teacher: Teacher, config: PrecomputeConfig, masking: MaskingSpec)
         task_kind=teacher.task_kind,
         label_names=teacher.label_names,
         encoding=config.encoding,
-        k=config.k if config.encoding == "topk" else 0,
+        # the k actually stored: a teacher with fewer classes than --k stores all of them
+        k=min(config.k, classes) if config.encoding == "topk" else 0,
         n_samples=config.n_samples if config.encoding == "sampled" else 0,
         value_dtype=config.value_dtype,
         masking=masking.to_meta(),
@@ -295,20 +297,14 @@ def _barrier(world: int) -> None:
 def load_teacher_for(
     config: PrecomputeConfig, device: str
 ) -> tuple[Teacher, StoreMeta, MaskingSpec]:
-    """Load the teacher on `device` and build the store metadata; refuses settings the teacher
-    cannot honour (positions beyond its embeddings, k beyond its classes)."""
+    """Load the teacher on `device` and build the store metadata; refuses positions beyond the
+    teacher's embeddings."""
     teacher = load_teacher(config.teacher, config.mode, device, config.dtype)
     check_max_length(teacher.model, config.teacher, config.max_length)
     masking = MaskingSpec(
         config.mode, teacher.task_kind, config.mask_prob, config.seed, config.positions
     )
-    meta = build_meta(teacher, config, masking)
-    if config.encoding == "topk" and config.k > meta.num_classes:
-        raise UserError(
-            f"--k {config.k} exceeds the teacher's {meta.num_classes} classes; "
-            f"use --k {meta.num_classes} or less"
-        )
-    return teacher, meta, masking
+    return teacher, build_meta(teacher, config, masking), masking
 
 
 def _first_change(old: CorpusIndex, new: CorpusIndex) -> CorpusError:
@@ -442,11 +438,21 @@ def _finish(
     return n_tokens
 
 
+def teacher_fields(teacher: Teacher) -> dict[str, Any]:
+    """What a run summary says of the teacher."""
+    return {
+        "teacher_hash": teacher.weights_hash,
+        "device": str(teacher.device),
+        "dtype": str(teacher.dtype).removeprefix("torch."),
+        "head_at_positions": teacher.head_at_positions,
+    }
+
+
 def describe_run(
-    teacher: Teacher, config: PrecomputeConfig, computed: dict[str, int]
+    teacher: dict[str, Any], config: PrecomputeConfig, computed: dict[str, int]
 ) -> dict[str, Any]:
-    """The summary fields every engine reports: teacher, device and per-corpus counts read back
-    from the store (`computed`: units computed per corpus by this run)."""
+    """The summary fields every engine reports: `teacher_fields`, and per-corpus counts read
+    back from the store (`computed`: units computed per corpus by this run)."""
     store = open_store(config.out, storage_options=dict(config.storage_options) or None)
     corpora = {}
     for name, _ in config.corpora:
@@ -462,14 +468,7 @@ def describe_run(
             "skipped": info["skipped"],
             "skip_examples": info["skip_examples"],
         }
-    return {
-        "store": config.out,
-        "teacher_hash": teacher.weights_hash,
-        "device": str(teacher.device),
-        "dtype": str(teacher.dtype).removeprefix("torch."),
-        "head_at_positions": teacher.head_at_positions,
-        "corpora": corpora,
-    }
+    return {"store": config.out, **teacher, "corpora": corpora}
 
 
 def run_precompute(config: PrecomputeConfig, console: Console | None = None) -> dict[str, Any]:
@@ -503,7 +502,9 @@ def run_precompute(config: PrecomputeConfig, console: Console | None = None) -> 
         consolidate_store(config.out, options)
     _barrier(world)
     return {
-        **describe_run(teacher, config, {n: len(units) for n, units in mine.items()}),
+        **describe_run(
+            teacher_fields(teacher), config, {n: len(units) for n, units in mine.items()}
+        ),
         "rank": rank,
         "world_size": world,
         "elapsed_s": round(time.perf_counter() - started, 3),

@@ -3,39 +3,44 @@
     summary = run_precompute_ray(config, actors=None, address=None)   # same summary as precompute
 
 1. One Ray task, with the resources of one actor, does what rank 0 does under torchrun: load the
-   teacher, plan the corpora, create the store (or reopen it after checking its settings), and
-   return the pending units (done flag not set) with the summary's teacher and corpus fields.
+   teacher, index the corpora, create the store (or join it after checking its settings), and
+   return the pending units (no done record yet).
 2. A Ray Data dataset of those units goes through `map_batches` on a fixed pool of `UnitWorker`
    actors: one GPU each when the cluster has GPUs and --device is not cpu, otherwise an equal
    share of a node's CPUs (Ray sets OMP_NUM_THREADS, hence torch's threads, to that share).
-   Each actor loads the teacher and plans the corpora once, then writes every unit it is handed
-   through `compute_units`, the single-process path: the unit's shards, then its done flag.
+   Each actor loads the teacher and reads the stored corpus indexes once, then prepares (reads,
+   tokenizes, masks: only its own units) and writes every unit it is handed through
+   `compute_units`, the single-process path: the unit's objects, then its done record.
 3. Ray Data restarts a dead actor and resubmits its batches (its actor pools default to
    max_restarts = max_task_retries = -1, unlimited); a batch that runs again skips the units
-   already flagged, so a failed or pre-empted worker's units are simply redone. Once the
-   dataset is consumed every unit must be flagged, as after torchrun's final barrier; the
-   result equals a single-process run's arrays exactly.
+   already done, so a failed or pre-empted worker's units are simply redone. Once the dataset
+   is consumed every unit must be done, as after torchrun's final barrier; the driver then
+   consolidates the store's summary, and the result equals a single-process run's arrays.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 from rich.console import Console
 
-from logit_store import Unit, UserError, open_store
+from logit_store import Unit, UserError, consolidate_store, open_store
 from logit_store.ray_session import ray_session
 from teacher_infer.precompute import (
     PrecomputeConfig,
     UnitProgress,
     compute_units,
+    corpus_indexes,
     describe_run,
-    load_and_plan,
+    load_teacher_for,
     open_writer,
+    teacher_fields,
+    unit_source,
 )
 
 # Units per actor call: several let the device compute unit u + 1 while unit u is written (a
@@ -46,41 +51,53 @@ UNITS_PER_CALL = 4
 CALLS_IN_FLIGHT = 2
 
 
-def prepare_store(config: PrecomputeConfig) -> tuple[list[Unit], dict[str, Any]]:
-    """Create or reopen the store; its pending units and `describe_run`'s fields (a Ray task)."""
-    teacher, meta, planned = load_and_plan(config, config.device)
-    writer = open_writer(config, meta, planned)
-    pending = {p.name: writer.pending(p.name) for p in planned}
-    counts = {name: len(units) for name, units in pending.items()}
-    units = [unit for corpus_units in pending.values() for unit in corpus_units]
-    return units, describe_run(teacher, planned, writer, counts)
+def prepare_store(
+    config: PrecomputeConfig,
+) -> tuple[list[Unit], dict[str, list[int]], dict[str, Any]]:
+    """Create or join the store (a Ray task): its pending units, the records of every unit and
+    the teacher's summary fields."""
+    teacher, meta, _ = load_teacher_for(config, config.device)
+    indexes = corpus_indexes(config)
+    writer = open_writer(config, meta, indexes)
+    pending = [unit for name, _ in config.corpora for unit in writer.pending(name)]
+    records = {name: [int(n) for n in index.units[:, 4]] for name, index in indexes.items()}
+    return pending, records, teacher_fields(teacher)
 
 
 class UnitWorker:
-    """A Ray Data actor: the teacher and the corpus plans, loaded once; each call computes and
-    writes a batch of units ({"corpus", "unit"} columns) and returns one row per unit."""
+    """A Ray Data actor: the teacher and the stored corpus indexes, loaded once; each call
+    computes and writes a batch of units ({"corpus", "unit"} columns), one row per unit."""
 
     def __init__(self, config: PrecomputeConfig) -> None:
         self.config = config
-        self.teacher, meta, planned = load_and_plan(config, config.device)
-        self.corpora = {p.name: p for p in planned}
-        self.writer = open_writer(config, meta, planned)
+        self.teacher, meta, masking = load_teacher_for(config, config.device)
+        self.indexes = corpus_indexes(config)
+        self.writer = open_writer(config, meta, self.indexes)
+        self.source = unit_source(self.teacher, config, masking, self.indexes)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        names = [str(name) for name in batch["corpus"]]
         units = [
-            self.writer.units(name)[int(index)]
-            for name, index in zip(names, batch["unit"], strict=True)
+            Unit(str(name), int(index))
+            for name, index in zip(batch["corpus"], batch["unit"], strict=True)
         ]
-        # flags read now: a resubmitted batch skips what its first attempt wrote
-        pending = {unit for name in set(names) for unit in self.writer.pending(name)}
-        todo = [(self.corpora[unit.corpus], unit) for unit in units if unit in pending]
-        compute_units(self.teacher, self.config, todo, self.writer)
-        tokens = [int(self.corpora[u.corpus].plan.lengths[u.start : u.stop].sum()) for u in units]
+        # done records read now: a resubmitted batch skips what its first attempt wrote
+        pending = {unit for name in {u.corpus for u in units} for unit in self.writer.pending(name)}
+        todo = [(unit.corpus, unit.index) for unit in units if unit in pending]
+        tokens: dict[Unit, int] = {}
+        finished = iter(todo)  # units finish in the order they are handed over
+
+        def tick(corpus: str) -> Callable[[int, int], None]:
+            def done(n_records: int, n_tokens: int) -> None:
+                tokens[Unit(*next(finished))] = n_tokens
+
+            return done
+
+        compute_units(self.teacher, self.config, self.source, todo, self.writer, tick)
+        records = [int(self.indexes[u.corpus].units[u.index, 4]) for u in units]
         return {
-            "corpus": np.array(names),
-            "sequences": np.array([unit.stop - unit.start for unit in units]),
-            "tokens": np.array(tokens),
+            "corpus": np.array([u.corpus for u in units]),
+            "records": np.array(records),
+            "tokens": np.array([tokens.get(u, 0) for u in units]),
             "computed": np.array([unit in pending for unit in units]),
         }
 
@@ -135,10 +152,10 @@ def run_precompute_ray(
         )
         config = replace(config, device=device)
         prepare = ray.remote(prepare_store).options(**resources)
-        pending, described = ray.get(prepare.remote(config))
-        work: dict[str, list[Unit]] = {name: [] for name in described["corpora"]}
+        pending, records, teacher = ray.get(prepare.remote(config))
+        work: dict[str, list[int]] = {name: [] for name, _ in config.corpora}
         for unit in pending:
-            work[unit.corpus].append(unit)
+            work[unit.corpus].append(records[unit.corpus][unit.index])
         ray_data.DataContext.get_current().enable_progress_bars = False  # ours is below
         compute_started = time.perf_counter()
         computed_tokens = 0
@@ -158,12 +175,14 @@ def run_precompute_ray(
                     **resources,
                 )
                 for row in rows.iter_rows():
-                    ticks[row["corpus"]](int(row["sequences"]), int(row["tokens"]))
-                    computed_tokens += int(row["tokens"]) if row["computed"] else 0
+                    ticks[row["corpus"]](int(row["records"]), int(row["tokens"]))
+                    computed_tokens += int(row["tokens"])
         compute_s = time.perf_counter() - compute_started
     _check_complete(config)
+    consolidate_store(config.out, dict(config.storage_options) or None)
+    computed = {name: len(units) for name, units in work.items()}
     return {
-        **described,
+        **describe_run(teacher, config, computed),
         "engine": "ray",
         "rank": 0,
         "world_size": actors,

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from synthetic import sequence_spec, unit_rows
 
-from logit_store import CorpusPlan, SparseTargets, StoreMeta, UnitData, create_store
+from logit_store import SparseTargets, StoreMeta, UnitData, create_store
 
 VOCAB = 64
 PAD, CLS, SEP, MASK = 0, 1, 2, 3
@@ -97,22 +98,15 @@ def write_store(
             np.sort(rng.choice(np.arange(1, L - 1), size=max(1, int(0.3 * (L - 2))), replace=False))
             for L in lengths
         ]
-        plans.append(
-            CorpusPlan(
-                name=name,
-                lengths=lengths,
-                n_positions=np.array([len(p) for p in picks]),
-                source=f"synthetic:{name}",
-                unit_size=unit_size,
-            )
-        )
+        plans.append(sequence_spec(name, n, unit_size, source=f"synthetic:{name}"))
         texts[name] = (bodies, picks)
     writer = create_store(str(url), meta, plans)
     for plan in plans:
         bodies, picks = texts[plan.name]
         for unit in writer.units(plan.name)[:only_units]:
-            seqs = [np.r_[CLS, bodies[i], SEP] for i in range(unit.start, unit.stop)]
-            pos = [picks[i] for i in range(unit.start, unit.stop)]
+            rows = unit_rows(unit, unit_size, len(bodies))
+            seqs = [np.r_[CLS, bodies[i], SEP] for i in rows]
+            pos = [picks[i] for i in rows]
             labels = np.concatenate([s[p] for s, p in zip(seqs, pos, strict=True)])
             records = [
                 {
@@ -121,14 +115,16 @@ def write_store(
                     "text": f"seq {i}",
                     "split": "test" if test_every and i % test_every == 0 else "train",
                 }
-                for i in range(unit.start, unit.stop)
+                for i in rows
             ]
             writer.write_unit(
                 unit,
                 UnitData(
                     input_ids=np.concatenate(seqs),
                     word_ids=np.concatenate([np.r_[-1, np.arange(len(s) - 2), -1] for s in seqs]),
+                    lengths=np.array([len(s) for s in seqs]),
                     positions=np.concatenate(pos),
+                    n_positions=np.array([len(p) for p in pos]),
                     masked_ids=np.where(rng.random(len(labels)) < 0.5, MASK, labels),
                     targets=_targets(meta, _teacher_logits(labels, rng), rng),
                     records=records,

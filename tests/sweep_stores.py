@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from synthetic import sequence_spec, unit_rows
 from transformers import BertConfig, BertForMaskedLM
 
-from logit_store import CorpusPlan, SparseTargets, StoreMeta, UnitData, create_store
+from logit_store import SparseTargets, StoreMeta, UnitData, create_store
 from logit_store.sparsify import topk_targets
 
 VOCAB, PAD, CLS, SEP, MASK = 64, 0, 1, 2, 3
@@ -69,13 +70,8 @@ def write_task_store(url: str, teacher: Path, sizes: dict[str, int], seed: int =
     rng = np.random.default_rng(seed)
     corpora = {name: _records(name, n, rng) for name, n in sizes.items()}
     plans = [
-        CorpusPlan(
-            name=name,
-            lengths=np.array([len(r["words"]) + 2 for r in records]),
-            n_positions=np.array([max(1, len(r["words"]) // 3) for r in records]),
-            source=f"synthetic:{name}",
-            source_hash=f"{len(name):064d}",
-            unit_size=16,
+        sequence_spec(
+            name, len(records), 16, source=f"synthetic:{name}", source_hash=f"{len(name):064d}"
         )
         for name, records in corpora.items()
     ]
@@ -84,7 +80,8 @@ def write_task_store(url: str, teacher: Path, sizes: dict[str, int], seed: int =
     for plan in plans:
         records = corpora[plan.name]
         for unit in writer.units(plan.name):
-            rows = records[unit.start : unit.stop]
+            span = unit_rows(unit, 16, len(records))
+            rows = records[span.start : span.stop]
             seqs = [np.r_[CLS, r["words"], SEP] for r in rows]
             picks = [np.arange(1, 1 + max(1, len(r["words"]) // 3)) for r in rows]
             labels = np.concatenate([s[p] for s, p in zip(seqs, picks, strict=True)])
@@ -101,7 +98,9 @@ def write_task_store(url: str, teacher: Path, sizes: dict[str, int], seed: int =
                 UnitData(
                     input_ids=np.concatenate(seqs),
                     word_ids=np.concatenate([np.r_[-1, np.arange(len(s) - 2), -1] for s in seqs]),
+                    lengths=np.array([len(s) for s in seqs]),
                     positions=np.concatenate(picks),
+                    n_positions=np.array([len(p) for p in picks]),
                     masked_ids=np.full(len(labels), MASK),
                     targets=targets,
                     records=[{k: r[k] for k in fields if k in r} for r in rows],

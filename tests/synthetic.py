@@ -7,14 +7,24 @@ Also runnable as a writer process (used by the kill/resume and concurrent-writer
 from __future__ import annotations
 
 import argparse
+import json
 import time
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import zarr
 
-from logit_store import CorpusPlan, SparseTargets, StoreMeta, StoreWriter, UnitData, create_store
+from logit_store import (
+    CorpusSpec,
+    SparseTargets,
+    StoreMeta,
+    StoreWriter,
+    Unit,
+    UnitData,
+    create_store,
+)
 from logit_store.sparsify import sampled_targets, topk_targets
 
 VOCAB = 500
@@ -39,23 +49,46 @@ def synthetic_meta(encoding: str = "topk", **overrides: object) -> StoreMeta:
     return StoreMeta(**fields)  # type: ignore[arg-type]
 
 
-def synthetic_plans(n_task: int = 40, n_generic: int = 30, unit_size: int = 8) -> list[CorpusPlan]:
+def sequence_spec(name: str, n: int, unit_size: int, **fields: str) -> CorpusSpec:
+    """A corpus of `n` sequences cut into units of `unit_size` consecutive sequences."""
+    return CorpusSpec(name=name, n_units=-(-n // unit_size), unit_size=unit_size, **fields)
+
+
+def unit_rows(unit: Unit, unit_size: int, n: int) -> range:
+    """The sequences of `unit` in a corpus of `n` (see `sequence_spec`)."""
+    return range(unit.index * unit_size, min((unit.index + 1) * unit_size, n))
+
+
+@dataclass(frozen=True)
+class SyntheticCorpus:
+    spec: CorpusSpec
+    lengths: np.ndarray
+    n_positions: np.ndarray
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def rows(self, unit: Unit) -> range:
+        return unit_rows(unit, self.spec.unit_size, len(self.lengths))
+
+
+def synthetic_plans(
+    n_task: int = 40, n_generic: int = 30, unit_size: int = 8
+) -> list[SyntheticCorpus]:
     plans = []
     for name, n, seed in (("generic", n_generic, 1), ("task", n_task, 2)):
         rng = np.random.default_rng(seed)
         lengths = rng.integers(4, 32, n)
-        plans.append(
-            CorpusPlan(
-                name=name,
-                lengths=lengths,
-                n_positions=np.maximum(1, lengths // 6),
-                source=f"synthetic:{name}",
-                source_hash=f"{seed:064d}",
-                unit_size=unit_size,
-                label_names={"domain": ["a", "b"]},
-            )
+        spec = sequence_spec(
+            name, n, unit_size, source=f"synthetic:{name}", source_hash=f"{seed:064d}"
         )
+        plans.append(SyntheticCorpus(spec, lengths, np.maximum(1, lengths // 6)))
     return plans
+
+
+def synthetic_specs(**kwargs: int) -> list[CorpusSpec]:
+    return [p.spec for p in synthetic_plans(**kwargs)]
 
 
 def store_arrays(url: str) -> dict[str, np.ndarray]:
@@ -69,7 +102,18 @@ def store_arrays(url: str) -> dict[str, np.ndarray]:
             walk(sub, f"{prefix}{name}/")
 
     walk(zarr.open_group(url, mode="r"), "")
+    for name, values in found.items():
+        if name.endswith("/done"):  # each store has its own id; the rest must be equal
+            found[name] = np.array([_without_store_id(v) for v in values.tolist()], dtype=object)
     return found
+
+
+def _without_store_id(record: str) -> str:
+    return (
+        json.dumps({k: v for k, v in json.loads(record).items() if k != "store_id"})
+        if record
+        else ""
+    )
 
 
 def assert_same_store(a: str, b: str) -> None:
@@ -94,7 +138,7 @@ def zipf_logits(
     return prior + spread * torch.randn(rows, vocab, generator=generator)
 
 
-def unit_data(meta: StoreMeta, plan: CorpusPlan, start: int, stop: int) -> UnitData:
+def unit_data(meta: StoreMeta, plan: SyntheticCorpus, start: int, stop: int) -> UnitData:
     """Deterministic data of sequences [start, stop): same inputs give identical arrays."""
     gen = torch.Generator().manual_seed(zlib.crc32(f"{plan.name}:{start}".encode()))
     rng = np.random.default_rng([start, len(plan.name)])
@@ -121,12 +165,14 @@ def unit_data(meta: StoreMeta, plan: CorpusPlan, start: int, stop: int) -> UnitD
     ]
     word_ids = np.concatenate([np.arange(int(n)) for n in lengths])
     return UnitData(
-        input_ids,
-        word_ids,
-        positions,
-        np.full(len(positions), meta.mask_token_id),
-        targets,
-        records,
+        input_ids=input_ids,
+        word_ids=word_ids,
+        lengths=lengths,
+        positions=positions,
+        masked_ids=np.full(len(positions), meta.mask_token_id),
+        n_positions=n_pos,
+        targets=targets,
+        records=records,
     )
 
 
@@ -138,12 +184,13 @@ def write_synthetic(
     **plan_kwargs: int,
 ) -> StoreWriter:
     meta, plans = synthetic_meta(encoding), synthetic_plans(**plan_kwargs)
-    writer = create_store(url, meta, plans)
+    writer = create_store(url, meta, [p.spec for p in plans])
     for plan in plans:
         for unit in writer.pending(plan.name):
             if units is not None and unit.index not in units:
                 continue
-            writer.write_unit(unit, unit_data(meta, plan, unit.start, unit.stop))
+            rows = plan.rows(unit)
+            writer.write_unit(unit, unit_data(meta, plan, rows.start, rows.stop))
             time.sleep(sleep)
     return writer
 

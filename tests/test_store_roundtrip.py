@@ -137,7 +137,7 @@ def test_store_roundtrip_records_and_batches(tmp_path, encoding: str, where: str
     assert store.corpora == ["generic", "task"] and store.complete
     meta, plans = synthetic_meta(encoding), {p.name: p for p in synthetic_plans()}
     task = store["task"]
-    assert len(task) == plans["task"].num_sequences
+    assert len(task) == len(plans["task"].lengths)
     expected = unit_data(meta, plans["task"], 8, 16)  # unit 1
     r = task[9]
     n0 = int(plans["task"].lengths[8])

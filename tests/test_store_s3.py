@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import s3fs
 from s3_server import S3Server, s3_server
-from synthetic import assert_same_store, synthetic_meta, synthetic_plans, write_synthetic
+from synthetic import assert_same_store, synthetic_meta, synthetic_specs, write_synthetic
 from typer.testing import CliRunner
 
 from cli import app
@@ -72,7 +72,7 @@ def test_concurrent_writers_one_sigkilled_then_resumed_equal_local_disk(
     a rerun redoes only its missing units, and every array equals the local-disk store."""
     reference, shared = str(tmp_path / "ref.zarr"), s3.bucket_url("shared.zarr")
     write_synthetic(reference)
-    create_store(shared, synthetic_meta(), synthetic_plans())  # one creates, then both write
+    create_store(shared, synthetic_meta(), synthetic_specs())  # one creates, then both write
     steady = subprocess.Popen([*WRITER, shared, "topk", "--units", "1,3"])
     killed = subprocess.Popen([*WRITER, shared, "topk", "--units", "0,2,4", "--sleep", "0.5"])
     deadline = time.monotonic() + 60
@@ -86,7 +86,7 @@ def test_concurrent_writers_one_sigkilled_then_resumed_equal_local_disk(
     assert not partial.complete, "the killed writer had units left"
     done_before = len(_done_flags(shared))
     assert 0 < len(partial["generic"]) + len(partial["task"]) < 70
-    writer = create_store(shared, synthetic_meta(), synthetic_plans())
+    writer = create_store(shared, synthetic_meta(), synthetic_specs())
     pending = len(writer.pending("generic")) + len(writer.pending("task"))
     assert pending == 4 + 5 - done_before, "only the missing units are redone"
     write_synthetic(shared)

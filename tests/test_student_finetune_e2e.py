@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from synthetic import sequence_spec, unit_rows
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
-from logit_store import CorpusPlan, SparseTargets, StoreMeta, UnitData, UserError, create_store
+from logit_store import SparseTargets, StoreMeta, UnitData, UserError, create_store
 from student_train.finetune import FinetuneConfig, run_finetune
 
 DOMAIN_WORDS = {
@@ -66,20 +67,12 @@ def _write_store(url: str, corpora: dict[str, list[dict[str, Any]]], teacher_id:
     for name, records in corpora.items():
         enc = [tokenizer(r["words"], is_split_into_words=True) for r in records]
         encoded[name] = enc
-    plans = [
-        CorpusPlan(
-            name=name,
-            lengths=np.array([len(e["input_ids"]) for e in enc]),
-            n_positions=np.ones(len(enc), dtype=np.int64),
-            unit_size=64,
-        )
-        for name, enc in encoded.items()
-    ]
+    plans = [sequence_spec(name, len(enc), 64) for name, enc in encoded.items()]
     writer = create_store(url, meta, plans)
     for name, records in corpora.items():
         enc = encoded[name]
         for unit in writer.pending(name):
-            rows = range(unit.start, unit.stop)
+            rows = unit_rows(unit, 64, len(enc))
             ids = np.concatenate([np.array(enc[i]["input_ids"]) for i in rows])
             wids = np.concatenate(
                 [np.array([-1 if w is None else w for w in enc[i].word_ids()]) for i in rows]
@@ -100,7 +93,11 @@ def _write_store(url: str, corpora: dict[str, list[dict[str, Any]]], teacher_id:
             ]
             positions = np.ones(p, dtype=np.int64)
             masked = np.array([enc[i]["input_ids"][1] for i in rows])
-            writer.write_unit(unit, UnitData(ids, wids, positions, masked, targets, recs))
+            lengths = np.array([len(enc[i]["input_ids"]) for i in rows])
+            writer.write_unit(
+                unit,
+                UnitData(ids, wids, lengths, positions, masked, np.ones(p), targets, recs),
+            )
 
 
 @pytest.fixture(scope="module")

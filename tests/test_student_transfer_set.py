@@ -11,7 +11,6 @@ from logit_store import Store, UserError, open_store
 from student_train.sweep_plan import SweepConfig
 from student_train.transfer_set import (
     TransferSetSpec,
-    corpus_lengths,
     plan_transfer_set,
     stream_batches,
 )
@@ -67,7 +66,7 @@ def test_token_sized_transfer_set(store: Store) -> None:
     task_tokens = sum(int(plan.lengths[n].sum()) for n in ("task/a", "task/b"))
     assert 450 <= generic_tokens < 450 + 24 and 1050 <= task_tokens < 1050 + 24
     assert np.array_equal(
-        plan.lengths["generic"], corpus_lengths(store["generic"])[plan.selection["generic"]]
+        plan.lengths["generic"], store["generic"].lengths()[plan.selection["generic"]]
     )
 
 
@@ -108,7 +107,7 @@ def test_epoch_is_block_shuffled_token_budget_cover(store: Store) -> None:
     for name, idx in plan.selection.items():
         seen = np.concatenate([b.indices for b in batches if b.corpus == name])
         assert np.array_equal(np.sort(seen), np.sort(idx))
-    lengths = {name: corpus_lengths(store[name]) for name in plan.selection}
+    lengths = {name: store[name].lengths() for name in plan.selection}
     for b in batches:
         assert len(b.indices) * lengths[b.corpus][b.indices].max() <= 120 or len(b.indices) == 1
         assert len(np.unique(b.indices // 16)) <= 2  # one window: at most 2 units of 16
