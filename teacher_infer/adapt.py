@@ -5,23 +5,34 @@
 The base checkpoint is loaded with `AutoModelForMaskedLM`; a checkpoint without an MLM head (e.g.
 the packaged sentence-transformers MiniLM, a bare `BertModel`) gets a freshly initialised head,
 which is logged. Training: dynamic BERT masking (80/10/10, a seeded generator), AdamW (fused on
-CPU/CUDA) with linear warm-up (10 %) and decay over a fixed step budget, batches drawn uniformly
-from the pooled training texts of all corpora; `head_only` freezes the encoder (and the tied
-embeddings). The loss is the mean cross-entropy at the masked positions, and the MLM head (its
-vocabulary projection is most of a step's compute) runs at those positions only
-(`teacher.mlm_logits_at`), unless the model's head cannot be split off (`head_split_holds`).
+CPU/CUDA) with linear warm-up (10 %) and decay over a fixed step budget; `head_only` freezes the
+encoder (and the tied embeddings). The loss is the mean cross-entropy at the masked positions,
+and the MLM head (its vocabulary projection is most of a step's compute) runs at those positions
+only (`teacher.mlm_logits_at`), unless the model's head cannot be split off (`head_split_holds`).
 
-Held-out evaluation before and after, per corpus: masked-token accuracy and cross-entropy (nats)
-at the fixed, seeded masks of `plan.py`, on the corpus's non-train split when it has one, else on
-a seeded sample kept out of training. Output: a Hugging Face folder (safetensors + tokenizer) and
-``adapt_metrics.json``.
+Corpora stream (`corpora.stream_corpus`: an index, then one unit of 4,096 records at a time), so
+memory does not grow with their size. Batches approximate uniform draws from the pooled training
+texts of all corpora: the units of all corpora are read in a fresh seeded random order each epoch,
+tokenized unit by unit (`plan.plan_texts`) into a `ShuffleBuffer` of ``shuffle_buffer`` sequences,
+and each batch draws slots of that buffer uniformly (then refilled from the stream). A text is
+therefore drawn near the time its unit is read, not anywhere in the run, and corpora mix in
+proportion to their sizes.
+
+Held-out evaluation before and after, per corpus (`hold_out`): masked-token accuracy and
+cross-entropy (nats) at the fixed, seeded masks of `plan.py` on at most ``eval_size`` texts: a
+seeded sample of the corpus's non-train split when it has one (found among the first units of a
+seeded order), else a seeded sample of train texts. Held-out texts are kept out of training by
+record number, and texts of a non-train split are never trained on. Output: a Hugging Face folder
+(safetensors + tokenizer) and ``adapt_metrics.json``.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,8 +45,10 @@ from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
 from logit_store import UserError
-from teacher_infer.corpora import read_corpus
-from teacher_infer.plan import MaskingSpec, PlannedCorpus, plan_corpus
+from teacher_infer.corpora import CorpusText, stream_corpus
+from teacher_infer.corpus_index import CorpusIndex, read_unit
+from teacher_infer.corpus_sample import TextSample
+from teacher_infer.plan import MaskingSpec, PlannedUnit, plan_texts
 from teacher_infer.teacher import (
     check_max_length,
     check_tokenizer_fits,
@@ -48,12 +61,14 @@ from teacher_infer.teacher import (
 
 log = logging.getLogger(__name__)
 EVAL_BATCH = 64
+HELD_OUT_SCAN = 100  # texts scanned per held-out text at most, looking for a non-train split
 FUSED_DEVICES = ("cpu", "cuda")  # devices with a fused AdamW kernel (torch >= 2.4)
 
 
 @dataclass(frozen=True)
 class AdaptConfig:
-    """Teacher adaptation settings; `eval_size` caps held-out sequences per corpus."""
+    """Teacher adaptation settings; `eval_size` caps held-out sequences per corpus;
+    `shuffle_buffer`: training sequences the batches are drawn from (see `ShuffleBuffer`)."""
 
     base: str
     corpora: tuple[tuple[str, str], ...]
@@ -67,27 +82,107 @@ class AdaptConfig:
     mask_prob: float = 0.15
     eval_size: int = 256
     device: str = "auto"
+    shuffle_buffer: int = 16_384
 
     def __post_init__(self) -> None:
         if not self.corpora:
             raise UserError("give at least one --corpus NAME=SOURCE")
         if self.steps < 0 or self.batch_size < 1 or self.lr <= 0:
             raise UserError("--steps must be >= 0, --batch-size >= 1 and --lr > 0")
+        if self.shuffle_buffer < 1:
+            raise UserError(f"shuffle_buffer must be >= 1, got {self.shuffle_buffer}")
         if not 0.0 < self.mask_prob < 1.0 or self.max_length < 3 or self.eval_size < 1:
             raise UserError("need 0 < mask-prob < 1, max-length >= 3 and eval-size >= 1")
 
 
-def _split(corpus: PlannedCorpus, eval_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train indices, held-out indices): the non-train split if any, else a seeded sample."""
-    n = corpus.plan.num_sequences
-    is_train = np.array([r["split"] == "train" for r in corpus.records])
-    rng = np.random.default_rng(seed)
-    if is_train.all():
-        perm = rng.permutation(n)
-        held = perm[: min(eval_size, max(1, n // 10))]
-        return np.setdiff1d(np.arange(n), held), np.sort(held)
-    held = rng.permutation(np.flatnonzero(~is_train))[:eval_size]
-    return np.flatnonzero(is_train), np.sort(held)
+@dataclass(frozen=True)
+class HeldOut:
+    """A corpus's evaluation set, planned at the fixed masks, and what it keeps out of training.
+
+    records: (n,) sorted record numbers of the held-out texts (never trained on, nor are texts of
+    another split than "train").
+    """
+
+    name: str
+    index: CorpusIndex
+    planned: PlannedUnit
+    records: np.ndarray
+
+
+@dataclass(frozen=True)
+class TrainingUnit:
+    """The training texts of one unit: their record numbers and token ids (one array each)."""
+
+    corpus: str
+    records: np.ndarray
+    sequences: list[np.ndarray]
+
+
+Planner = Callable[[str, list[CorpusText], np.ndarray], PlannedUnit]
+
+
+def hold_out(name: str, index: CorpusIndex, eval_size: int, seed: int, plan: Planner) -> HeldOut:
+    """The held-out set of one corpus, from units read in a seeded random order.
+
+    Units are scanned until ``eval_size`` texts of a non-train split were seen, or
+    HELD_OUT_SCAN · eval_size texts in all (or the corpus ends); held out: a seeded sample of at
+    most eval_size of the scanned non-train texts if there were any, else of
+    min(eval_size, max(1, scanned // 10)) scanned texts. Memory O(eval_size + one unit).
+    """
+    other, train = TextSample(eval_size, seed), TextSample(eval_size, seed + 1)
+    for u in np.random.default_rng(seed).permutation(index.n_units).tolist():
+        unit = read_unit(index, u)
+        is_train = [text.split == "train" for text in unit.texts]
+        for sample, wanted in ((other, False), (train, True)):
+            picks = [i for i, flag in enumerate(is_train) if flag is wanted]
+            sample.offer([unit.texts[i] for i in picks], unit.record_ids[picks])
+        if other.n_seen >= eval_size or other.n_seen + train.n_seen >= HELD_OUT_SCAN * eval_size:
+            break
+    if other.n_seen:
+        texts, records = other.texts()
+    else:
+        texts, records = train.texts(limit=min(eval_size, max(1, train.n_seen // 10)))
+    return HeldOut(name, index, plan(name, texts, records), records)
+
+
+def training_units(corpora: list[HeldOut], seed: int, plan: Planner) -> Iterator[TrainingUnit]:
+    """Endless: the training texts of every unit of every corpus, pooled, in a fresh seeded
+    random order each epoch, tokenized unit by unit (one unit in memory)."""
+    pooled = np.array([(c, u) for c, held in enumerate(corpora) for u in range(held.index.n_units)])
+    for epoch in itertools.count():
+        found = False
+        for c, u in pooled[np.random.default_rng([seed, epoch]).permutation(len(pooled))].tolist():
+            held = corpora[c]
+            unit = read_unit(held.index, u)
+            unheld = ~np.isin(unit.record_ids, held.records)
+            keep = [i for i, t in enumerate(unit.texts) if t.split == "train" and unheld[i]]
+            if not keep:
+                continue
+            found = True
+            records = unit.record_ids[keep]
+            planned = plan(held.name, [unit.texts[i] for i in keep], records)
+            offsets = planned.token_offsets
+            sequences = [planned.input_ids[a:b] for a, b in itertools.pairwise(offsets.tolist())]
+            yield TrainingUnit(held.name, records, sequences)
+        if not found:
+            raise UserError("no training texts left after holding out the evaluation sets")
+
+
+class ShuffleBuffer:
+    """Sequences of a stream in random order: `draw(n)` picks n slots of the buffer uniformly
+    (with replacement, like uniform draws from the pooled texts) and refills them from the stream.
+    """
+
+    def __init__(self, sequences: Iterator[np.ndarray], capacity: int, gen: torch.Generator):
+        self.sequences, self.gen = sequences, gen
+        self.rows = list(itertools.islice(sequences, capacity))
+
+    def draw(self, n: int) -> list[np.ndarray]:
+        picks = torch.randint(len(self.rows), (n,), generator=self.gen).tolist()
+        batch = [self.rows[i] for i in picks]
+        for i in dict.fromkeys(picks):
+            self.rows[i] = next(self.sequences)
+        return batch
 
 
 def _pad(rows: list[np.ndarray], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,19 +215,14 @@ def masked_logits(
 
 @torch.inference_mode()
 def evaluate(
-    model: nn.Module,
-    corpus: PlannedCorpus,
-    held: np.ndarray,
-    pad_id: int,
-    split: bool,
-    device: torch.device,
+    model: nn.Module, corpus: PlannedUnit, pad_id: int, split: bool, device: torch.device
 ) -> dict[str, float]:
-    """Masked-token accuracy and mean cross-entropy at the plan's fixed masks of `held`."""
+    """Masked-token accuracy and mean cross-entropy at the plan's fixed masks of `corpus`."""
     model.eval()
     correct, loss, count = 0, 0.0, 0
-    for lo in range(0, len(held), EVAL_BATCH):
-        seqs = held[lo : lo + EVAL_BATCH]
-        ids, mask = _pad([corpus.teacher_input(int(s)) for s in seqs], pad_id)
+    for lo in range(0, len(corpus), EVAL_BATCH):
+        seqs = range(lo, min(lo + EVAL_BATCH, len(corpus)))
+        ids, mask = _pad([corpus.teacher_input(s) for s in seqs], pad_id)
         labels = torch.full_like(ids, -100)
         for row, s in enumerate(seqs):
             p0, p1 = corpus.position_offsets[s], corpus.position_offsets[s + 1]
@@ -188,25 +278,19 @@ def run_adapt(config: AdaptConfig) -> dict[str, Any]:
     vocab = int(model.config.vocab_size)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     spec = MaskingSpec("mlm", None, config.mask_prob, config.seed, "masked")
-    corpora, held_out, train_rows = [], {}, []
-    for name, source in config.corpora:
-        texts, report = read_corpus(source, seed=config.seed)
-        corpus = plan_corpus(name, texts, report, tokenizer, spec, config.max_length, vocab, 1024)
-        train, held = _split(corpus, config.eval_size, config.seed)
-        corpora.append(corpus)
-        held_out[name] = held
-        train_rows += [
-            corpus.input_ids[corpus.token_offsets[i] : corpus.token_offsets[i + 1]] for i in train
-        ]
-    if not train_rows:
-        raise UserError("no training texts left after holding out the evaluation sets")
 
+    def plan(name: str, texts: list[CorpusText], records: np.ndarray) -> PlannedUnit:
+        return plan_texts(name, texts, records, tokenizer, spec, config.max_length, vocab)
+
+    corpora = [
+        hold_out(name, stream_corpus(source, seed=config.seed).index, config.eval_size,
+                 config.seed, plan)
+        for name, source in config.corpora
+    ]  # fmt: skip
     split = head_split_holds(model, vocab, device)
 
     def scores() -> dict[str, dict[str, float]]:
-        return {
-            c.name: evaluate(model, c, held_out[c.name], pad_id, split, device) for c in corpora
-        }
+        return {c.name: evaluate(model, c.planned, pad_id, split, device) for c in corpora}
 
     before = scores()
     if config.head_only:
@@ -220,10 +304,12 @@ def run_adapt(config: AdaptConfig) -> dict[str, Any]:
     )
     gen = torch.Generator().manual_seed(config.seed)
     special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)))
+    records = sum(int(c.index.units[:, 4].sum()) for c in corpora)  # >= the training texts
+    sequences = (s for unit in training_units(corpora, config.seed, plan) for s in unit.sequences)
+    buffer = ShuffleBuffer(sequences, min(config.shuffle_buffer, records), gen)
     model.train()
     for _ in range(config.steps):
-        pick = torch.randint(len(train_rows), (config.batch_size,), generator=gen).tolist()
-        ids, attention = _pad([train_rows[i] for i in pick], pad_id)
+        ids, attention = _pad(buffer.draw(config.batch_size), pad_id)
         special = torch.isin(ids, special_ids) | (attention == 0)
         inputs, labels = mask_batch(
             ids, special, config.mask_prob, tokenizer.mask_token_id, vocab, gen

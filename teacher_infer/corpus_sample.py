@@ -34,7 +34,7 @@ class TextSample:
         self._texts: list[CorpusText] = []
 
     def offer(self, texts: Sequence[CorpusText], records: np.ndarray) -> None:
-        """Offer texts with their (distinct, increasing) record numbers in the corpus."""
+        """Offer texts with their (distinct) record numbers in the corpus."""
         assert len(texts) == len(records), (len(texts), len(records))
         keys = self._rng.random(len(texts))  # drawn for every text: the sample is seed-stable
         self.n_seen += len(texts)

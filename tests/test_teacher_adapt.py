@@ -1,11 +1,16 @@
 """Teacher adaptation: a head-less encoder gets an MLM head, learns, and becomes a teacher; the
-loss with the head at the masked positions only equals the full-logit loss; runs reproduce."""
+loss with the head at the masked positions only equals the full-logit loss; runs reproduce; the
+corpora stream through a bounded buffer and held-out texts are never trained on."""
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -14,7 +19,10 @@ from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, BertModel
 from typer.testing import CliRunner
 
 import cli
+from teacher_infer import adapt
 from teacher_infer.adapt import AdaptConfig, mask_batch, masked_logits, run_adapt
+from teacher_infer.corpus_records import CorpusText
+from teacher_infer.plan import MaskingSpec, PlannedUnit, plan_texts
 from teacher_infer.teacher import load_teacher
 
 
@@ -109,3 +117,63 @@ def test_adapt_is_deterministic_for_a_seed(base: Path, tmp_path: Path) -> None:
         weights.append(load_file(str(tmp_path / out / "model.safetensors")))
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_adapt_streams_past_its_buffer_and_never_trains_on_held_out_texts(
+    base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """5,000 texts without a split (two stream units; a seeded sample is held out) and 300 with
+    a test split (held out from it), a shuffle buffer of 128: training and evaluation run, held-out
+    and test texts are never trained on, and one epoch of the stream is every other text."""
+    plain = write_tagged_corpus(tmp_path / "plain.jsonl", 5000)
+    split = tmp_path / "split.jsonl"
+    rows = [
+        {"text": f"fly from boston to denver at {i}", "split": "test" if i % 7 == 0 else "train"}
+        for i in range(300)
+    ]
+    split.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    tests = {i for i in range(300) if i % 7 == 0}
+    held: dict[str, adapt.HeldOut] = {}
+    trained: dict[str, set[int]] = {"plain": set(), "split": set()}
+    hold_out, training_units = adapt.hold_out, adapt.training_units
+
+    def recording_hold_out(*args: Any) -> adapt.HeldOut:
+        held[args[0]] = hold_out(*args)
+        return held[args[0]]
+
+    def recording_units(*args: Any) -> Iterator[adapt.TrainingUnit]:
+        for unit in training_units(*args):
+            trained[unit.corpus] |= set(unit.records.tolist())
+            yield unit
+
+    monkeypatch.setattr(adapt, "hold_out", recording_hold_out)
+    monkeypatch.setattr(adapt, "training_units", recording_units)
+    config = AdaptConfig(
+        base=str(base), corpora=(("plain", str(plain)), ("split", str(split))),
+        out=str(tmp_path / "t"), steps=40, batch_size=16, lr=3e-3, max_length=32, eval_size=64,
+        shuffle_buffer=128, device="cpu",
+    )  # fmt: skip
+    metrics = run_adapt(config)
+    for name in ("plain", "split"):
+        before, after = metrics["before"][name], metrics["after"][name]
+        assert before["positions"] == after["positions"] > 0
+        assert after["cross_entropy"] < before["cross_entropy"]
+    assert len(held["plain"].records) == len(held["plain"].planned) == 64
+    assert set(held["split"].records.tolist()) == tests  # 43 test texts < eval_size
+    assert trained["plain"] and trained["split"]
+    assert not trained["plain"] & set(held["plain"].records.tolist())
+    assert not trained["split"] & tests
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    spec = MaskingSpec("mlm", None, 0.15, 0, "masked")
+
+    def plan(name: str, texts: list[CorpusText], records: np.ndarray) -> PlannedUnit:
+        return plan_texts(name, texts, records, tokenizer, spec, 32, len(tokenizer))
+
+    epoch = list(itertools.islice(training_units(list(held.values()), 0, plan), 3))  # 3 units
+    seen = {
+        name: [r for u in epoch if u.corpus == name for r in u.records.tolist()] for name in held
+    }
+    assert sorted(seen["plain"]) == sorted(set(range(5000)) - set(held["plain"].records.tolist()))
+    assert sorted(seen["split"]) == sorted(set(range(300)) - tests)
+    assert [len(u.sequences) for u in epoch] == [len(u.records) for u in epoch]
