@@ -196,6 +196,9 @@ def run_distill(
     plan = plan_transfer_set(store, cfg.transfer)
     sizes = [f"{n} {s['sequences']} seq ({s['tokens']} tok)" for n, s in plan.summary().items()]
     console.print(f"transfer set: {', '.join(sizes)}", highlight=False)
+    for name, rows in plan.selection.items():  # one read of every array here: a damaged store
+        if len(rows):  # stops before the run folder is claimed
+            store[name].batch([int(rows.min())])
     open_run(out, record)  # the inputs are valid: only now is the run folder claimed
     total = cfg.steps or sum(len(plan.epoch(e, cfg.batch_tokens)) for e in range(cfg.epochs or 0))
     device = resolve_device(cfg.device)

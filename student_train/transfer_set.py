@@ -245,8 +245,12 @@ def plan_transfer_set(store: Store, spec: TransferSetSpec) -> TransferSet:
     )
 
 
-class _BatchReader(Dataset[SparseBatch]):
-    """Decodes planned batches from the store; each DataLoader worker reopens the store."""
+class _BatchReader(Dataset[SparseBatch | UserError]):
+    """Decodes planned batches from the store; each DataLoader worker reopens the store.
+
+    A `UserError` (a damaged store: `StoreCorruptError`) is returned, not raised: DataLoader
+    would re-raise it wrapped in the worker's traceback text; `stream_batches` raises it whole.
+    """
 
     def __init__(self, store: Store, batches: list[PlannedBatch]) -> None:
         self.store, self.batches = store, batches
@@ -254,9 +258,12 @@ class _BatchReader(Dataset[SparseBatch]):
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __getitem__(self, i: int) -> SparseBatch:
+    def __getitem__(self, i: int) -> SparseBatch | UserError:
         planned = self.batches[i]
-        return self.store[planned.corpus].batch(planned.indices)
+        try:
+            return self.store[planned.corpus].batch(planned.indices)
+        except UserError as err:
+            return err
 
 
 def _keep(item: Any) -> Any:
@@ -277,4 +284,7 @@ def stream_batches(
         pin_memory=torch.cuda.is_available(),
         generator=torch.Generator(),  # worker seeds must not draw from the global (dropout) RNG
     )
-    yield from loader
+    for item in loader:
+        if isinstance(item, UserError):
+            raise item
+        yield item

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from student_stores import synthetic_meta, write_store
 from transformers import AutoModel, AutoModelForMaskedLM
 
-from logit_store import UserError, open_store
+from logit_store import StoreCorruptError, UserError, open_store
 from student_train.distill import DistillConfig, run_distill
 from student_train.runs import read_metrics
 from student_train.transfer_set import TransferSetSpec
@@ -231,3 +231,47 @@ def test_cli_error_is_one_plain_line(
 
     assert error("generic=1", "from-teacher:-1").startswith("error: --student from-teacher:-1: ")
     assert "at 'g[bold]=1'" in error("g[bold]=1", "tiny")
+
+
+def test_damaged_store_is_one_line_and_leaves_no_run_folder(
+    tmp_path: Path,
+    student_json: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """Garbage array metadata, read only when batches are decoded: one line naming the store,
+    from the main process, before the run folder is claimed (no DataLoader traceback)."""
+    import cli
+
+    url = tmp_path / "store.zarr"
+    write_store(url, {"generic": 32})
+    (url / "corpora" / "generic" / "target_values" / "zarr.json").write_text("garbage{")
+    out = tmp_path / "run"
+    monkeypatch.setattr(sys, "argv", [
+        "kdcache", "distill", "--store", str(url), "--mix", "generic=1", "--size", "16",
+        "--steps", "2", "--student", student_json, "--batch-tokens", "256", "--out", str(out),
+    ])  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    (line,) = [line for line in err.splitlines() if line.startswith("error:")]
+    assert line.startswith(f"error: store {url}, corpus 'generic'")
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_damaged_unit_met_by_a_worker_is_the_stores_one_line_error(
+    tmp_path: Path, student_json: str
+) -> None:
+    """A damaged chunk of a later unit passes the up-front read; the DataLoader worker that
+    meets it hands back the StoreCorruptError itself, not its traceback text."""
+    url = tmp_path / "store.zarr"
+    write_store(url, {"generic": 32})
+    shards = sorted((url / "corpora" / "generic" / "target_values" / "c").rglob("*"))
+    last = [p for p in shards if p.is_file()][-1]
+    last.write_bytes(b"\0" * last.stat().st_size)
+    spec = TransferSetSpec(mix=(("generic", 1.0),), size=32)
+    cfg = _config(str(url), student_json, tmp_path / "run", transfer=spec, num_workers=1)
+    with pytest.raises(StoreCorruptError) as caught:
+        run_distill(cfg)
+    assert "\n" not in str(caught.value) and "unit 1" in str(caught.value)
