@@ -189,19 +189,36 @@ def _check_encoding(path: Path, head: bytes) -> None:
             )
 
 
-def _line_bounds(path: Path) -> np.ndarray:
-    """Byte offsets of the start of every line, plus the file size (a vectorised newline scan)."""
-    starts = [np.zeros(1, dtype=np.int64)]
-    offset = 0
+def _scan_lines(path: Path, unit_size: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """One pass over a line file: (unit cut offsets incl. the file size, unit sha256s, lines).
+
+    A vectorised newline scan per block; memory holds one block and one offset per unit, never
+    one per line."""
+    cuts, hashes = [0], []
+    hasher = hashlib.sha256()
+    offset = lines = 0
+    last = b""
     with path.open("rb") as handle:
         while block := handle.read(SCAN_BLOCK):
             nl = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
-            starts.append(nl.astype(np.int64) + offset + 1)
+            starts = np.arange(lines + 1, lines + len(nl) + 1)  # line number after each newline
+            prev = 0
+            for cut in (nl[starts % unit_size == 0] + 1).tolist():
+                hasher.update(block[prev:cut])
+                hashes.append(hasher.digest())
+                hasher, prev = hashlib.sha256(), cut
+                cuts.append(offset + cut)
+            hasher.update(block[prev:])
             offset += len(block)
-    bounds = np.concatenate(starts)
-    if bounds[-1] != offset:  # a last line without a newline
-        bounds = np.r_[bounds, offset]
-    return bounds
+            lines += len(nl)
+            last = block[-1:]
+    if last not in (b"\n", b""):
+        lines += 1  # a last line without a newline
+    if cuts[-1] < offset:
+        hashes.append(hasher.digest())
+        cuts.append(offset)
+    digests = np.frombuffer(b"".join(hashes), dtype=np.uint8).reshape(-1, 32)
+    return np.asarray(cuts, dtype=np.int64), digests, lines
 
 
 def _hash_ranges(path: Path, cuts: np.ndarray) -> np.ndarray:
@@ -219,10 +236,8 @@ def _line_units(
     path: Path, file_index: int, unit_size: int, kind: str
 ) -> tuple[np.ndarray, np.ndarray, SourceFile]:
     st = path.stat()
-    bounds = _line_bounds(path)
-    n_lines = len(bounds) - 1
+    cuts, hashes, n_lines = _scan_lines(path, unit_size)
     first = np.arange(0, n_lines, unit_size)
-    cuts = np.r_[bounds[first], bounds[-1]] if n_lines else np.zeros(1, dtype=np.int64)
     units = np.stack(
         [
             np.full(len(first), file_index),
@@ -233,31 +248,26 @@ def _line_units(
         ],
         axis=1,
     ).astype(np.int64)
-    rows = "text"
-    if kind == "jsonl":
-        rows = _jsonl_row_kind(path, bounds)
+    assert len(units) == len(hashes), (path, len(units), len(hashes))
+    rows = _jsonl_row_kind(path) if kind == "jsonl" else "text"
     return (
         units.reshape(-1, 5),
-        _hash_ranges(path, cuts),
+        hashes,
         SourceFile(str(path), kind, st.st_size, st.st_mtime_ns, rows),
     )
 
 
-def _jsonl_row_kind(path: Path, bounds: np.ndarray) -> str:
+def _jsonl_row_kind(path: Path) -> str:
     """ "text" or "massive", decided by the first JSON object of the file (as the reader does)."""
     with path.open("rb") as handle:
-        for lineno in range(1, len(bounds)):
-            raw = handle.readline()
+        for lineno, raw in enumerate(handle, start=1):
             try:
                 row = json.loads(raw.decode("utf-8").removeprefix("\ufeff"))
             except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
                 continue
             if isinstance(row, dict):
-                return (
-                    "massive"
-                    if row_converter(row.keys(), f"{path}:{lineno}") is massive_row
-                    else "text"
-                )
+                converter = row_converter(row.keys(), f"{path}:{lineno}")
+                return "massive" if converter is massive_row else "text"
     return "text"
 
 

@@ -93,6 +93,11 @@ class UnitWorker:
             return done
 
         compute_units(self.teacher, self.config, self.source, todo, self.writer, tick)
+        skipped = [u for u in units if u not in pending]
+        if skipped:  # written by an earlier attempt: their counts are in their done records
+            store = open_store(self.config.out, storage_options=self.writer.storage_options)
+            for u in skipped:
+                tokens[u] = int(store[u.corpus].done_record(u.index)["n_tokens"])
         records = [int(self.indexes[u.corpus].units[u.index, 4]) for u in units]
         return {
             "corpus": np.array([u.corpus for u in units]),
@@ -176,7 +181,7 @@ def run_precompute_ray(
                 )
                 for row in rows.iter_rows():
                     ticks[row["corpus"]](int(row["records"]), int(row["tokens"]))
-                    computed_tokens += int(row["tokens"])
+                    computed_tokens += int(row["tokens"]) if row["computed"] else 0
         compute_s = time.perf_counter() - compute_started
     _check_complete(config)
     consolidate_store(config.out, dict(config.storage_options) or None)

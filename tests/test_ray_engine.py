@@ -31,9 +31,11 @@ from student_train.sweep_plan import FinetuneTarget, SweepConfig
 from teacher_infer.precompute import (
     PrecomputeConfig,
     compute_units,
-    load_and_plan,
+    corpus_indexes,
+    load_teacher_for,
     open_writer,
     run_precompute,
+    unit_source,
 )
 from teacher_infer.ray_engine import UnitWorker, actor_resources, run_precompute_ray
 
@@ -104,14 +106,15 @@ def test_two_cpu_actors_equal_the_single_process_run(ray_local, files, tmp_path:
 def test_ray_completes_a_partial_store(ray_local, files, tmp_path: Path) -> None:
     out = tmp_path / "partial.zarr"
     config = _config(files, out)
-    teacher, meta, planned = load_and_plan(config, "cpu")
-    writer = open_writer(config, meta, planned)
-    some = [(p, u) for p in planned for u in writer.units(p.name)[::3]]  # a third written
-    compute_units(teacher, config, some, writer)
+    teacher, meta, masking = load_teacher_for(config, "cpu")
+    indexes = corpus_indexes(config)
+    writer = open_writer(config, meta, indexes)
+    some = [(name, u.index) for name in indexes for u in writer.units(name)[::3]]  # a third
+    compute_units(teacher, config, unit_source(teacher, config, masking, indexes), some, writer)
     summary = run_precompute_ray(config, actors=2)
-    for corpus in planned:
-        c = summary["corpora"][corpus.name]
-        assert c["units_computed"] == c["units"] - len(writer.units(corpus.name)[::3])
+    for name in indexes:
+        c = summary["corpora"][name]
+        assert c["units_computed"] == c["units"] - len(writer.units(name)[::3])
     assert_same_store(str(out), str(files["reference"]))
 
 
@@ -120,7 +123,7 @@ def test_a_resubmitted_batch_skips_units_already_written(files, tmp_path: Path) 
     worker = UnitWorker(_config(files, out))  # the actor class, in this process
     batch = {"corpus": np.array(["task", "task"]), "unit": np.array([0, 1])}
     first = worker(batch)
-    assert first["computed"].tolist() == [True, True] and first["sequences"].tolist() == [8, 8]
+    assert first["computed"].tolist() == [True, True] and first["records"].tolist() == [8, 8]
     again = worker({"corpus": np.array(["task", "task"]), "unit": np.array([1, 2])})
     assert again["computed"].tolist() == [False, True]
     assert again["tokens"][0] == first["tokens"][1]
