@@ -8,18 +8,18 @@ class UserError(Exception):
 
 
 class StoreMismatchError(UserError):
-    """An existing store was written with different settings than the caller expects."""
+    """An existing store was written with different settings than the caller expects: one line,
+    ``WHERE was written with different settings: FIELD: stored X != expected Y; ...``."""
 
     def __init__(self, where: str, diffs: list[tuple[str, object, object]]) -> None:
         self.diffs = diffs
-        lines = [
-            f"  {field}: stored {stored!r} != expected {expected!r}"
+        fields = "; ".join(
+            f"{field}: stored {stored!r} != expected {expected!r}"
             for field, stored, expected in diffs
-        ]
+        )
         super().__init__(
-            f"{where} was written with different settings:\n"
-            + "\n".join(lines)
-            + "\nUse a new --out store, or rerun with the store's settings."
+            f"{where} was written with different settings: {fields}. Use a new --out store, "
+            "or rerun with the store's settings."
         )
 
 

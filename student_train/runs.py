@@ -51,24 +51,40 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def _shown(value: Any) -> str:
+    """A config value as compact JSON, cut to 60 characters (one line, whatever its size)."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def run_status(out: Path, record: dict[str, Any]) -> RunStatus:
     """What `out` holds for the config `record`: "done", "resume" or "new" (writes nothing).
-    A path that is not a folder, or a folder holding a run of another config, is refused."""
+    A path that is not a folder, one inside a Zarr store (a folder at or above it holds
+    zarr.json; the outermost is named), or a folder holding a run of another config, is
+    refused."""
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder; give a run folder path as --out")
+    stores = [f for f in (out.resolve(), *out.resolve().parents) if (f / "zarr.json").is_file()]
+    if stores:
+        raise UserError(
+            f"--out {out}: inside the Zarr store {stores[-1]}; run files must not go into a "
+            "store: give a folder outside it"
+        )
     config_path = out / CONFIG_FILE
     if not config_path.is_file():
         return "new"
     stored, wanted = read_json(config_path), config_hash(record)
     if stored.get("config_hash") != wanted:
         mine = json.loads(json.dumps(record, default=str))
-        differ = sorted(
-            k for k in {*stored, *mine} - {"config_hash"} if stored.get(k) != mine.get(k)
-        )
+        differ = [
+            f"{k}: stored {_shown(stored.get(k))}, given {_shown(mine.get(k))}"
+            for k in sorted({*stored, *mine} - {"config_hash"})
+            if stored.get(k) != mine.get(k)
+        ]
         raise UserError(
             f"{out}: holds a run with config_hash {stored.get('config_hash')}, not {wanted} "
-            f"(differs in: {', '.join(differ) or 'the hash'}); use a new --out folder "
-            "(or delete this one to redo it)"
+            f"(differs in {'; '.join(differ) or 'the hash'}); use a new --out folder, the same "
+            "settings, or delete this one to redo it"
         )
     return "done" if (out / METRICS_FILE).is_file() else "resume"
 

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from student_stores import synthetic_meta, write_store
 from transformers import AutoModel, AutoModelForMaskedLM
 
-from logit_store import StoreCorruptError, UserError, open_store
+from logit_store import StoreCorruptError, StoreMismatchError, UserError, open_store
 from student_train.distill import DistillConfig, run_distill
 from student_train.runs import read_metrics
 from student_train.transfer_set import TransferSetSpec
@@ -195,8 +195,27 @@ def test_refused_run_leaves_no_folder_and_a_changed_config_names_its_fields(
     with pytest.raises(UserError, match="not a folder"):
         run_distill(_config(store_url, student_json, tmp_path / "file", steps=1))
     run_distill(_config(store_url, student_json, out, steps=1))
-    with pytest.raises(UserError, match=r"differs in: steps\)"):
-        run_distill(_config(store_url, student_json, out, steps=2))
+    differ = r"differs in lr: stored 0.003, given 0.001; steps: stored 1, given 2\)"
+    with pytest.raises(UserError, match=differ) as err:
+        run_distill(_config(store_url, student_json, out, steps=2, lr=1e-3))
+    assert "\n" not in str(err.value)
+
+
+def test_out_inside_a_store_is_refused(store_url: str, student_json: str) -> None:
+    for out in (Path(store_url), Path(store_url) / "run", Path(store_url) / "corpora" / "x"):
+        with pytest.raises(UserError, match=f"--out {out}: inside the Zarr store {store_url};"):
+            run_distill(_config(store_url, student_json, out, steps=1))
+        assert not (out / "config.json").exists() and not (Path(store_url) / "run").exists()
+
+
+def test_store_of_other_settings_is_refused_in_one_line(store_url: str) -> None:
+    with pytest.raises(StoreMismatchError) as err:
+        open_store(store_url, expected={"k": 16, "max_length": 64})
+    assert str(err.value) == (
+        f"store {store_url} was written with different settings: k: stored 8 != expected 16; "
+        "max_length: stored 32 != expected 64. Use a new --out store, or rerun with the "
+        "store's settings."
+    )
 
 
 def test_run_on_an_incomplete_store_is_not_the_completed_stores_run(
