@@ -113,7 +113,10 @@ def open_root(url: str, mode: str, storage_options: dict[str, Any] | None) -> za
     if storage_options and remote:
         kwargs["storage_options"] = fsspec_options(url, storage_options)
     try:
-        return zarr.open_group(store=url, mode=mode, zarr_format=3, **kwargs)  # type: ignore[arg-type]
+        try:
+            return zarr.open_group(store=url, mode=mode, zarr_format=3, **kwargs)  # type: ignore[arg-type]
+        except zarr.errors.ContainsGroupError:  # another process created it meanwhile
+            return zarr.open_group(store=url, mode="r+", zarr_format=3, **kwargs)
     except FileNotFoundError as err:
         if mode == "r":
             raise UserError(f"{url}: no kdcache store here ({err}); check the path") from err
@@ -186,11 +189,10 @@ def create_corpus_arrays(group: zarr.Group, meta: StoreMeta, spec: CorpusSpec) -
         "done", shape=(units,), dtype=str, chunks=(1,), compressors=[Crc32cCodec()], fill_value=""
     )
     for name in unit_arrays(meta):
-        axis, dtype = UNIT_ARRAYS[name]
+        axis, kind = UNIT_ARRAYS[name]
         slot = slot_of(name, meta, layout)
         width = (meta.width,) if axis == "position2" else ()
-        if dtype == "values":
-            dtype = target_codec.value_dtype(meta)
+        dtype: Any = target_codec.value_dtype(meta) if kind == "values" else kind
         if axis == "sequence":
             ensure(
                 name,

@@ -398,7 +398,7 @@ class Corpus:
             raise self._damaged(f", array {array!r}", err) from err
         if not parts:
             return np.zeros(0, dtype=str if array == "split" else np.int64)
-        return np.concatenate(parts)
+        return np.concatenate([p for p in parts if p is not None])
 
     def _sequence_column(self, array: str) -> np.ndarray:
         arr, s = self.array(array), self.unit_size

@@ -93,7 +93,9 @@ class Summary:
         parts: list[np.ndarray | None] = [None] * len(done_units)
         if not covered.any():
             return parts
-        values = np.asarray(self.group[f"summary_{array}"][...])
+        stored = self.group[f"summary_{array}"]
+        assert isinstance(stored, zarr.Array)
+        values = np.asarray(stored[...])
         if array == "split":
             names = np.array(["", *self.attrs.get("splits", [])])
             values = names[values]

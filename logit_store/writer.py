@@ -145,7 +145,7 @@ def create_store(
     layouts: dict[str, UnitLayout] = {}
     for spec in specs:
         _claim_corpus(url, spec, storage_options)
-        group = root.require_group(f"{CORPORA_GROUP}/{spec.name}")
+        group = _require_group(root, f"{CORPORA_GROUP}/{spec.name}")
         layouts[spec.name] = create_corpus_arrays(group, stored, spec)
         if CORPUS_KEY not in group.attrs:
             group.attrs[CORPUS_KEY] = {
@@ -156,6 +156,15 @@ def create_store(
                 "table_slot": table_slot(stored, layouts[spec.name]),
             }
     return StoreWriter(url, root, stored, {s.name: s for s in specs}, layouts, storage_options)
+
+
+def _require_group(root: zarr.Group, path: str) -> zarr.Group:
+    try:
+        return root.require_group(path)
+    except zarr.errors.ContainsGroupError:  # another process created it meanwhile
+        group = root[path]
+        assert isinstance(group, zarr.Group)
+        return group
 
 
 def label_names(records: list[dict[str, Any]]) -> dict[str, list[str]]:

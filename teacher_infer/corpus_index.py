@@ -426,7 +426,9 @@ def _path_index(path: Path, unit_size: int, log: SkipLog) -> tuple[list, list, l
                 files.append(file)
         if not files:
             raise CorpusError(f"{path}: no {', '.join(FILE_SUFFIXES)} files in this folder")
-    units, hashes, described = [], [], []
+    units: list[np.ndarray] = []
+    hashes: list[np.ndarray] = []
+    described: list[SourceFile] = []
     for file in files:
         suffix = file.suffix.lower()
         if file.stat().st_size == 0:

@@ -11,6 +11,7 @@ import json
 import time
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,7 +50,7 @@ def synthetic_meta(encoding: str = "topk", **overrides: object) -> StoreMeta:
     return StoreMeta(**fields)  # type: ignore[arg-type]
 
 
-def sequence_spec(name: str, n: int, unit_size: int, **fields: str) -> CorpusSpec:
+def sequence_spec(name: str, n: int, unit_size: int, **fields: Any) -> CorpusSpec:
     """A corpus of `n` sequences cut into units of `unit_size` consecutive sequences."""
     return CorpusSpec(name=name, n_units=-(-n // unit_size), unit_size=unit_size, **fields)
 
