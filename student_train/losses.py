@@ -76,14 +76,16 @@ def student_log_probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 def tail_tempering(logits: torch.Tensor, ids: torch.Tensor, temperature: float) -> torch.Tensor:
     """sg[log Σ_{j∈R} r(j)^{1/T}] (module docstring): (P, V) student logits, (P, k) ids → (P,).
 
-    0 at T = 1; -inf where the tail R is empty (k = V). Computed under no_grad on a copy of the
-    logits with the top-k ids masked out (exact, even when the student's tail mass is < 1e-7).
+    Exact (even when the student's tail mass is < 1e-7) on one no-grad copy of the logits with
+    the top-k ids masked out, shifted by its row max m, which cancels:
+    log Σ_R e^{(z-m)/T} - (1/T) log Σ_R e^{z-m}. Not finite where R is empty (k = V).
     """
     with torch.no_grad():
         rest = logits.float().scatter(1, ids, float("-inf"))
-        return (
-            torch.logsumexp(rest / temperature, dim=1) - torch.logsumexp(rest, dim=1) / temperature
-        )
+        rest.sub_(rest.amax(dim=1, keepdim=True))
+        at_one = rest.exp().sum(dim=1).log()
+        rest.div_(temperature)
+        return rest.exp().sum(dim=1).log() - at_one / temperature
 
 
 def tempered_teacher(

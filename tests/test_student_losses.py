@@ -86,6 +86,20 @@ def test_topk_student_equal_to_teacher_is_the_minimum(
     assert topk_kd_loss(moved, _topk_targets(teacher, k), temperature).item() > 1e-4
 
 
+def test_topk_minimum_is_exact_when_the_tail_holds_almost_nothing() -> None:
+    """Tail mass ~1e-10 at T = 1 becomes ~1e-2 of the tempered mass at T = 4: the tail's
+    tempering must be exact there, not 1 - Σ top-k in float32."""
+    teacher, _ = _logits(14, scale=1.0)
+    teacher[:, :4] += 30.0
+    targets = _topk_targets(teacher, 4)
+    assert targets.tail_logmass.max().item() < -20.0
+    student = teacher.clone().requires_grad_(True)
+    loss = topk_kd_loss(student, targets, 4.0)
+    loss.backward()
+    assert student.grad is not None
+    assert abs(loss.item()) < 1e-4 and student.grad.abs().max().item() < 1e-6
+
+
 @pytest.mark.parametrize("temperature", [2.0, 4.0])
 def test_tempered_topk_approaches_dense_kl_as_k_grows(temperature: float) -> None:
     teacher, student = _logits(13, scale=1.5)
