@@ -34,6 +34,8 @@ def mount(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
     point.mkdir()
 
     def mount_with(options: str) -> Path:
+        if shutil.which("mount") is None:
+            pytest.skip("no mount command here")
         source = [] if options.startswith("remount") else ["-t", "tmpfs", "tmpfs"]
         done = subprocess.run(
             ["mount", *source, "-o", options, str(point)], capture_output=True, text=True
