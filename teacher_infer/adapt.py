@@ -287,6 +287,10 @@ def run_adapt(config: AdaptConfig) -> dict[str, Any]:
                  config.seed, plan)
         for name, source in config.corpora
     ]  # fmt: skip
+    gen = torch.Generator().manual_seed(config.seed)
+    n_records = sum(int(c.index.units[:, 4].sum()) for c in corpora)  # >= the training texts
+    sequences = (s for unit in training_units(corpora, config.seed, plan) for s in unit.sequences)
+    buffer = ShuffleBuffer(sequences, min(config.shuffle_buffer, n_records), gen)
     split = head_split_holds(model, vocab, device)
 
     def scores() -> dict[str, dict[str, float]]:
@@ -302,11 +306,7 @@ def run_adapt(config: AdaptConfig) -> dict[str, Any]:
     schedule = get_linear_schedule_with_warmup(
         optimizer, max(1, config.steps // 10), max(1, config.steps)
     )
-    gen = torch.Generator().manual_seed(config.seed)
     special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)))
-    records = sum(int(c.index.units[:, 4].sum()) for c in corpora)  # >= the training texts
-    sequences = (s for unit in training_units(corpora, config.seed, plan) for s in unit.sequences)
-    buffer = ShuffleBuffer(sequences, min(config.shuffle_buffer, records), gen)
     model.train()
     for _ in range(config.steps):
         ids, attention = _pad(buffer.draw(config.batch_size), pad_id)

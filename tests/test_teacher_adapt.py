@@ -19,6 +19,7 @@ from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, BertModel
 from typer.testing import CliRunner
 
 import cli
+from logit_store import UserError
 from teacher_infer import adapt
 from teacher_infer.adapt import AdaptConfig, mask_batch, masked_logits, run_adapt
 from teacher_infer.corpus_records import CorpusText
@@ -177,3 +178,18 @@ def test_adapt_streams_past_its_buffer_and_never_trains_on_held_out_texts(
     assert sorted(seen["plain"]) == sorted(set(range(5000)) - set(held["plain"].records.tolist()))
     assert sorted(seen["split"]) == sorted(set(range(300)) - tests)
     assert [len(u.sequences) for u in epoch] == [len(u.records) for u in epoch]
+
+
+def test_a_corpus_without_training_texts_is_refused(base: Path, tmp_path: Path) -> None:
+    """Only test-split texts: held out, none left to train on; one error line, not a hang."""
+    corpus = tmp_path / "test_only.jsonl"
+    corpus.write_text(
+        "".join(json.dumps({"text": f"hi {i}", "split": "test"}) + "\n" for i in range(9))
+    )
+    config = AdaptConfig(
+        base=str(base), corpora=(("t", str(corpus)),), out=str(tmp_path / "t"), steps=3,
+        device="cpu",
+    )  # fmt: skip
+    with pytest.raises(UserError, match="no training texts left"):
+        run_adapt(config)
+    assert not (tmp_path / "t").exists()
