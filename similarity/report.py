@@ -110,6 +110,13 @@ def run_similarity(config: SimilarityConfig) -> dict[str, Any]:
     settings = config.settings
     check_writable(config.out, "--out")
     check_writable(config.plot, "--plot")
+    encoder = SentenceEncoder(  # loaded first: a bad --encoder fails before the corpus passes
+        config.encoder,
+        batch_size=config.batch_size,
+        max_length=config.max_length,
+        threads=settings.threads,
+        storage_options=config.storage_options,
+    )
     seed, limit = settings.seed, config.max_per_side
     task_keys = TaskKeys() if config.exact_duplicates else None
     # each split half of the task side needs k neighbours besides itself (the references)
@@ -121,13 +128,6 @@ def run_similarity(config: SimilarityConfig) -> dict[str, Any]:
     matches = None if task_keys is None else GenericMatches(task_keys)
     generic, generic_read, generic_index = _stream(
         config.generic, (seed, seed), "generic", 4, limit, None if matches is None else matches.add
-    )
-    encoder = SentenceEncoder(
-        config.encoder,
-        batch_size=config.batch_size,
-        max_length=config.max_length,
-        threads=settings.threads,
-        storage_options=config.storage_options,
     )
     generic_texts = [text.text for text in generic]
 
