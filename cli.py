@@ -26,7 +26,7 @@ from logit_store import UserError
 from logit_store.cli_options import console
 from logit_store.commands import inspect, verify
 from similarity.commands import similarity_app
-from student_train.commands import distill, finetune, sweep
+from student_train.commands import distill, finetune, predict, sweep
 from teacher_infer.commands import precompute, teacher_adapt
 
 app = typer.Typer(
@@ -41,6 +41,7 @@ app.command("teacher-adapt")(teacher_adapt)
 app.command()(distill)
 app.command()(finetune)
 app.command()(sweep)
+app.command()(predict)
 app.add_typer(similarity_app, name="similarity")
 
 

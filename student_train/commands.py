@@ -24,7 +24,9 @@ def finetune(
     task: Annotated[str, typer.Option(help="dc (domain classification) or icner.")],
     store: Annotated[str, typer.Option(help="Store path or fsspec URL holding the task corpus.")],
     corpus: Annotated[str, typer.Option(help="Task corpus in the store (train/test splits).")],
-    out: Annotated[str, typer.Option(help="Run folder for config.json, metrics.json, heads.")],
+    out: Annotated[
+        str, typer.Option(help="Run folder: config.json, metrics.json, the model (OUT/model).")
+    ],
     epochs: Annotated[float, typer.Option(help="Passes over the train split.")] = 3.0,
     steps: Annotated[int | None, typer.Option(help="Optimiser steps (overrides --epochs).")] = None,
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 5e-5,
@@ -33,11 +35,7 @@ def finetune(
     init: Annotated[
         str, typer.Option(help="pretrained, or random (same architecture, no distillation).")
     ] = "pretrained",
-    pooling: Annotated[str, typer.Option(help="Sentence vector: mean or cls.")] = "mean",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (bf16 autocast).")] = "auto",
-    save_encoder: Annotated[
-        bool, typer.Option(help="Also save the finetuned encoder (OUT/encoder).")
-    ] = False,
     storage_option: StorageOption = None,
 ) -> None:
     """Finetune a student (or the teacher) on DC or ICNER from the store; evaluate on "test"."""
@@ -55,9 +53,7 @@ def finetune(
         batch_size=batch_size,
         seed=seed,
         init=init,  # type: ignore[arg-type]
-        pooling=pooling,  # type: ignore[arg-type]
         device=device,
-        save_encoder=save_encoder,
         storage_options=tuple(sorted(storage_options(storage_option).items())),
     )
     print_metrics(run_finetune(config), console)
@@ -201,3 +197,32 @@ def sweep(
         f"sweep: ran {summary['ran']}, skipped {summary['skipped']} of {summary['runs']} runs "
         f"in {summary['seconds']:.0f} s -> {summary['results']}"
     )
+
+
+def predict(
+    model: Annotated[str, typer.Option(help="Finetune run folder (or its model/ folder).")],
+    input: Annotated[
+        str, typer.Option("--input", help="Texts: .txt/.jsonl/.csv/.parquet file or folder, or -.")
+    ],
+    out: Annotated[
+        str | None, typer.Option(help="JSONL output (default: standard output).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Texts per forward pass.")] = 32,
+) -> None:
+    """Predict the domain or intent (with its probability) and the slots of each text."""
+    import sys
+
+    from rich.console import Console
+
+    from student_train.predict import PredictConfig, run_predict
+
+    summary = run_predict(PredictConfig(model, input, out, batch_size), sys.stdout)
+    notes = Console(stderr=True) if out is None else console
+    skipped = ", ".join(f"{k}: {v}" for k, v in summary["skipped"].items()) or "none"
+    notes.print(
+        f"predict ({summary['task']}): {summary['texts']} texts -> {summary['out']}; skipped "
+        f"{skipped}; words past max_length: {summary['truncated_words']}",
+        highlight=False,
+    )
+    for example in summary["examples"]:
+        notes.print(f"  skipped {example}", highlight=False)

@@ -6,13 +6,20 @@ no-distillation baseline); all three get the same budget, optimiser and data. Tr
 split "train" only, evaluation split "test" only. A run folder holds::
 
     OUT/config.json        the config + "config_hash" (written first)
-    OUT/heads.safetensors  the head weights (label names in the safetensors metadata)
+    OUT/model/             the finetuned model as plain Hugging Face folders with the store's
+                           tokenizer (`saved_model`): AutoModelForSequenceClassification for
+                           the domain / intent, ICNER slots in OUT/model/slots/
+                           (AutoModelForTokenClassification)
+    OUT/test_predictions.jsonl  per test sequence: id, gold and predicted label, the class
+                           logits, and (ICNER) gold and predicted word-level tags
     OUT/metrics.json       test metrics, sizes and timings (written last: the run is complete);
                            "per_label": {label: {"n", "accuracy"}} per gold domain (DC) or
                            intent (ICNER) of the test split, named like the groups of
                            `kdcache similarity --by domain|intent`
 
-A rerun with an identical config over a completed folder returns the stored metrics.
+A rerun with an identical config over a completed folder returns the stored metrics; a
+completed folder without its model (written before models were always saved, or deleted) is
+run again.
 """
 
 from __future__ import annotations
@@ -29,25 +36,32 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
-from safetensors.torch import save_file
-from transformers import get_linear_schedule_with_warmup
+from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
 from logit_store import UserError, open_store
 from student_train.device import adamw, autocast, resolve_device
 from student_train.evaluate import dc_metrics, icner_metrics, per_label_accuracy
 from student_train.heads import (
     INITS,
-    POOLINGS,
     Init,
-    Pooling,
     TaskModel,
     check_tokenizer,
-    load_encoder,
+    label_config,
+    load_classifier,
     model_fingerprint,
     resolve_model_dir,
     task_loss,
+    token_classifier_skeleton,
 )
-from student_train.runs import finish_run, open_run, read_metrics, run_status
+from student_train.runs import (
+    MODEL_DIR,
+    config_hash,
+    finish_run,
+    open_run,
+    read_metrics,
+    run_status,
+)
+from student_train.saved_model import save_task_model, saved_model_complete, store_tokenizer
 from student_train.task_data import (
     TASKS,
     Task,
@@ -62,6 +76,7 @@ from student_train.task_data import (
 )
 
 log = logging.getLogger(__name__)
+PREDICTIONS_FILE = "test_predictions.jsonl"
 TEACHER = "teacher"  # --student teacher: finetune the store's teacher (meta.teacher_id)
 SCORE_KEYS = {
     "dc": ("accuracy", "macro_f1"),
@@ -95,12 +110,10 @@ class FinetuneConfig:
     eval_batch_size: int = 64
     seed: int = 0
     init: Init = "pretrained"
-    pooling: Pooling = "mean"
     dropout: float = 0.1
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
-    save_encoder: bool = False
     device: str = "auto"
     storage_options: tuple[tuple[str, str], ...] = ()
 
@@ -109,8 +122,6 @@ class FinetuneConfig:
             raise UserError(f"--task must be one of {TASKS}, got {self.task!r}")
         if self.init not in INITS:
             raise UserError(f"--init must be one of {INITS}, got {self.init!r}")
-        if self.pooling not in POOLINGS:
-            raise UserError(f"--pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if self.steps is not None and self.steps < 1:
             raise UserError(f"--steps must be >= 1, got {self.steps}")
         if self.steps is None and not self.epochs > 0:
@@ -124,7 +135,7 @@ class FinetuneConfig:
         """What determines the result: everything but where it goes and how it is reached. The
         student enters by its fingerprint (`heads.model_fingerprint`), not by its path, so a
         moved RUNS folder resumes."""
-        skip = {"student", "out", "device", "storage_options", "save_encoder"}
+        skip = {"student", "out", "device", "storage_options"}
         if self.steps is not None:
             skip.add("epochs")  # --steps overrides --epochs
         return {k: v for k, v in self.__dict__.items() if k not in skip}
@@ -183,13 +194,14 @@ def predict(
     pad_token_id: int,
     batch_size: int,
     device: torch.device,
-) -> tuple[list[str], list[list[str]] | None, int]:
-    """Predicted labels (N,), word-level tags per sequence (ICNER) and the number of words
-    that had no token (truncated by the store's max_length; predicted "O")."""
+) -> tuple[list[str], list[list[str]] | None, list[list[float]], int]:
+    """Predicted labels (N,), word-level tags per sequence (ICNER), class logits (N, C) and
+    the number of words that had no token (truncated by the store's max_length; "O")."""
     model.eval()
     label_ids = {name: i for i, name in enumerate(class_names)}
     labels: list[str] = [""] * len(data)
     tags: list[list[str]] = [[] for _ in range(len(data))]
+    logits: list[list[float]] = [[] for _ in range(len(data))]
     truncated = 0
     for rows in sorted_batches(data.lengths, batch_size):
         batch = collate(data, rows, pad_token_id, label_ids, None).to(device)
@@ -199,15 +211,35 @@ def predict(
         tag_pred = None if tag_logits is None else tag_logits.argmax(-1).cpu().numpy()
         for b, r in enumerate(rows):
             labels[r] = class_names[class_pred[b]]
+            logits[r] = class_logits[b].float().cpu().tolist()
             if tag_pred is not None and tag_names is not None and data.tags is not None:
                 token_tags = [tag_names[t] for t in tag_pred[b]]
                 tags[r], missing = word_level_tags(data.word_ids[r], token_tags, len(data.tags[r]))
                 truncated += missing
-    return labels, (tags if tag_names is not None else None), truncated
+    return labels, (tags if tag_names is not None else None), logits, truncated
 
 
-def _check_vocab(model: TaskModel, splits: list[TaskSplit], model_dir: Path) -> None:
-    vocab = int(model.encoder.config.vocab_size)
+def write_test_predictions(
+    path: Path,
+    data: TaskSplit,
+    ids: list[Any],
+    labels: list[str],
+    logits: list[list[float]],
+    tags: list[list[str]] | None,
+) -> None:
+    """One JSON line per test sequence (module docstring), in the store's order."""
+    lines = []
+    for r in range(len(data)):
+        row: dict[str, Any] = {"id": ids[r], "label": data.labels[r], "predicted": labels[r]}
+        row["logits"] = logits[r]
+        if tags is not None and data.tags is not None:
+            row["tags"], row["predicted_tags"] = data.tags[r], tags[r]
+        lines.append(json.dumps(row))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _check_vocab(model: PreTrainedModel, splits: list[TaskSplit], model_dir: Path) -> None:
+    vocab = int(model.config.vocab_size)
     top = max(int(ids.max()) for split in splits for ids in split.input_ids)
     if top >= vocab:
         raise UserError(
@@ -233,8 +265,10 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         "n_sequences": len(corpus),
     }
     if run_status(out, record) == "done":
-        log.info("%s: identical config already completed, skipping", out)
-        return read_metrics(out)
+        if saved_model_complete(out / MODEL_DIR, cfg.task):
+            log.info("%s: identical config already completed, skipping", out)
+            return read_metrics(out)
+        log.warning("%s: completed but without its model (%s/); running it again", out, MODEL_DIR)
 
     started = time.perf_counter()
     check_task_corpus(corpus, cfg.corpus, cfg.task)
@@ -246,10 +280,13 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     tag_names = None
     if train_split.tags is not None:
         tag_names = label_vocab([t for seq in train_split.tags for t in seq])
-    encoder = load_encoder(model_dir, cfg.init, cfg.seed)
+    if tag_names is not None:
+        token_classifier_skeleton(label_config(model_dir, tag_names, cfg.dropout))
+    classifier = load_classifier(model_dir, cfg.init, cfg.seed, class_names, cfg.dropout)
     torch.manual_seed(cfg.seed)
-    model = TaskModel(encoder, len(class_names), len(tag_names or ()), cfg.pooling, cfg.dropout)
-    _check_vocab(model, [train_split, test_split], model_dir)
+    model = TaskModel(classifier, len(tag_names or ()), cfg.dropout)
+    tokenizer = store_tokenizer(store.meta, model_dir)
+    _check_vocab(model.classifier, [train_split, test_split], model_dir)
     open_run(out, record)  # valid inputs: claim the folder ("resume" == "new": restart)
     model.to(device)
     pad = store.meta.pad_token_id
@@ -258,7 +295,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     loaded = time.perf_counter()
     train_stats = train(model, train_split, cfg, label_ids, tag_ids, pad, device)
     trained = time.perf_counter()
-    labels, tags, truncated = predict(
+    labels, tags, logits, truncated = predict(
         model, test_split, class_names, tag_names, pad, cfg.eval_batch_size, device
     )
     if cfg.task == "dc":
@@ -292,14 +329,21 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         "eval_seconds": finished - trained,
         "time_seconds": finished - started,
         "label_names": {"classes": list(class_names), "tags": list(tag_names or ())},
+        "model": str(out / MODEL_DIR),
+        "tokenizer_saved": tokenizer is not None,
     }
-    save_file(
-        model.head_state_dict(),
-        str(out / "heads.safetensors"),
-        metadata={"classes": json.dumps(class_names), "tags": json.dumps(tag_names or ())},
-    )
-    if cfg.save_encoder:
-        model.encoder.save_pretrained(out / "encoder")
+    if tokenizer is None:
+        log.warning(
+            "%s: no tokenizer of the store (%s) found; the model is saved without one",
+            out,
+            store.meta.tokenizer_id,
+        )
+    ids = corpus.column("id")
+    test_ids = [ids[i] for i in test_split.indices.tolist()]
+    write_test_predictions(out / PREDICTIONS_FILE, test_split, test_ids, labels, logits, tags)
+    info = {"task": cfg.task, "max_length": store.meta.max_length, "store": cfg.store}
+    info.update(corpus=cfg.corpus, config_hash=config_hash(record))
+    save_task_model(model.cpu(), out / MODEL_DIR, tag_names or (), tokenizer, info)
     finish_run(out, metrics)
     return read_metrics(out)
 

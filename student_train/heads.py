@@ -1,27 +1,36 @@
-"""Task heads on a Hugging Face encoder: sequence classification (DC) and joint intent
-classification + slot tagging (ICNER), plus loading the encoder from a run folder or any
-Hugging Face model folder (pretrained weights, or the same architecture randomly initialised).
+"""Task models on a Hugging Face encoder: sequence classification (DC) and joint intent
+classification + slot tagging (ICNER), built from the standard `AutoModelFor...` classes so the
+finetuned model ships as plain Hugging Face folders, plus loading the encoder from a run folder
+or any Hugging Face model folder (pretrained weights, or the same architecture randomly
+initialised).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+)
 from transformers.utils import logging as hf_logging
 
 from logit_store import StoreMeta, UserError
 from logit_store.provenance import tokenizer_hash
 from student_train.runs import CONFIG_FILE, MODEL_DIR, read_json
 
-Pooling = Literal["cls", "mean"]
-POOLINGS: tuple[Pooling, ...] = ("cls", "mean")
 Init = Literal["pretrained", "random"]
 INITS: tuple[Init, ...] = ("pretrained", "random")
 
@@ -93,70 +102,102 @@ def model_fingerprint(model_dir: Path, weights: bool) -> str:
     return digest.hexdigest()[:16]
 
 
-def load_encoder(model_dir: Path, init: Init, seed: int) -> PreTrainedModel:
-    """The bare encoder (AutoModel) of `model_dir`: its weights, or the same config with fresh
-    weights drawn under `seed` (the no-distillation / from-scratch baseline). Weights of other
-    heads in the folder (an MLM head) are dropped."""
-    torch.manual_seed(seed)
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load reports ("unused weights: cls.predictions...", "newly
+    initialised: classifier...") and progress bars: kdcache says what it loaded itself."""
     level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()  # "unused weights: cls.predictions...", TP-plan notes
+    hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        if init == "random":
-            return AutoModel.from_config(AutoConfig.from_pretrained(model_dir))
-        return AutoModel.from_pretrained(model_dir)
+        yield
     finally:
         hf_logging.set_verbosity(level)
         if bars:
             hf_logging.enable_progress_bar()
 
 
-class TaskModel(nn.Module):
-    """Encoder + heads.
+def label_config(model_dir: Path, names: tuple[str, ...], dropout: float) -> PretrainedConfig:
+    """`model_dir`'s config with the label maps of `names` (id i = names[i]) and the class-head
+    dropout (`classifier_dropout`, where the architecture reads it)."""
+    return AutoConfig.from_pretrained(
+        model_dir,
+        id2label=dict(enumerate(names)),
+        label2id={name: i for i, name in enumerate(names)},
+        classifier_dropout=dropout,
+    )
 
-    hidden (B, L, H) = encoder(input_ids, attention_mask).last_hidden_state
-    pooled (B, H)    = hidden[:, 0] ("cls") or the attention-masked mean over L ("mean")
-    class_logits (B, C) = W_c · dropout(pooled)        (domain for DC, intent for ICNER)
-    tag_logits (B, L, T) = W_t · dropout(hidden)       (ICNER only, n_tags > 0)
+
+def load_classifier(
+    model_dir: Path, init: Init, seed: int, names: tuple[str, ...], dropout: float
+) -> PreTrainedModel:
+    """`AutoModelForSequenceClassification` of `model_dir` over the classes `names`: its encoder
+    weights (or the same config with fresh weights drawn under `seed`, the no-distillation
+    baseline) and the architecture's own class head, new (seeded). Weights of other heads in
+    the folder (an MLM head) are dropped; a pooler the folder lacks (a masked-LM student) is
+    new too."""
+    config = label_config(model_dir, names, dropout)
+    torch.manual_seed(seed)
+    try:
+        with quiet_transformers():
+            if init == "random":
+                return AutoModelForSequenceClassification.from_config(config)
+            model = AutoModelForSequenceClassification.from_pretrained(model_dir, config=config)
+    except ValueError as err:  # an architecture without a sequence-classification class
+        raise UserError(f"{model_dir}: no AutoModelForSequenceClassification ({err})") from err
+    return model
+
+
+def token_classifier_skeleton(config: PretrainedConfig) -> PreTrainedModel:
+    """An empty `AutoModelForTokenClassification` of `config` (weights on the meta device, no
+    memory); refused unless its head is one Linear `classifier` on the encoder's hidden states
+    (BERT, RoBERTa / XLM-R, DistilBERT, DeBERTa, ELECTRA...), the head `TaskModel` trains."""
+    with torch.device("meta"):
+        try:
+            tagger = AutoModelForTokenClassification.from_config(config)
+        except ValueError as err:
+            message = f"{config.model_type}: no AutoModelForTokenClassification ({err})"
+            raise UserError(message) from err
+    prefix = f"{tagger.base_model_prefix}."
+    head = {name for name, _ in tagger.named_parameters() if not name.startswith(prefix)}
+    if head != {"classifier.weight", "classifier.bias"}:
+        raise UserError(
+            f"{config.model_type}: its token-classification head ({sorted(head)}) is not a single "
+            "Linear `classifier`; ICNER supports BERT-, RoBERTa-, DistilBERT- and DeBERTa-style "
+            "encoders"
+        )
+    return tagger
+
+
+class TaskModel(nn.Module):
+    """A sequence classifier, plus a slot tagger on the same encoder for ICNER.
+
+    classifier: `AutoModelForSequenceClassification` (the encoder and the architecture's class
+    head; BERT: tanh(W · hidden[:, 0]) pooler → dropout → Linear), class_logits (B, C)
+    (domain for DC, intent for ICNER);
+    tag_head: tag_logits (B, L, T) = W_t · dropout(hidden), hidden (B, L, H) the encoder's last
+    hidden states — exactly `AutoModelForTokenClassification`'s head, so the two standard
+    classes reproduce the model (`saved_model.save_task_model`); ICNER only (n_tags > 0).
     """
 
-    def __init__(
-        self,
-        encoder: PreTrainedModel,
-        n_classes: int,
-        n_tags: int,
-        pooling: Pooling,
-        dropout: float,
-    ) -> None:
+    def __init__(self, classifier: PreTrainedModel, n_tags: int, dropout: float) -> None:
         super().__init__()
-        assert n_classes > 0 and n_tags >= 0 and pooling in POOLINGS
-        self.encoder = encoder
-        self.pooling = pooling
-        hidden = int(encoder.config.hidden_size)
+        assert n_tags >= 0
+        self.classifier = classifier
+        hidden = int(classifier.config.hidden_size)
         self.dropout = nn.Dropout(dropout)
-        self.class_head = nn.Linear(hidden, n_classes)
         self.tag_head = nn.Linear(hidden, n_tags) if n_tags > 0 else None
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        if self.pooling == "cls":
-            pooled = hidden[:, 0]
-        else:
-            weights = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
-            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-        class_logits = self.class_head(self.dropout(pooled))
-        tag_logits = None if self.tag_head is None else self.tag_head(self.dropout(hidden))
-        return class_logits, tag_logits
-
-    def head_state_dict(self) -> dict[str, torch.Tensor]:
-        """Weights of the heads only (the encoder is saved separately when wanted)."""
-        return {
-            name: tensor.detach().float().cpu().contiguous()
-            for name, tensor in self.state_dict().items()
-            if not name.startswith("encoder.")
-        }
+        tags = self.tag_head is not None
+        out = self.classifier(
+            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=tags
+        )
+        if self.tag_head is None:
+            return out.logits, None
+        return out.logits, self.tag_head(self.dropout(out.hidden_states[-1]))
 
 
 def task_loss(

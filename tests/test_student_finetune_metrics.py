@@ -9,7 +9,7 @@ import pytest
 import torch
 from rich.console import Console
 from sklearn.metrics import f1_score as sk_f1
-from transformers import BertConfig, BertModel
+from transformers import BertConfig, BertForSequenceClassification
 
 from student_train.evaluate import (
     SlotErrors,
@@ -141,7 +141,8 @@ def test_task_model_shapes_and_loss_ignore_index() -> None:
         vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
         intermediate_size=64, max_position_embeddings=32,
     )  # fmt: skip
-    model = TaskModel(BertModel(config), n_classes=3, n_tags=5, pooling="mean", dropout=0.1)
+    config.num_labels = 3
+    model = TaskModel(BertForSequenceClassification(config), n_tags=5, dropout=0.1)
     ids = torch.randint(1, 50, (2, 7))
     mask = torch.ones_like(ids)
     mask[1, 4:] = 0
@@ -155,6 +156,7 @@ def test_task_model_shapes_and_loss_ignore_index() -> None:
     tag_labels = all_ignored.clone()
     tag_labels[0, 1] = 4
     assert task_loss(class_logits, tag_logits, labels, tag_labels) > only_class
-    assert set(model.head_state_dict()) == {
-        "class_head.weight", "class_head.bias", "tag_head.weight", "tag_head.bias",
+    assert {name for name, _ in model.named_parameters() if "classifier.bert." not in name} == {
+        "classifier.classifier.weight", "classifier.classifier.bias",
+        "tag_head.weight", "tag_head.bias",
     }  # fmt: skip

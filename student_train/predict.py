@@ -1,0 +1,184 @@
+"""`kdcache predict`: a finetuned model (a finetune run's model/ folder) over new texts.
+
+Input: a corpus SOURCE read by `teacher_infer.corpora.read_corpus` (text, JSONL, CSV, Parquet, a
+folder...; its bad-input policy: bad rows skipped and counted, a missing or unreadable file
+stops with FILE:LINE), or ``-`` for standard input (one text per line; empty lines and invalid
+UTF-8 are skipped and counted). Output: one JSON object per text, in input order::
+
+    {"id": "f.txt:3", "text": "...", "domain": "sport", "probability": 0.97}             DC
+    {"id": "f.txt:4", "text": "flights to boston", "intent": "atis_flight",
+     "probability": 0.99,
+     "slots": [{"slot": "toloc.city_name", "text": "boston", "start": 2, "end": 3}]}    ICNER
+
+Words are the text's whitespace words (the store's word ids for tagged text); `start`/`end`
+are word indices, end exclusive. A word's tag is the slot head's argmax at its first sub-token
+(evaluation's rule), slots are the BIO spans seqeval decodes from the word tags; words beyond
+the model's max_length tokens get "O" (counted as truncated).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+
+from logit_store import UserError
+from student_train.evaluate import slot_set
+from student_train.saved_model import TaskModelFolder, load_task_model
+from student_train.task_data import word_level_tags
+from teacher_infer.corpora import read_corpus
+
+STDIN = "-"
+LABEL_KEY = {"dc": "domain", "icner": "intent"}
+MAX_EXAMPLES = 5
+
+
+@dataclass
+class Predictor:
+    """Batch inference with a loaded model folder (`load_predictor`)."""
+
+    model: TaskModelFolder
+    batch_size: int = 32
+    truncated_words: int = 0
+
+    def __post_init__(self) -> None:
+        if self.model.tokenizer is None:
+            raise UserError(
+                f"{self.model.folder}: no tokenizer saved with this model (the store's "
+                "tokenizer was not found when it was finetuned); save it there with "
+                "AutoTokenizer.from_pretrained(TOKENIZER).save_pretrained(FOLDER)"
+            )
+
+    def _batch(self, words: list[list[str]]) -> list[dict[str, Any]]:
+        enc = self.model.tokenizer(
+            words,
+            is_split_into_words=True,
+            truncation=True,
+            max_length=self.model.max_length,
+            padding=True,
+            return_tensors="pt",
+            return_token_type_ids=False,
+        )
+        class_logits, slot_logits = self.model.logits(enc["input_ids"], enc["attention_mask"])
+        probs = torch.softmax(class_logits.float(), dim=-1)
+        best = probs.argmax(-1).tolist()
+        names, key = self.model.class_names, LABEL_KEY[self.model.task]
+        out = []
+        for b, row_words in enumerate(words):
+            row: dict[str, Any] = {key: names[best[b]], "probability": float(probs[b, best[b]])}
+            if slot_logits is not None:
+                tag_names = self.model.tag_names
+                token_tags = [tag_names[t] for t in slot_logits[b].argmax(-1).tolist()]
+                word_ids = np.array([-1 if w is None else w for w in enc.word_ids(b)])
+                tags, missing = word_level_tags(word_ids, token_tags, len(row_words))
+                self.truncated_words += missing
+                row["tags"] = tags
+                row["slots"] = [
+                    {"slot": kind, "text": " ".join(row_words[s : e + 1]), "start": s, "end": e + 1}
+                    for kind, s, e in sorted(slot_set(tags), key=lambda slot: slot[1])
+                ]
+            out.append(row)
+        return out
+
+    def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
+        """One dict per text (module docstring, without id/text; ICNER adds the word-level
+        "tags"), batched by length."""
+        words = [text.split() for text in texts]
+        empty = [i for i, w in enumerate(words) if not w]
+        if empty:
+            raise UserError(f"text {empty[0]} has no words; every text needs at least one")
+        order = sorted(range(len(words)), key=lambda i: len(words[i]))
+        results: list[dict[str, Any]] = [{} for _ in words]
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            for i, row in zip(rows, self._batch([words[i] for i in rows]), strict=True):
+                results[i] = row
+        return results
+
+
+def load_predictor(folder: str | Path, batch_size: int = 32) -> Predictor:
+    """A `Predictor` for a finetune run folder or its model/ folder (plain transformers)."""
+    return Predictor(load_task_model(folder), batch_size)
+
+
+def _stdin_texts(
+    stream: Iterable[bytes],
+) -> tuple[list[tuple[str, str]], dict[str, int], list[str]]:
+    texts, skipped, examples = [], {"empty_line": 0, "invalid_utf8": 0}, list[str]()
+    for line_no, raw in enumerate(stream, start=1):
+        try:
+            text = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            reason = "invalid_utf8"
+        else:
+            if text:
+                texts.append((f"<stdin>:{line_no}", text))
+                continue
+            reason = "empty_line"
+        skipped[reason] += 1
+        if len(examples) < MAX_EXAMPLES:
+            examples.append(f"<stdin>:{line_no}: {reason}")
+    if not texts:
+        raise UserError("<stdin>: no text could be read (give one text per line)")
+    return texts, {k: v for k, v in skipped.items() if v}, examples
+
+
+def read_inputs(source: str) -> tuple[list[tuple[str, str]], dict[str, int], list[str]]:
+    """(id, text) pairs of `source` (a corpus SOURCE or "-"), the skip counts and examples."""
+    if source == STDIN:
+        return _stdin_texts(sys.stdin.buffer)
+    texts, report = read_corpus(source)
+    return [(t.id, t.text) for t in texts], report.skipped, report.examples
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """model: finetune run folder or its model/; input: corpus SOURCE or "-" (stdin); out:
+    JSONL path (None: standard output); batch_size: texts per forward pass."""
+
+    model: str
+    input: str
+    out: str | None = None
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.out is not None and Path(self.out).is_dir():
+            raise UserError(f"--out {self.out}: is a folder; give a file path (preds.jsonl)")
+
+
+def run_predict(cfg: PredictConfig, stdout: TextIO) -> dict[str, Any]:
+    """Predict every text of `cfg.input`, write the JSONL (to `cfg.out` or `stdout`) and return
+    a summary: texts, skipped (reason → count), examples, truncated words, output."""
+    predictor = load_predictor(cfg.model, cfg.batch_size)
+    texts, skipped, examples = read_inputs(cfg.input)
+    results = predictor.predict([text for _, text in texts])
+    lines = []
+    for (text_id, text), row in zip(texts, results, strict=True):
+        row.pop("tags", None)
+        lines.append(json.dumps({"id": text_id, "text": text, **row}, ensure_ascii=False))
+    body = "\n".join(lines) + "\n"
+    if cfg.out is None:
+        stdout.write(body)
+    else:
+        path = Path(cfg.out)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(body, encoding="utf-8")
+        except OSError as err:
+            raise UserError(f"--out {path}: cannot write ({err})") from err
+    return {
+        "texts": len(texts),
+        "skipped": skipped,
+        "examples": examples,
+        "truncated_words": predictor.truncated_words,
+        "task": predictor.model.task,
+        "out": cfg.out or "<stdout>",
+    }

@@ -1,0 +1,168 @@
+"""A finetuned task model as plain Hugging Face folders, and loading it back.
+
+    RUN/model/         AutoModelForSequenceClassification: domain (DC) or intent (ICNER) with
+                       id2label / label2id, and the store's tokenizer. config.json also holds
+                       "kdcache": {task, max_length, store, corpus, config_hash} (where it came
+                       from; `export` finds the test split there)
+    RUN/model/slots/   ICNER only: AutoModelForTokenClassification over the BIO tags, holding
+                       the same encoder weights, and the tokenizer
+
+Each folder loads on its own with plain transformers. The joint ICNER model in one encoder pass
+(what `load_task_model` and `kdcache predict` run; word-level slots are read at each word's
+first sub-token, as evaluation does)::
+
+    out = intents(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+    intent_logits, slot_logits = out.logits, slots.classifier(out.hidden_states[-1])
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+)
+
+from logit_store import StoreMeta, UserError
+from logit_store.provenance import tokenizer_hash
+from student_train.heads import TaskModel, label_config, quiet_transformers
+from student_train.task_data import TASKS, Task
+
+SLOTS_DIR = "slots"
+WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_FILE = "tokenizer_config.json"
+
+
+def store_tokenizer(meta: StoreMeta, model_dir: Path) -> Any:
+    """The tokenizer whose ids the store holds: the store's tokenizer folder, else the
+    student's own, whichever hashes to `meta.tokenizer_hash`; None when neither does (a store
+    written from a hub name while offline, or a synthetic one)."""
+    for folder in (Path(meta.tokenizer_id), model_dir):
+        if (folder / TOKENIZER_FILE).is_file():
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+            if tokenizer_hash(tokenizer) == meta.tokenizer_hash:
+                return tokenizer
+    return None
+
+
+def save_task_model(
+    model: TaskModel, folder: Path, tag_names: tuple[str, ...], tokenizer: Any, info: dict[str, Any]
+) -> None:
+    """Write `model` as the folders of the module docstring (replacing an older copy); `info`
+    becomes config.kdcache."""
+    shutil.rmtree(folder, ignore_errors=True)
+    classifier = model.classifier
+    classifier.config.kdcache = info
+    classifier.save_pretrained(folder)
+    parts = [folder]
+    if model.tag_head is not None:
+        tagger = AutoModelForTokenClassification.from_config(
+            label_config(folder, tag_names, model.dropout.p)
+        )
+        prefix = tagger.base_model_prefix
+        encoder = classifier.base_model.state_dict()
+        missing, _ = getattr(tagger, prefix).load_state_dict(encoder, strict=False)  # no pooler
+        assert not missing, missing
+        tagger.classifier.load_state_dict(model.tag_head.state_dict())
+        tagger.save_pretrained(folder / SLOTS_DIR)
+        parts.append(folder / SLOTS_DIR)
+    if tokenizer is not None:
+        for part in parts:
+            tokenizer.save_pretrained(part)
+
+
+def saved_model_complete(folder: Path, task: Task) -> bool:
+    """Whether `folder` holds the model a finished run of `task` writes (a run from before
+    models were always saved has none, and is redone rather than skipped)."""
+    parts = [folder] + [folder / SLOTS_DIR] * (task == "icner")
+    return all((p / "config.json").is_file() and (p / WEIGHTS_FILE).is_file() for p in parts)
+
+
+def _label_names(model: PreTrainedModel) -> tuple[str, ...]:
+    labels = {int(i): name for i, name in (model.config.id2label or {}).items()}
+    return tuple(labels[i] for i in range(len(labels)))
+
+
+@dataclass(frozen=True)
+class TaskModelFolder:
+    """A loaded RUN/model folder: `classifier` (domain or intent), `tagger` (ICNER slots) or
+    None, the tokenizer (None if the folder has none), and config.kdcache."""
+
+    folder: Path
+    task: Task
+    classifier: PreTrainedModel
+    tagger: PreTrainedModel | None
+    tokenizer: Any
+    info: dict[str, Any]
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return _label_names(self.classifier)
+
+    @property
+    def tag_names(self) -> tuple[str, ...]:
+        assert self.tagger is not None
+        return _label_names(self.tagger)
+
+    @property
+    def max_length(self) -> int:
+        """Tokens per input the model was finetuned on (the store's max_length)."""
+        return int(self.info.get("max_length") or self.classifier.config.max_position_embeddings)
+
+    @torch.no_grad()
+    def logits(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """class_logits (B, C) and (ICNER) slot_logits (B, L, T), one encoder pass."""
+        out = self.classifier(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            output_hidden_states=self.tagger is not None,
+        )
+        if self.tagger is None:
+            return out.logits, None
+        head = self.tagger.get_submodule("classifier")
+        return out.logits, head(out.hidden_states[-1])
+
+
+def resolve_task_folder(path: str | Path) -> Path:
+    """A finetune run folder (its model/) or a RUN/model folder itself."""
+    root = Path(path)
+    for folder in (root / "model", root):
+        config = folder / "config.json"
+        if config.is_file() and "kdcache" in json.loads(config.read_text()):
+            return folder
+    raise UserError(
+        f"{root}: not a finetuned kdcache model (no model/config.json or config.json with a "
+        "'kdcache' section); pass a `kdcache finetune --out` folder or its model/ folder"
+    )
+
+
+def load_task_model(path: str | Path) -> TaskModelFolder:
+    """Load a finetuned model folder (`resolve_task_folder`) with plain transformers, in eval
+    mode."""
+    folder = resolve_task_folder(path)
+    info = json.loads((folder / "config.json").read_text())["kdcache"]
+    task = info.get("task")
+    if task not in TASKS or not saved_model_complete(folder, task):
+        raise UserError(
+            f"{folder}: incomplete model (task {task!r}; needs config.json and {WEIGHTS_FILE}"
+            f"{' and slots/' if task == 'icner' else ''}); rerun the finetune that wrote it"
+        )
+    with quiet_transformers():
+        classifier = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+        tagger = None
+        if task == "icner":
+            tagger = AutoModelForTokenClassification.from_pretrained(folder / SLOTS_DIR).eval()
+    tokenizer = None
+    if (folder / TOKENIZER_FILE).is_file():
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    return TaskModelFolder(folder, task, classifier, tagger, tokenizer, info)
