@@ -23,6 +23,7 @@ planning units one by one equals planning the whole corpus at once, array for ar
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -116,13 +117,67 @@ def uniform_hash(
     return (h >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
+def _backend(tokenizer: Any, max_length: int) -> Any:
+    """A private copy of a fast tokenizer's Rust backend, truncating as `tokenizer(...,
+    truncation=True, max_length=...)` does; None for a slow tokenizer."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    key = (id(tokenizer), max_length)
+    if key not in _BACKENDS:
+        from tokenizers import Tokenizer
+
+        copy = Tokenizer.from_str(backend.to_str())
+        copy.no_padding()
+        direction = getattr(tokenizer, "truncation_side", "right")
+        copy.enable_truncation(max_length, stride=0, strategy="longest_first", direction=direction)
+        _BACKENDS[key] = (tokenizer, copy)  # the tokenizer is kept so its id is never reused
+    return _BACKENDS[key][1]
+
+
+_BACKENDS: dict[tuple[int, int], tuple[Any, Any]] = {}
+
+
+def _encode(
+    tokenizer: Any, inputs: list[Any], pretok: bool, max_length: int
+) -> tuple[list[list[int]], list[list[int | None]], list[bool]]:
+    """(ids, word ids, truncated) per input."""
+    backend = _backend(tokenizer, max_length)
+    if backend is not None:
+        encs = backend.encode_batch(inputs, is_pretokenized=pretok, add_special_tokens=True)
+        return (
+            [e.ids for e in encs],
+            [e.word_ids for e in encs],
+            [bool(e.overflowing) for e in encs],
+        )
+    enc = tokenizer(
+        inputs,
+        is_split_into_words=pretok,
+        truncation=True,
+        max_length=max_length,
+        return_overflowing_tokens=True,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+    )
+    ids: list[list[int]] = [[] for _ in inputs]
+    words: list[list[int | None]] = [[] for _ in inputs]
+    seen: set[int] = set()
+    for row, sample in enumerate(enc["overflow_to_sample_mapping"]):
+        if sample not in seen:  # later rows of a sample are overflow pieces
+            seen.add(sample)
+            ids[sample], words[sample] = enc["input_ids"][row], enc.word_ids(row)
+    pieces = np.bincount(enc["overflow_to_sample_mapping"], minlength=len(inputs))
+    return ids, words, (pieces > 1).tolist()
+
+
 def _tokenize(
     tokenizer: Any, texts: Sequence[CorpusText], max_length: int
-) -> tuple[list[list[int]], list[list[int]], list[int]]:
-    """Token ids and word ids (-1 = special) per text, truncated; and the truncated texts."""
-    ids_out: list[list[int]] = [[] for _ in texts]
-    words_out: list[list[int]] = [[] for _ in texts]
-    truncated: list[int] = []
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Flat token ids and word ids (-1 = special), tokens per text and truncated flags, in text
+    order; texts with words (tags) are tokenized pre-split, so word ids index their words."""
+    ids: list[list[int]] = [[] for _ in texts]
+    words: list[list[int | None]] = [[] for _ in texts]
+    truncated = np.zeros(len(texts), dtype=bool)
     for lo in range(0, len(texts), TOKENIZE_BATCH):
         chunk = texts[lo : lo + TOKENIZE_BATCH]
         for pretok in (True, False):
@@ -130,26 +185,16 @@ def _tokenize(
             if not idx:
                 continue
             inputs = [chunk[i].words if pretok else chunk[i].text for i in idx]
-            enc = tokenizer(
-                inputs,
-                is_split_into_words=pretok,
-                truncation=True,
-                max_length=max_length,
-                return_overflowing_tokens=True,
-                return_attention_mask=False,
-                return_token_type_ids=False,
-            )
-            seen: set[int] = set()
-            for row, sample in enumerate(enc["overflow_to_sample_mapping"]):
-                if sample in seen:  # an overflow piece: the text was truncated
-                    continue
-                seen.add(sample)
-                target = lo + idx[sample]
-                ids_out[target] = enc["input_ids"][row]
-                words_out[target] = [-1 if w is None else w for w in enc.word_ids(row)]
-            pieces = np.bincount(enc["overflow_to_sample_mapping"], minlength=len(idx))
-            truncated += [lo + idx[i] for i in np.flatnonzero(pieces > 1)]
-    return ids_out, words_out, truncated
+            got_ids, got_words, cut = _encode(tokenizer, inputs, pretok, max_length)
+            for j, i in enumerate(idx):
+                ids[lo + i], words[lo + i] = got_ids[j], got_words[j]
+                truncated[lo + i] = cut[j]
+    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    total = int(lengths.sum())
+    flat_ids = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=total)
+    flat_words = np.array(list(itertools.chain.from_iterable(words)), dtype=np.float64)
+    flat_words = np.where(np.isnan(flat_words), -1, flat_words).astype(np.int64)
+    return flat_ids, flat_words, lengths, truncated
 
 
 def _select_positions(
@@ -194,12 +239,16 @@ def plan_texts(
 
     record_ids: (len(texts),) each text's record number in the corpus (the masking key).
     """
-    ids_list, words_list, truncated = _tokenize(tokenizer, texts, max_length)
-    keep = [i for i, w in enumerate(words_list) if any(x >= 0 for x in w)]
-    dropped = sorted(set(range(len(texts))) - set(keep))
-    lengths = np.array([len(ids_list[i]) for i in keep], dtype=np.int64)
-    input_ids = np.fromiter((t for i in keep for t in ids_list[i]), np.int64, int(lengths.sum()))
-    word_ids = np.fromiter((w for i in keep for w in words_list[i]), np.int64, len(input_ids))
+    all_ids, all_words, all_lengths, cut = _tokenize(tokenizer, texts, max_length)
+    starts = np.cumsum(all_lengths) - all_lengths
+    ordinary = np.add.reduceat(all_words >= 0, starts) if len(all_words) else all_lengths * 0
+    kept = (all_lengths > 0) & (ordinary > 0)
+    keep = np.flatnonzero(kept)
+    dropped = np.flatnonzero(~kept).tolist()
+    truncated = np.flatnonzero(cut & kept).tolist()
+    token_kept = np.repeat(kept, all_lengths)
+    lengths = all_lengths[keep]
+    input_ids, word_ids = all_ids[token_kept], all_words[token_kept]
     records = np.asarray(record_ids, dtype=np.int64)[keep]
     flat_pos, seq, selected = _select_positions(name, lengths, word_ids, records, spec)
     token_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
@@ -218,7 +267,7 @@ def plan_texts(
     pos_seq = seq[flat_pos]
     n_positions = np.bincount(pos_seq, minlength=len(lengths)).astype(np.int64)
     examples: list[str] = []
-    for reason, indices in (("truncated", sorted(truncated)), ("empty_tokenization", dropped)):
+    for reason, indices in (("truncated", truncated), ("empty_tokenization", dropped)):
         for i in indices[: max(0, MAX_EXAMPLES - len(examples))]:
             examples.append(f"{texts[i].file}:{texts[i].line}: {reason}")
     return PlannedUnit(
@@ -228,7 +277,7 @@ def plan_texts(
         positions=(flat_pos - token_offsets[pos_seq]).astype(np.int64),
         masked_ids=teacher_ids[flat_pos],
         position_offsets=np.concatenate([[0], np.cumsum(n_positions)]).astype(np.int64),
-        records=[texts[i].to_record() for i in keep],
+        records=[texts[i].to_record() for i in keep.tolist()],
         skipped={"truncated": len(truncated), "empty_tokenization": len(dropped)},
         examples=examples,
     )

@@ -172,3 +172,39 @@ def test_planning_unit_by_unit_equals_planning_the_whole_corpus(bert_tok, tmp_pa
     assert np.array_equal(
         first.input_ids[0, : pieces[0].lengths[seq]], pieces[0].teacher_input(seq)
     )
+
+
+class _WrapperOnly:
+    """The tokenizer without its Rust backend: plans through `tokenizer(...)`."""
+
+    def __init__(self, tokenizer) -> None:
+        self._tokenizer = tokenizer
+
+    def __call__(self, *args, **kwargs):
+        return self._tokenizer(*args, **kwargs)
+
+    @property
+    def mask_token_id(self) -> int:
+        return self._tokenizer.mask_token_id
+
+    def __len__(self) -> int:
+        return len(self._tokenizer)
+
+
+@pytest.mark.parametrize("which", ["bert", "xlmr"])
+def test_backend_tokenization_equals_the_transformers_call(which, bert_tok, tmp_path) -> None:
+    tok = (
+        bert_tok if which == "bert" else AutoTokenizer.from_pretrained(save_tiny_xlmr_mlm(tmp_path))
+    )
+    texts = [
+        *_texts(40, seed=9),
+        _tagged(["flights", "from", "boston"], ["O", "O", "B-city"]),
+        CorpusText(text=" ".join(["denver"] * 80), id="long", file="f", line=99),
+        CorpusText(text="\u200b", id="empty", file="f", line=100),
+    ]
+    fast = _plan(texts, tok, max_length=16)
+    slow = _plan(texts, _WrapperOnly(tok), max_length=16)
+    for field in PLAN_ARRAYS:
+        assert np.array_equal(getattr(fast, field), getattr(slow, field)), field
+    assert fast.skipped == slow.skipped
+    assert fast.skipped["truncated"] >= 2

@@ -44,7 +44,10 @@ def _config(files: dict[str, Path], out: Path, **overrides: Any) -> PrecomputeCo
 
 
 class CountingTokenizer:
-    """The real tokenizer, counting the texts it is asked to tokenize."""
+    """The real tokenizer, counting the texts it is asked to tokenize (through its Python call:
+    the plan uses the Rust backend only when the tokenizer exposes one)."""
+
+    backend_tokenizer = None
 
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer, self.texts = tokenizer, 0
