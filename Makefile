@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH_PIN)
-	$(BIN)/python -m pip install -q -e ".[demo,dev,ray]"
+	$(BIN)/python -m pip install -q -e ".[demo,dev,ray,export]"
 	touch $(STAMP)
 
 install: $(STAMP)

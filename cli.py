@@ -26,7 +26,7 @@ from logit_store import UserError
 from logit_store.cli_options import console
 from logit_store.commands import inspect, verify
 from similarity.commands import similarity_app
-from student_train.commands import distill, finetune, predict, sweep
+from student_train.commands import distill, export, finetune, predict, sweep
 from teacher_infer.commands import precompute, teacher_adapt
 
 app = typer.Typer(
@@ -42,6 +42,7 @@ app.command()(distill)
 app.command()(finetune)
 app.command()(sweep)
 app.command()(predict)
+app.command()(export)
 app.add_typer(similarity_app, name="similarity")
 
 

@@ -226,3 +226,43 @@ def predict(
     )
     for example in summary["examples"]:
         notes.print(f"  skipped {example}", highlight=False)
+
+
+def export(
+    model: Annotated[str, typer.Option(help="Finetune run folder (or its model/ folder).")],
+    onnx: Annotated[str, typer.Option(help="ONNX file to write (OUT.onnx).")],
+    quantize: Annotated[
+        str | None, typer.Option(help="int8: also write OUT.int8.onnx (dynamic quantization).")
+    ] = None,
+    store: Annotated[
+        str | None, typer.Option(help="Store with the test split (default: the finetune's).")
+    ] = None,
+) -> None:
+    """Export to ONNX (dynamic batch and length), checked against PyTorch with onnxruntime."""
+    from student_train.export import ExportConfig, run_export
+
+    summary = run_export(ExportConfig(model, onnx, quantize, store))
+
+    def scores(found: dict[str, Any]) -> str:
+        return ", ".join(
+            f"{k} {'n/a' if v is None else f'{v:.4f}'}" for k, v in found.items() if k != "onnx"
+        )
+
+    console.print(
+        f"export ({summary['task']}): {summary['onnx']}; onnxruntime vs PyTorch max |logit "
+        f"diff| {summary['max_abs_diff']:.2e} (limit {summary['tolerance']:g}) over "
+        f"{summary['n_test']} test sequences",
+        highlight=False,
+    )
+    console.print(f"  PyTorch: {scores(summary['torch'])}", highlight=False)
+    console.print(f"  ONNX fp32: {scores(summary['fp32'])}", highlight=False)
+    if "int8" in summary:
+        int8, fp32 = summary["int8"], summary["fp32"]
+        change = ", ".join(
+            f"{k} {100 * (int8[k] - fp32[k]):+.2f} points"
+            for k in fp32
+            if int8.get(k) is not None and fp32[k] is not None
+        )
+        console.print(
+            f"  ONNX int8: {scores(int8)} -> {int8['onnx']} (vs fp32: {change})", highlight=False
+        )

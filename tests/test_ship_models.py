@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from cli_calls import kdcache
 from task_stores import build_task_store
 from transformers import (
     AutoModelForSequenceClassification,
@@ -22,7 +23,6 @@ from transformers import (
     AutoTokenizer,
 )
 
-import cli
 from logit_store import open_store
 from logit_store.provenance import tokenizer_hash
 from student_train.finetune import FinetuneConfig, run_finetune
@@ -166,18 +166,6 @@ def test_rerun_keeps_the_model_and_a_run_without_one_is_redone(
     assert reloaded.config.kdcache["config_hash"] == metrics["config_hash"]
 
 
-def _cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, args: list[str]):
-    """(exit code, stdout, stderr) of `kdcache ARGS` through the real entry point."""
-    monkeypatch.setattr(sys, "argv", ["kdcache", *args])
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as done:
-        code = int(done.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def _one_error(err: str) -> str:
     assert "Traceback" not in err
     (line,) = [line for line in err.splitlines() if line.startswith("error: ")]
@@ -199,7 +187,7 @@ def test_predict_cli_files_stdin_and_hostile_input(
         '{"text": "what fare from miami to dallas", "id": "q2"}\n'
     )
     out = tmp_path / "preds.jsonl"
-    code, _, err = _cli(monkeypatch, capsys, ["predict", "--model", model, "--input", str(good),
+    code, _, err = kdcache(monkeypatch, capsys, ["predict", "--model", model, "--input", str(good),
                                               "--out", str(out)])  # fmt: skip
     assert code == 0, err
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -208,7 +196,7 @@ def test_predict_cli_files_stdin_and_hostile_input(
     assert {"slot", "text", "start", "end"} <= set(rows[0]["slots"][0])
 
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"stock market\n\n\xff\xfe\n")))
-    code, stdout, err = _cli(monkeypatch, capsys, ["predict", "--model", str(finetuned["dc"]),
+    code, stdout, err = kdcache(monkeypatch, capsys, ["predict", "--model", str(finetuned["dc"]),
                                                    "--input", "-"])  # fmt: skip
     assert code == 0, err
     (row,) = [json.loads(line) for line in stdout.splitlines()]
@@ -226,7 +214,9 @@ def test_predict_cli_files_stdin_and_hostile_input(
         (["--input", str(tmp_path / "missing.txt")], "no such file or folder"),
         (["--input", str(good), "--out", str(tmp_path)], "is a folder"),
     ):
-        code, _, err = _cli(monkeypatch, capsys, ["predict", "--model", model, *args])
+        code, _, err = kdcache(monkeypatch, capsys, ["predict", "--model", model, *args])
         assert code == 2 and expected in _one_error(err), err
-    code, _, err = _cli(monkeypatch, capsys, ["predict", "--model", str(tmp_path), "--input", "-"])
+    code, _, err = kdcache(
+        monkeypatch, capsys, ["predict", "--model", str(tmp_path), "--input", "-"]
+    )
     assert code == 2 and "not a finetuned kdcache model" in _one_error(err)
