@@ -74,7 +74,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Pa
         SweepConfig(
             store=store, out=str(runs), generic="generic", tasks=("task/news",), mixes=(0.0, 1.0),
             seeds=(0,), students=("from-teacher:1",), size=24, steps=6, lr=1e-2, batch_tokens=256,
-            targets=(FinetuneTarget("dc", "task/news"),), finetune_steps=6, finetune_lr=2e-3,
+            targets=(FinetuneTarget("dc", "task/news"),), finetune_steps=20, finetune_lr=5e-3,
             baselines=False, device="cpu",
         ),
         Console(quiet=True),
