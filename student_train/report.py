@@ -38,7 +38,8 @@ from rich.table import Table
 from scipy import stats
 
 from logit_store import UserError
-from student_train.report_plots import plot_correlations, plot_sweep
+from student_train.report_plots import plot_correlations, plot_size, plot_sweep
+from student_train.report_size import WITHIN_POINTS, size_lines, size_points
 from student_train.runs import METRICS_FILE, read_metrics, write_json_atomic
 from student_train.sweep import RESULTS_FILE
 
@@ -284,6 +285,10 @@ def run_report(cfg: ReportConfig, similarity: list[dict[str, Any]] | None = None
     report: dict[str, Any] = {"runs": str(runs), "targets": targets, "rows": table}
     report.update(correlations=found, warnings=warnings, plots={})
     report["plots"]["sweep"] = plot_sweep(report, cfg.plot or str(runs / "report.png"))
+    report["sizes"] = size_points(rows, table, targets, runs)
+    if any(found["points"] for found in report["sizes"].values()):
+        path = str(runs / "report_size.png")
+        report["plots"]["size"] = plot_size(report, path, WITHIN_POINTS)
     if any(c["n"] for c in found):
         path = cfg.similarity_plot or str(runs / "report_similarity.png")
         report["plots"]["similarity"] = plot_correlations(report, path)
@@ -336,6 +341,8 @@ def print_report(report: dict[str, Any], console: Console) -> None:
             f"{c['by']} over {c['n']} labels: Spearman ρ = {rho}",
             highlight=False,
         )
+    for line in size_lines(report.get("sizes", {})):
+        console.print(line, highlight=False)
     for name, path in report["plots"].items():
         console.print(f"plot ({name}): {path}", highlight=False)
     for warning in report["warnings"]:

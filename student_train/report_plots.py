@@ -99,3 +99,52 @@ def plot_correlations(report: dict[str, Any], path: str) -> str:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path
+
+
+ROLE_MARKER = {"distilled": "o", "init": "s", "random": "x", "teacher": "*"}
+ROLE_LABELS = {"distilled": "KD (each share)", "init": "init, no KD", "random": "random init"}
+
+
+def plot_size(report: dict[str, Any], path: str, within_points: float) -> str:
+    """One panel per target: headline score (mean over seeds) against parameters (log scale)
+    for every row with a saved model — a student's rows (shares of task data, baselines)
+    stack at its size — with the teacher as a black star, its score dash-dot and
+    `within_points` below it dotted: the smallest student above the dotted line is the one to
+    ship."""
+    sizes = report["sizes"]
+    fig = Figure(figsize=(PANEL[0] * 1.2 * len(sizes), PANEL[1] * 1.2))
+    axes = fig.subplots(1, len(sizes), squeeze=False)
+    students = list(dict.fromkeys(r["student"] for r in report["rows"] if r["role"] != "teacher"))
+    colours = {s: f"C{i}" for i, s in enumerate(students)}
+    for ax, (key, found) in zip(axes.flat, sizes.items(), strict=True):
+        for role, marker in ROLE_MARKER.items():
+            for student in [*students, "teacher"]:
+                points = [
+                    p for p in found["points"] if p["role"] == role and p["student"] == student
+                ]  # fmt: skip
+                if not points:
+                    continue
+                colour = "black" if role == "teacher" else colours[student]
+                label = "teacher" if role == "teacher" else f"{student} {ROLE_LABELS[role]}"
+                ax.scatter(
+                    [p["parameters"] / 1e6 for p in points],
+                    [p["score"] for p in points],
+                    marker=marker, color=colour, s=90 if role == "teacher" else 30, label=label,
+                )  # fmt: skip
+        teacher = found["teacher"]
+        if teacher is not None:
+            ax.axhline(teacher["score"], color="black", linestyle="-.", linewidth=1)
+            ax.axhline(
+                teacher["score"] - within_points / 100, color="grey", linestyle=":",
+                linewidth=1, label=f"teacher − {within_points:g} point",
+            )  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_title(f"{key}: {found['metric']} vs size", fontsize=9)
+        ax.set_xlabel("parameters (millions, model.safetensors)", fontsize=8)
+        ax.set_ylabel(f"{found['metric']} (mean over seeds)", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
