@@ -38,7 +38,7 @@ def _save_weights(folder: Path, hidden: int) -> int:
 
 
 def _runs(root: Path) -> Path:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for student, (hidden, scores) in STUDENTS.items():
         role = "teacher" if student == "teacher" else "distilled"
         for seed, acc in enumerate(scores):
