@@ -366,7 +366,7 @@ class Corpus:
 
     def lengths(self) -> np.ndarray:
         """Tokens per sequence over the completed units (dense index order)."""
-        return self._per_sequence("lengths")
+        return self._per_sequence("lengths").astype(np.int64)
 
     def split_array(self) -> np.ndarray:
         """Per-sequence split names (a numpy string array; no Python object per sequence)."""
@@ -378,27 +378,39 @@ class Corpus:
             return list(self.split_array())
         return [json.loads(r).get(name) for r in self._sequence_column("records")]
 
+    def split_mask(self, splits: tuple[str, ...] | list[str]) -> np.ndarray:
+        """Per-sequence: is its split one of `splits` (compared as codes where the summary has
+        them, so no string per sequence is built)."""
+        names = self.summary.split_names
+        allowed = np.array([i + 1 for i, n in enumerate(names) if n in splits], dtype=np.uint8)
+        parts = self.summary.per_sequence(
+            "split", self.done_units, self.units.n_sequences, codes=True
+        )
+        masks = [
+            np.isin(part, allowed)
+            if part is not None
+            else np.isin(self._unit_column(i, "split"), list(splits))
+            for i, part in enumerate(parts)
+        ]
+        return np.concatenate(masks) if masks else np.zeros(0, dtype=bool)
+
+    def _unit_column(self, i: int, array: str) -> np.ndarray:
+        """`lengths` or `split` of the i-th done unit, read from the unit's own chunk."""
+        u, n, s = int(self.done_units[i]), int(self.units.n_sequences[i]), self.unit_size
+        try:
+            values = np.asarray(self.array(array)[u * s : u * s + n])
+        except DAMAGE as err:
+            raise self._damaged(f", unit {u}, array {array!r}", err) from err
+        return values.astype(object).astype("U") if array == "split" else values.astype(np.int64)
+
     def _per_sequence(self, array: str) -> np.ndarray:
         """`lengths` or `split` of every sequence: the summary's copy for consolidated units,
         the unit's own chunk for the others."""
-        try:
-            parts = self.summary.per_sequence(array, self.done_units, self.units.n_sequences)
-            for i, u in enumerate(self.done_units.tolist()):
-                if parts[i] is None:
-                    n = int(self.units.n_sequences[i])
-                    values = np.asarray(
-                        self.array(array)[u * self.unit_size : u * self.unit_size + n]
-                    )
-                    parts[i] = (
-                        values.astype(object).astype("U")
-                        if array == "split"
-                        else values.astype(np.int64)
-                    )
-        except DAMAGE as err:
-            raise self._damaged(f", array {array!r}", err) from err
-        if not parts:
+        parts = self.summary.per_sequence(array, self.done_units, self.units.n_sequences)
+        filled = [p if p is not None else self._unit_column(i, array) for i, p in enumerate(parts)]
+        if not filled:
             return np.zeros(0, dtype=str if array == "split" else np.int64)
-        return np.concatenate([p for p in parts if p is not None])
+        return np.concatenate(filled)
 
     def _sequence_column(self, array: str) -> np.ndarray:
         arr, s = self.array(array), self.unit_size

@@ -86,20 +86,18 @@ class Summary:
         return out
 
     def per_sequence(
-        self, array: str, done_units: np.ndarray, n_sequences: np.ndarray
+        self, array: str, done_units: np.ndarray, n_sequences: np.ndarray, codes: bool = False
     ) -> list[np.ndarray | None]:
-        """`lengths` or `split` of each done unit's sequences where the summary has them."""
+        """`lengths` or `split` of each done unit's sequences where the summary has them (one
+        part per done unit, None where it does not); `codes`: split codes, not names."""
         covered = self.covers(done_units)
         parts: list[np.ndarray | None] = [None] * len(done_units)
         if not covered.any():
             return parts
-        stored = self.group[f"summary_{array}"]
-        assert isinstance(stored, zarr.Array)
-        values = np.asarray(stored[...])
-        if array == "split":
-            names = np.array(["", *self.attrs.get("splits", [])])
-            values = names[values]
+        values = self._values(array, codes)
         consolidated = np.flatnonzero(self.table[:, 0] == 1)
+        if covered.all() and np.array_equal(consolidated, done_units):
+            return self._split_dense(values, n_sequences)
         sizes = self.table[consolidated, 1]
         starts = dict(zip(consolidated.tolist(), (np.cumsum(sizes) - sizes).tolist(), strict=True))
         for i, u in enumerate(done_units.tolist()):
@@ -107,6 +105,24 @@ class Summary:
                 a = starts[u]
                 parts[i] = values[a : a + int(n_sequences[i])]
         return parts
+
+    @property
+    def split_names(self) -> list[str]:
+        """Names of split codes 1, 2, ... (code 0: none)."""
+        return list(self.attrs.get("splits", []))
+
+    def _values(self, array: str, codes: bool) -> np.ndarray:
+        stored = self.group[f"summary_{array}"]
+        assert isinstance(stored, zarr.Array)
+        values = np.asarray(stored[...])
+        if array == "split" and not codes:
+            values = np.array(["", *self.split_names])[values]
+        return values
+
+    @staticmethod
+    def _split_dense(values: np.ndarray, n_sequences: np.ndarray) -> list[np.ndarray | None]:
+        """The dense array as per-unit views (no copies)."""
+        return list(np.split(values, np.cumsum(n_sequences)[:-1]))
 
 
 def read_summary(group: zarr.Group, n_units: int) -> Summary:

@@ -45,7 +45,7 @@ def evaluate_heldout(
         positions = sequences = 0
         for name in source_corpora(store, source):
             corpus = store[name]
-            held = np.flatnonzero(~np.isin(corpus.split_array(), spec.splits))
+            held = np.flatnonzero(~corpus.split_mask(spec.splits))
             rng = np.random.Generator(np.random.PCG64(HELDOUT_SEED))
             pick = np.sort(rng.permutation(held)[:n])
             for i in range(0, len(pick), BATCH):

@@ -212,7 +212,7 @@ def plan_transfer_set(store: Store, spec: TransferSetSpec) -> TransferSet:
         pool_len: list[np.ndarray] = []
         for name in names:
             corpus = store[name]
-            eligible = np.flatnonzero(np.isin(corpus.split_array(), spec.splits))
+            eligible = np.flatnonzero(corpus.split_mask(spec.splits))
             pool_corpus.append(np.full(len(eligible), len(pool_index)))
             pool_index.append(eligible)
             pool_len.append(corpus.lengths()[eligible])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from synthetic import (
     zipf_logits,
 )
 
-from logit_store import SparseTargets, open_store, target_codec
+from logit_store import SparseTargets, consolidate_store, open_store, target_codec
 from logit_store.fidelity import bucket_kl, fidelity, sort_by_id
 from logit_store.sparsify import log1mexp, sampled_targets, topk_targets
 
@@ -178,3 +179,27 @@ def test_store_roundtrip_records_and_batches(tmp_path, encoding: str, where: str
     assert list(task.split_array()[:6]) == ["test", "train", "train", "train", "train", "test"]
     assert task.column("domain")[:3] == ["a", "b", "a"]
     assert task.unit_ranges()[0] == (0, 8)
+
+
+def test_summary_and_fresh_units_read_alike(tmp_path: Path) -> None:
+    """Counts, lengths and splits are the same whether a reader gets them from the done
+    records, from the consolidated summary, or from both (units written after it)."""
+    url = str(tmp_path / "s.zarr")
+    write_synthetic(url, units=[0, 1, 2])
+    before = open_store(url)["task"]
+    consolidate_store(url)
+    write_synthetic(url)  # the remaining units, not consolidated yet
+    mixed = open_store(url)["task"]
+    assert mixed.summary.covers(mixed.done_units).tolist() == [True] * 3 + [False] * 2
+    consolidate_store(url)
+    full = open_store(url)["task"]
+    assert full.summary.covers(full.done_units).all()
+    plan = synthetic_plans()[1]
+    for corpus in (mixed, full):
+        assert len(corpus) == 40 and corpus.info["counts"]["tokens"] == int(plan.lengths.sum())
+        assert np.array_equal(corpus.lengths(), plan.lengths)
+        splits = corpus.split_array()
+        assert (splits == "test").sum() == 8
+        assert np.array_equal(corpus.split_mask(("train",)), splits == "train")
+        assert corpus.info["label_names"] == {"domain": ["a", "b"]}
+    assert np.array_equal(before.lengths(), plan.lengths[:24])
