@@ -360,4 +360,5 @@ def print_metrics(metrics: dict[str, Any], console: Console) -> None:
     table.add_row("epochs", f"{metrics['epochs']:.2f}")
     table.add_row("time", f"{metrics['time_seconds']:.1f} s")
     table.add_row("config_hash", metrics["config_hash"])
+    table.add_row("model", metrics.get("model", "—"))
     console.print(table)
