@@ -45,6 +45,24 @@ UNIT_ARRAYS: dict[str, tuple[str, str]] = {
     "id_table": ("table", "uint32"),
 }
 TABLE_CHUNK = 4096
+# what each array holds, stored in its attributes (docs/FORMAT.md has the whole specification)
+DESCRIPTIONS = {
+    "done": "per unit: the done record (JSON), written last; absent = unit not written",
+    "lengths": "per sequence: tokens (special tokens included)",
+    "n_positions": "per sequence: labelled positions",
+    "records": "per sequence: JSON {id, line, split, domain, intent, locale, tags, text}",
+    "split": "per sequence: split name",
+    "input_ids": "per token: original token id (the tokenizer's vocabulary)",
+    "word_ids": "per token: index of its word in the text, -1 for special tokens",
+    "positions": "per labelled position: token index within its sequence",
+    "masked_ids": "per labelled position: the token id the teacher saw there",
+    "target_ids": "per labelled position: row-sorted ranks in the unit's id_table, delta-coded "
+    "(first rank absolute, then gaps); NOT token ids",
+    "target_values": "per labelled position: top-k log-probs (q8: -v * q8_range / 255, or "
+    "fp16) in target_ids order, or sampled counts",
+    "tail_logmass": "per labelled position: log(1 - sum of the top-k probabilities)",
+    "id_table": "per unit: its distinct target ids, most frequent first (rank -> id)",
+}
 
 
 def unit_arrays(meta: StoreMeta) -> tuple[str, ...]:
@@ -180,8 +198,9 @@ def create_corpus_arrays(group: zarr.Group, meta: StoreMeta, spec: CorpusSpec) -
     def ensure(name: str, **kwargs: Any) -> zarr.Array | None:
         if name in group:
             return None
+        about = DESCRIPTIONS.get(name, "the source index: see docs/FORMAT.md")
         try:
-            return group.create_array(name, overwrite=False, **kwargs)
+            return group.create_array(name, overwrite=False, attributes={"about": about}, **kwargs)
         except zarr.errors.ContainsArrayError:  # another process created it meanwhile
             return None
 
