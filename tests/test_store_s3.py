@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -25,7 +26,8 @@ from synthetic import assert_same_store, synthetic_meta, synthetic_specs, write_
 from typer.testing import CliRunner
 
 from cli import app
-from logit_store import Store, UserError, create_store, open_store
+from logit_store import Store, StoreMismatchError, UserError, create_store, open_store
+from logit_store.objects import create_once, read_object
 from logit_store.storage_options import fsspec_options
 
 WRITER = [sys.executable, str(Path(__file__).with_name("synthetic.py"))]
@@ -180,3 +182,17 @@ def test_cli_reaches_s3_through_storage_option_and_names_a_missing_store(
     assert isinstance(missing.exception, UserError)
     assert "no kdcache store here" in str(missing.exception)
     s3fs.S3FileSystem.clear_instance_cache()
+
+
+def test_creation_is_create_once_on_s3(s3: S3Server) -> None:
+    """If-None-Match: a second creator with another teacher is refused, and the store keeps
+    the first one's identity."""
+    probe = s3.bucket_url(f"probe-{uuid.uuid4().hex}")
+    assert create_once(probe, "once.json", b"first", None)
+    assert not create_once(probe, "once.json", b"second", None)
+    assert read_object(probe, "once.json", None) == b"first"
+    url = s3.bucket_url(f"once-{uuid.uuid4().hex}.zarr")
+    write_synthetic(url)
+    with pytest.raises(StoreMismatchError, match="teacher_hash"):
+        create_store(url, synthetic_meta(teacher_hash="x" * 64), synthetic_specs())
+    assert open_store(url).meta.teacher_hash == synthetic_meta().teacher_hash
