@@ -196,7 +196,9 @@ def predict(
     device: torch.device,
 ) -> tuple[list[str], list[list[str]] | None, list[list[float]], int]:
     """Predicted labels (N,), word-level tags per sequence (ICNER), class logits (N, C) and
-    the number of words that had no token (truncated by the store's max_length; "O")."""
+    the number of words that had no token (truncated by the store's max_length; "O"). In fp32
+    on every device (no bf16 autocast): the precision of the saved model, so reloading it
+    reproduces these predictions."""
     model.eval()
     label_ids = {name: i for i, name in enumerate(class_names)}
     labels: list[str] = [""] * len(data)
@@ -205,8 +207,7 @@ def predict(
     truncated = 0
     for rows in sorted_batches(data.lengths, batch_size):
         batch = collate(data, rows, pad_token_id, label_ids, None).to(device)
-        with autocast(device):
-            class_logits, tag_logits = model(batch.input_ids, batch.attention_mask)
+        class_logits, tag_logits = model(batch.input_ids, batch.attention_mask)
         class_pred = class_logits.argmax(-1).cpu().tolist()
         tag_pred = None if tag_logits is None else tag_logits.argmax(-1).cpu().numpy()
         for b, r in enumerate(rows):
