@@ -17,7 +17,6 @@ first sub-token, as evaluation does)::
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from transformers import (
 from logit_store import StoreMeta, UserError
 from logit_store.provenance import tokenizer_hash
 from student_train.heads import TaskModel, label_config, quiet_transformers
+from student_train.runs import read_json
 from student_train.task_data import TASKS, Task
 
 SLOTS_DIR = "slots"
@@ -138,7 +138,7 @@ def resolve_task_folder(path: str | Path) -> Path:
     root = Path(path)
     for folder in (root / "model", root):
         config = folder / "config.json"
-        if config.is_file() and "kdcache" in json.loads(config.read_text()):
+        if config.is_file() and "kdcache" in read_json(config):
             return folder
     raise UserError(
         f"{root}: not a finetuned kdcache model (no model/config.json or config.json with a "
@@ -150,7 +150,7 @@ def load_task_model(path: str | Path) -> TaskModelFolder:
     """Load a finetuned model folder (`resolve_task_folder`) with plain transformers, in eval
     mode."""
     folder = resolve_task_folder(path)
-    info = json.loads((folder / "config.json").read_text())["kdcache"]
+    info = read_json(folder / "config.json")["kdcache"]
     task = info.get("task")
     if task not in TASKS or not saved_model_complete(folder, task):
         raise UserError(

@@ -220,3 +220,8 @@ def test_predict_cli_files_stdin_and_hostile_input(
         monkeypatch, capsys, ["predict", "--model", str(tmp_path), "--input", "-"]
     )
     assert code == 2 and "not a finetuned kdcache model" in _one_error(err)
+    (tmp_path / "config.json").write_text("{oops")  # a damaged model folder
+    code, _, err = kdcache(
+        monkeypatch, capsys, ["predict", "--model", str(tmp_path), "--input", "-"]
+    )
+    assert code == 2 and f"{tmp_path / 'config.json'}: not a readable" in _one_error(err)
