@@ -38,7 +38,7 @@ import torch
 from transformers import BertConfig, BertForMaskedLM, PreTrainedModel
 
 from logit_store import (
-    CorpusPlan,
+    CorpusSpec,
     SparseBatch,
     SparseTargets,
     StoreMeta,
@@ -54,6 +54,7 @@ from student_train.students import build_student, mlm_logits_at
 from student_train.transfer_set import TransferSetSpec, plan_transfer_set, stream_batches
 
 VOCAB, K, MASK, CLS, SEP = 30522, 32, 103, 101, 102
+UNIT_SIZE = 512  # consecutive sequences per store unit
 
 
 def make_teacher(folder: Path) -> BertForMaskedLM:
@@ -91,19 +92,12 @@ def write_store(url: str, n: int, teacher: BertForMaskedLM | None, teacher_id: s
         k=K,
         max_length=64,
     )
-    plan = CorpusPlan(
-        name="generic",
-        lengths=lengths,
-        n_positions=np.array([len(p) for p in picks]),
-        unit_size=512,
-    )
-    writer = create_store(url, meta, [plan])
+    spec = CorpusSpec(name="generic", n_units=-(-n // UNIT_SIZE), unit_size=UNIT_SIZE)
+    writer = create_store(url, meta, [spec])
     for unit in writer.units("generic"):
-        seqs = [
-            np.r_[CLS, rng.integers(1000, VOCAB, L - 2), SEP]
-            for L in lengths[unit.start : unit.stop]
-        ]
-        pos = list(picks[unit.start : unit.stop])
+        lo, hi = unit.index * UNIT_SIZE, min((unit.index + 1) * UNIT_SIZE, n)
+        seqs = [np.r_[CLS, rng.integers(1000, VOCAB, L - 2), SEP] for L in lengths[lo:hi]]
+        pos = picks[lo:hi]
         masked = [s.copy() for s in seqs]
         for m, p in zip(masked, pos, strict=True):
             m[p] = MASK
@@ -125,12 +119,13 @@ def write_store(url: str, n: int, teacher: BertForMaskedLM | None, teacher_id: s
             UnitData(
                 input_ids=np.concatenate(seqs),
                 word_ids=np.concatenate([np.r_[-1, np.arange(len(s) - 2), -1] for s in seqs]),
+                lengths=lengths[lo:hi],
                 positions=np.concatenate(pos),
                 masked_ids=np.full(n_pos, MASK),
+                n_positions=np.array([len(p) for p in pos]),
                 targets=targets,
                 records=[
-                    {"id": str(i), "line": i, "split": "train", "text": ""}
-                    for i in range(unit.start, unit.stop)
+                    {"id": str(i), "line": i, "split": "train", "text": ""} for i in range(lo, hi)
                 ],
             ),
         )

@@ -23,12 +23,13 @@ import numpy as np
 import torch
 from zarr.core.sync import sync
 
-from logit_store import CorpusPlan, SparseTargets, StoreMeta, UnitData, create_store, open_store
+from logit_store import CorpusSpec, SparseTargets, StoreMeta, UnitData, create_store, open_store
 from logit_store.fidelity import bucket_kl, fidelity, sort_by_id
 from logit_store.sparsify import sampled_targets, topk_targets
 
 ROWS_PER_BATCH = 256
 POSITIONS_PER_SEQ = 8
+SEQ_LENGTH = 16  # tokens per synthetic sequence, also the stores' max_length (tight unit slots)
 
 
 def numpy_targets(t: SparseTargets) -> SparseTargets:
@@ -52,26 +53,22 @@ def store_bytes(url: str) -> int:
 
 
 def write(url: str, meta: StoreMeta, targets: SparseTargets) -> None:
+    """All rows in one unit of sequences of SEQ_LENGTH tokens, POSITIONS_PER_SEQ labelled each."""
     n_pos = targets.num_positions
     n_seq = n_pos // POSITIONS_PER_SEQ
-    plan = CorpusPlan(
-        name="c",
-        lengths=np.full(n_seq, 16),
-        n_positions=np.full(n_seq, POSITIONS_PER_SEQ),
-        unit_size=n_seq,
-    )
-    writer = create_store(url, meta, [plan])
+    writer = create_store(url, meta, [CorpusSpec(name="c", n_units=1, unit_size=n_seq)])
     (unit,) = writer.units("c")
-    positions = np.tile(np.arange(POSITIONS_PER_SEQ), n_seq)
     writer.write_unit(
         unit,
         UnitData(
-            np.full(16 * n_seq, 5),
-            np.zeros(16 * n_seq, dtype=np.int64),
-            positions,
-            np.full(n_pos, 4),
-            targets,
-            [{"text": ""} for _ in range(n_seq)],
+            input_ids=np.full(SEQ_LENGTH * n_seq, 5),
+            word_ids=np.zeros(SEQ_LENGTH * n_seq, dtype=np.int64),
+            lengths=np.full(n_seq, SEQ_LENGTH),
+            positions=np.tile(np.arange(POSITIONS_PER_SEQ), n_seq),
+            masked_ids=np.full(n_pos, 4),
+            n_positions=np.full(n_seq, POSITIONS_PER_SEQ),
+            targets=targets,
+            records=[{"text": ""} for _ in range(n_seq)],
         ),
     )
 
@@ -115,6 +112,7 @@ def run(vocab: int, positions: int, ks: list[int], tmp: Path) -> list[dict[str, 
         vocab_size=vocab,
         pad_token_id=0,
         mask_token_id=4,
+        max_length=SEQ_LENGTH,
     )
     for k in ks:
         exact = [sort_by_id(topk_targets(z, k)) for z in batches]
