@@ -1,4 +1,4 @@
-"""Precompute at corpus scale: memory and time to the first unit, host ceiling, reader at 10^5 units.
+"""Precompute at corpus scale: memory and time to a first unit, host ceiling, readers at 1e5 units.
 
     .venv/bin/python benchmarks/scale.py [--lines 200000,2000000,20000000] [--workers 1,2]
                                          [--reader-units 100000] [--data DIR]
@@ -158,12 +158,14 @@ def host_ceiling(teacher: Path, corpus: Path, workers: int, k: int = 32) -> dict
         n = logits.shape[0]
         return SparseTargets("topk", ids[:n], logprobs=logprobs[:n], tail_logmass=tail[:n])
 
-    def no_forward(self: Teacher, input_ids: Any, mask: Any, index: Any, pos: Any) -> Any:
+    def no_forward(
+        self: Teacher, input_ids: Any, mask: Any, index: Any, pos: Any, split: Any = None
+    ) -> Any:
         return torch.empty(len(index), 0)
 
     original = (unit_targets.topk_targets, Teacher.logits_at)
     unit_targets.topk_targets = constant_topk  # type: ignore[assignment]
-    Teacher.logits_at = no_forward  # type: ignore[method-assign]
+    Teacher.logits_at = no_forward  # type: ignore[method-assign,assignment]
     try:
         with tempfile.TemporaryDirectory() as tmp:
             config = PrecomputeConfig(
@@ -180,7 +182,7 @@ def host_ceiling(teacher: Path, corpus: Path, workers: int, k: int = 32) -> dict
             summary = run_precompute(config)
             wall = time.perf_counter() - started
     finally:
-        unit_targets.topk_targets, Teacher.logits_at = original  # type: ignore[assignment]
+        unit_targets.topk_targets, Teacher.logits_at = original  # type: ignore[method-assign]
     tokens = summary["tokens_computed"]
     return {
         "workers": workers,
@@ -196,6 +198,7 @@ def reader_scale(units: int, per_unit: int = 256) -> dict[str, Any]:
     import zarr
 
     from logit_store import consolidate_store, open_store
+    from logit_store.arrays import child_array
     from logit_store.inspect import inspect_summary
     from logit_store.meta import CorpusSpec, StoreMeta
     from logit_store.writer import create_store
@@ -219,9 +222,9 @@ def reader_scale(units: int, per_unit: int = 256) -> dict[str, Any]:
             "labels": {}, "splits": ["train"], "objects": {},
         }  # fmt: skip
         started = time.perf_counter()
-        group["done"][:] = np.array([json.dumps(record)] * units, dtype=object)
-        group["lengths"][:] = np.full(units * per_unit, 20, dtype=np.int32)
-        group["split"][:] = np.full(units * per_unit, "train", dtype=object)
+        child_array(group, "done")[:] = np.array([json.dumps(record)] * units, dtype=object)
+        child_array(group, "lengths")[:] = np.full(units * per_unit, 20, dtype=np.int32)
+        child_array(group, "split")[:] = np.full(units * per_unit, "train", dtype=object)
         write_s = time.perf_counter() - started
         started = time.perf_counter()
         consolidate_store(url)
@@ -278,8 +281,9 @@ def main() -> None:
     for workers in (int(w) for w in args.workers.split(",")):
         ceiling = host_ceiling(teacher, make_corpus(data, sizes[0], tokenizer), workers)
         results["host_ceiling"].append(ceiling)
-        print(f"host ceiling, {workers} workers: {ceiling['tokens_per_s']:,} tokens/s end to end "
-              f"({ceiling['compute_tokens_per_s']:,} in the compute phase)", flush=True)  # fmt: skip
+        rate, compute = ceiling["tokens_per_s"], ceiling["compute_tokens_per_s"]
+        print(f"host ceiling, {workers} workers: {rate:,} tokens/s end to end "
+              f"({compute:,} in the compute phase)", flush=True)  # fmt: skip
     if args.reader_units:
         results["reader"] = reader_scale(args.reader_units)
         r = results["reader"]

@@ -18,7 +18,13 @@ from logit_store.reader import (
     stored_corpus_index,
 )
 from logit_store.records import SparseTargets
-from logit_store.writer import StoreWriter, UnitData, consolidate_store, create_store
+from logit_store.writer import (
+    EncodedRecords,
+    StoreWriter,
+    UnitData,
+    consolidate_store,
+    create_store,
+)
 
 # The create-once identity objects (writer.py) sit beside zarr's own metadata; zarr warns about
 # keys it does not know when it walks a group.
@@ -30,6 +36,7 @@ __all__ = [
     "FORMAT_VERSION",
     "Corpus",
     "CorpusSpec",
+    "EncodedRecords",
     "SequenceRecord",
     "SparseBatch",
     "SparseTargets",

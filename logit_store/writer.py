@@ -19,6 +19,7 @@ unit's source hash, its counts and skips, the label and split names it holds, an
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import zarr
+from zarr.core.sync import sync
 
 from logit_store import target_codec
 from logit_store.arrays import (
@@ -65,7 +67,8 @@ class UnitData:
     lengths (N,) tokens per sequence; positions (P,) labelled positions within their sequence;
     masked_ids (P,) the id the teacher saw there; n_positions (N,) labelled positions per
     sequence; targets: SparseTargets with P rows; records: one dict per sequence with the keys
-    of RECORD_FIELDS (missing keys are stored as null); skipped / examples: the unit's skips;
+    of RECORD_FIELDS (missing keys are stored as null), or those already encoded
+    (`EncodedRecords`); skipped / examples: the unit's skips;
     n_records: source records the unit covered (sequences + skipped records).
     """
 
@@ -76,7 +79,7 @@ class UnitData:
     masked_ids: np.ndarray
     n_positions: np.ndarray
     targets: SparseTargets
-    records: list[dict[str, Any]]
+    records: list[dict[str, Any]] | EncodedRecords
     skipped: dict[str, int] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)
     n_records: int | None = None
@@ -167,6 +170,37 @@ def _require_group(root: zarr.Group, path: str) -> zarr.Group:
         return group
 
 
+@dataclass(frozen=True)
+class EncodedRecords:
+    """A unit's per-sequence records as stored: JSON and split strings (object arrays), and the
+    label and split names they hold. Encoding them is a cost per sequence, so a host worker can
+    do it ahead of the writer (`UnitData.records` takes either form)."""
+
+    json: np.ndarray
+    splits: np.ndarray
+    labels: dict[str, list[str]]
+    split_names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.json)
+
+    @classmethod
+    def of(cls, records: list[dict[str, Any]] | EncodedRecords) -> EncodedRecords:
+        if isinstance(records, EncodedRecords):
+            return records
+        splits = [str(r.get("split") or "train") for r in records]
+        encoded = [
+            json.dumps({key: r.get(key) for key in RECORD_FIELDS}, ensure_ascii=False)
+            for r in records
+        ]
+        return cls(
+            json=np.array(encoded, dtype=object),
+            splits=np.array(splits, dtype=object),
+            labels=label_names(records),
+            split_names=sorted(set(splits)),
+        )
+
+
 def label_names(records: list[dict[str, Any]]) -> dict[str, list[str]]:
     """Sorted vocabularies of the optional labels present in `records`."""
     names: dict[str, list[str]] = {}
@@ -225,13 +259,18 @@ class StoreWriter:
             )
 
     def write_unit(self, unit: Unit, data: UnitData) -> None:
-        """Write all of a unit's objects, then its done record (readers never see half a unit)."""
+        """Write all of a unit's objects, then its done record (readers never see half a unit).
+
+        The arrays are written concurrently (one batch of zarr requests), then read back for
+        the done record's manifest."""
         self.check_identity()
         layout, meta = self.layouts[unit.corpus], self.meta
         _check_unit(unit, data, layout, meta)
         encoded = target_codec.encode(meta, data.targets)
+        records = EncodedRecords.of(data.records)
         u = unit.index
         refs: list[ObjectRef] = []
+        writes: list[Any] = []
 
         def put(name: str, values: np.ndarray) -> None:
             arr = self._array(unit.corpus, name)
@@ -242,21 +281,18 @@ class StoreWriter:
                 return
             else:
                 rows = min(slot, round_up(used, inner_chunk(name, meta, layout)))
-            full = np.zeros((rows, *arr.shape[1:]), dtype=arr.dtype)
             if arr.dtype.kind in "OTU":
                 full = np.full((rows,), "", dtype=object)
+            else:
+                full = np.zeros((rows, *arr.shape[1:]), dtype=arr.dtype)
             full[:used] = values
-            arr[u * slot : u * slot + rows] = full
+            writes.append(arr.async_array.setitem(slice(u * slot, u * slot + rows), full))
             refs.append((name, arr, (u,) + (0,) * (arr.ndim - 1)))
 
-        records = [
-            json.dumps({key: rec.get(key) for key in RECORD_FIELDS}, ensure_ascii=False)
-            for rec in data.records
-        ]
         put("lengths", data.lengths.astype(np.int32))
         put("n_positions", data.n_positions.astype(np.int32))
-        put("records", np.array(records, dtype=object))
-        put("split", np.array([str(r.get("split") or "train") for r in data.records], dtype=object))
+        put("records", records.json)
+        put("split", records.splits)
         put("input_ids", data.input_ids)
         put("word_ids", data.word_ids)
         put("positions", data.positions)
@@ -266,19 +302,24 @@ class StoreWriter:
         put("id_table", encoded["table"])
         if "tail" in encoded:
             put("tail_logmass", encoded["tail"])
+
+        async def write_all() -> None:
+            await asyncio.gather(*writes)
+
+        sync(write_all())
         spec = self.specs[unit.corpus]
         done = {
             "store_id": meta.store_id,
             "teacher_hash": meta.teacher_hash,
             "unit_hash": spec.unit_hash(u),
-            "n_records": int(data.n_records if data.n_records is not None else len(data.records)),
-            "n_sequences": len(data.records),
+            "n_records": int(data.n_records if data.n_records is not None else len(records)),
+            "n_sequences": len(records),
             "n_tokens": len(data.input_ids),
             "n_positions": len(data.positions),
             "skipped": {k: int(v) for k, v in sorted(data.skipped.items()) if v},
             "examples": list(data.examples),
-            "labels": label_names(data.records),
-            "splits": sorted({str(r.get("split") or "train") for r in data.records}),
+            "labels": records.labels,
+            "splits": records.split_names,
             "objects": manifest(refs),
         }
         # the done record: one object of its own, written last

@@ -6,9 +6,10 @@
 
 Each item of `work` is (corpus, unit index). A worker reads only that unit's bytes
 (`corpus_index.read_unit`, hash-checked), tokenizes and masks it (`plan.plan_texts`, keyed by
-record numbers, so the result does not depend on which process planned it) and assembles its
-token-budget batches as numpy arrays. A torch `DataLoader` runs the workers (bounded: each holds
-at most `PREFETCH` prepared units); with ``workers=0`` the same code runs in the calling process.
+record numbers, so the result does not depend on which process planned it), encodes its
+per-sequence records for the store and assembles its token-budget batches as numpy arrays. A
+torch `DataLoader` runs the workers (bounded: each holds at most `PREFETCH` prepared units);
+with ``workers=0`` the same code runs in the calling process.
 
 Batches: the unit's sequences are sorted by length (stable, so ties keep record order) and cut
 so that B * Lmax <= token_budget (at least one sequence); batches never cross a unit boundary,
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from logit_store import EncodedRecords
 from teacher_infer.corpus_index import CorpusIndex, read_unit
 from teacher_infer.plan import MaskingSpec, PlannedUnit, plan_texts
 
@@ -53,6 +55,7 @@ class PreparedUnit:
     corpus: str
     index: int
     plan: PlannedUnit
+    records: EncodedRecords  # the plan's records, encoded here rather than by the writer
     batches: list[HostBatch]
     n_records: int
     skipped: dict[str, int]
@@ -90,6 +93,7 @@ class UnitSource:
             corpus=corpus,
             index=u,
             plan=plan,
+            records=EncodedRecords.of(plan.records),
             batches=unit_batches(plan, self.token_budget, self.pad_id),
             n_records=int(index.units[u, 4]),
             skipped=skipped,

@@ -79,7 +79,7 @@ class LaunchedUnit:
             masked_ids=plan.masked_ids,
             n_positions=plan.n_positions,
             targets=_assemble(self.pending, len(plan.positions), self.spec),
-            records=plan.records,
+            records=self.prepared.records,
             skipped=self.prepared.skipped,
             examples=self.prepared.examples,
             n_records=self.prepared.n_records,
