@@ -75,7 +75,7 @@ def _similarity_report() -> dict[str, Any]:
     groups = [{"name": d, "metrics": {"coverage": {"value": v}}} for d, v in SIMILARITY.items()]
     groups.append({"name": "unseen", "metrics": {"coverage": {"value": 0.9}}})
     return {
-        "schema": "kdcache.similarity/1",
+        "schema": "kdcache.similarity/2",
         "config": {"task": "demo:bbc", "by": "domain"},
         "metrics": {"coverage": {"label": "coverage (Naeem et al.)"}},
         "groups": groups,
