@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-from zarr.core.sync import sync
 
-from logit_store.arrays import CORPORA_GROUP
 from logit_store.reader import Store
 
 TARGET_ARRAYS = ("target_ids", "target_values", "tail_logmass", "id_table")
 POSITION_ARRAYS = ("positions", "masked_ids", *TARGET_ARRAYS)
 
 
-def _bytes(store: Store, corpus: str, arrays: tuple[str, ...]) -> int:
-    base = store.root.store_path.path
-    total = 0
-    for name in arrays:
-        prefix = "/".join(p for p in (base, CORPORA_GROUP, corpus, name) if p)
-        with contextlib.suppress(FileNotFoundError):  # an array the encoding does not use
-            total += int(sync(store.root.store.getsize_prefix(prefix)))
-    return total
+def _bytes(info: dict[str, Any], arrays: tuple[str, ...]) -> int:
+    """Stored bytes of `arrays` over the done units (from their done records' manifests)."""
+    return sum(int(info["bytes"].get(name, 0)) for name in arrays)
 
 
 def inspect_summary(store: Store) -> dict[str, Any]:
@@ -32,26 +24,25 @@ def inspect_summary(store: Store) -> dict[str, Any]:
     corpora = []
     for name in store.corpora:
         c = store[name]
-        counts = c.info["counts"]
+        info = c.info
+        counts = info["counts"]
         positions = max(int(counts["positions"]), 1)
-        target_bytes = _bytes(store, name, TARGET_ARRAYS)
+        target_bytes = _bytes(info, TARGET_ARRAYS)
         corpora.append(
             {
                 "name": name,
-                "source": c.info.get("source", ""),
+                "source": info.get("source", ""),
                 "sequences": int(counts["sequences"]),
                 "tokens": int(counts["tokens"]),
                 "labelled_positions": int(counts["positions"]),
                 "units_done": len(c.done_units),
                 "units_total": c.n_units,
                 "complete": c.complete,
-                "skipped": c.info.get("skipped", {}),
-                "skip_examples": c.info.get("skip_examples", []),
+                "skipped": info.get("skipped", {}),
+                "skip_examples": info.get("skip_examples", []),
                 "target_bytes": target_bytes,
                 "target_bytes_per_position": round(target_bytes / positions, 2),
-                "position_bytes_per_position": round(
-                    _bytes(store, name, POSITION_ARRAYS) / positions, 2
-                ),
+                "position_bytes_per_position": round(_bytes(info, POSITION_ARRAYS) / positions, 2),
             }
         )
     return {

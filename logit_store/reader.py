@@ -235,6 +235,7 @@ class Corpus:
             "skipped": dict(sorted(skipped.items())),
             "skip_examples": (list(index.get("examples", [])) + self.units.examples)[:5],
             "label_names": self.units.labels,
+            "bytes": self.units.bytes,
         }
 
     def array(self, name: str) -> zarr.Array:

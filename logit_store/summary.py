@@ -42,11 +42,14 @@ class UnitTable:
     examples: list[str] = field(default_factory=list)
     labels: dict[str, list[str]] = field(default_factory=dict)
     splits: list[str] = field(default_factory=list)
+    bytes: dict[str, int] = field(default_factory=dict)  # stored bytes per array
 
 
 def aggregate(records: Iterable[dict[str, Any]], into: UnitTable) -> None:
-    """Add the skips, examples, labels and splits of done records to `into`."""
+    """Add the skips, examples, labels, splits and object bytes of done records (or of a
+    summary's attributes, which have the same keys) to `into`."""
     skipped: Counter[str] = Counter(into.skipped)
+    stored: Counter[str] = Counter(into.bytes)
     labels = {k: set(v) for k, v in into.labels.items()}
     splits = set(into.splits)
     for record in records:
@@ -56,6 +59,9 @@ def aggregate(records: Iterable[dict[str, Any]], into: UnitTable) -> None:
         for key, names in record.get("labels", {}).items():
             labels.setdefault(key, set()).update(names)
         splits.update(record.get("splits", []))
+        stored.update(record.get("bytes", {}))
+        stored.update({name: obj[1] for name, obj in record.get("objects", {}).items()})
+    into.bytes = dict(sorted(stored.items()))
     into.skipped = dict(sorted(skipped.items()))
     into.labels = {k: sorted(v) for k, v in sorted(labels.items())}
     into.splits = sorted(splits)
@@ -196,6 +202,7 @@ def consolidate(
             "examples": merged.examples,
             "labels": merged.labels,
             "splits": merged.splits,
+            "bytes": merged.bytes,
         },
     )
     arr[...] = table
