@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
+from matplotlib.ticker import FuncFormatter
 
 BASELINE_STYLE = {"random": "--", "init": ":", "teacher": "-."}
 PANEL = (4.2, 3.4)
@@ -139,6 +140,8 @@ def plot_size(report: dict[str, Any], path: str, within_points: float) -> str:
                 linewidth=1, label=f"teacher − {within_points:g} point",
             )  # fmt: skip
         ax.set_xscale("log")
+        for axis in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
+            axis(FuncFormatter(lambda value, _: f"{value:g}"))  # 14, not 1.4 × 10^1
         ax.set_title(f"{key}: {found['metric']} vs size", fontsize=9)
         ax.set_xlabel("parameters (millions, model.safetensors)", fontsize=8)
         ax.set_ylabel(f"{found['metric']} (mean over seeds)", fontsize=8)
