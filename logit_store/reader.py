@@ -387,28 +387,33 @@ class Corpus:
         parts = self.summary.per_sequence(
             "split", self.done_units, self.units.n_sequences, codes=True
         )
+        own = self.unit_columns([i for i, part in enumerate(parts) if part is None], "split")
         masks = [
-            np.isin(part, allowed)
-            if part is not None
-            else np.isin(self._unit_column(i, "split"), list(splits))
+            np.isin(part, allowed) if part is not None else np.isin(own[i], list(splits))
             for i, part in enumerate(parts)
         ]
         return np.concatenate(masks) if masks else np.zeros(0, dtype=bool)
 
-    def _unit_column(self, i: int, array: str) -> np.ndarray:
-        """`lengths` or `split` of the i-th done unit, read from the unit's own chunk."""
-        u, n, s = int(self.done_units[i]), int(self.units.n_sequences[i]), self.unit_size
+    def unit_columns(self, which: list[int], array: str) -> dict[int, np.ndarray]:
+        """`lengths` or `split` of the done units at positions `which` of `done_units`, read
+        from the units' own chunks in one batch of requests."""
+        if not which:
+            return {}
+        units, sizes = self.done_units[which], self.units.n_sequences[which]
+        rows = ragged_index(units * self.unit_size, sizes)
         try:
-            values = np.asarray(self.array(array)[u * s : u * s + n])
+            values = np.asarray(self.array(array).get_orthogonal_selection(rows))
         except DAMAGE as err:
-            raise self._damaged(f", unit {u}, array {array!r}", err) from err
-        return values.astype(object).astype("U") if array == "split" else values.astype(np.int64)
+            raise self._damaged(f", array {array!r}", err) from err
+        values = values.astype(object).astype("U") if array == "split" else values.astype(np.int64)
+        return dict(zip(which, np.split(values, np.cumsum(sizes)[:-1]), strict=True))
 
     def _per_sequence(self, array: str) -> np.ndarray:
         """`lengths` or `split` of every sequence: the summary's copy for consolidated units,
         the unit's own chunk for the others."""
         parts = self.summary.per_sequence(array, self.done_units, self.units.n_sequences)
-        filled = [p if p is not None else self._unit_column(i, array) for i, p in enumerate(parts)]
+        own = self.unit_columns([i for i, part in enumerate(parts) if part is None], array)
+        filled = [part if part is not None else own[i] for i, part in enumerate(parts)]
         if not filled:
             return np.zeros(0, dtype=str if array == "split" else np.int64)
         return np.concatenate(filled)

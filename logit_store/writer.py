@@ -357,14 +357,13 @@ def consolidate_store(url: str, storage_options: dict[str, Any] | None = None) -
     store = open_store(url, storage_options=storage_options)
     root = open_root(url, "a", storage_options)
     for name in store.corpora:
-        corpus, s = store[name], store[name].unit_size
+        corpus = store[name]
+        which = np.flatnonzero(~corpus.summary.covers(corpus.done_units)).tolist()
+        lengths, splits = corpus.unit_columns(which, "lengths"), corpus.unit_columns(which, "split")
         fresh = {}
-        for u in corpus.done_units[~corpus.summary.covers(corpus.done_units)].tolist():
-            record = corpus.done_record(u)
-            rows = slice(u * s, u * s + int(record["n_sequences"]))
-            lengths = np.asarray(corpus.array("lengths")[rows])
-            splits = np.asarray(corpus.array("split")[rows]).astype(object).astype("U")
-            fresh[u] = (record, lengths, splits)
+        for i in which:
+            u = int(corpus.done_units[i])
+            fresh[u] = (corpus.done_record(u), lengths[i], splits[i])
         group = root[f"{CORPORA_GROUP}/{name}"]
         assert isinstance(group, zarr.Group)
         consolidate(group, corpus.summary, fresh)
