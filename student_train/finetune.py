@@ -45,13 +45,13 @@ from student_train.heads import (
     INITS,
     Init,
     TaskModel,
+    check_token_classifier,
     check_tokenizer,
     label_config,
     load_classifier,
     model_fingerprint,
     resolve_model_dir,
     task_loss,
-    token_classifier_skeleton,
 )
 from student_train.runs import (
     MODEL_DIR,
@@ -282,7 +282,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     if train_split.tags is not None:
         tag_names = label_vocab([t for seq in train_split.tags for t in seq])
     if tag_names is not None:
-        token_classifier_skeleton(label_config(model_dir, tag_names, cfg.dropout))
+        check_token_classifier(label_config(model_dir, tag_names, cfg.dropout))
     classifier = load_classifier(model_dir, cfg.init, cfg.seed, class_names, cfg.dropout)
     torch.manual_seed(cfg.seed)
     model = TaskModel(classifier, len(tag_names or ()), cfg.dropout)

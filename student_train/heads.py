@@ -148,10 +148,10 @@ def load_classifier(
     return model
 
 
-def token_classifier_skeleton(config: PretrainedConfig) -> PreTrainedModel:
-    """An empty `AutoModelForTokenClassification` of `config` (weights on the meta device, no
-    memory); refused unless its head is one Linear `classifier` on the encoder's hidden states
-    (BERT, RoBERTa / XLM-R, DistilBERT, DeBERTa, ELECTRA...), the head `TaskModel` trains."""
+def check_token_classifier(config: PretrainedConfig) -> None:
+    """Refuse an architecture whose `AutoModelForTokenClassification` head is not one Linear
+    `classifier` on the encoder's hidden states (BERT, RoBERTa / XLM-R, DistilBERT, DeBERTa,
+    ELECTRA... have it), the head `TaskModel` trains; built on the meta device (no memory)."""
     with torch.device("meta"):
         try:
             tagger = AutoModelForTokenClassification.from_config(config)
@@ -166,7 +166,6 @@ def token_classifier_skeleton(config: PretrainedConfig) -> PreTrainedModel:
             "Linear `classifier`; ICNER supports BERT-, RoBERTa-, DistilBERT- and DeBERTa-style "
             "encoders"
         )
-    return tagger
 
 
 class TaskModel(nn.Module):

@@ -21,11 +21,17 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
     AutoTokenizer,
+    BertConfig,
+    DebertaV2Config,
+    DistilBertConfig,
+    ModernBertConfig,
+    RobertaConfig,
 )
 
-from logit_store import open_store
+from logit_store import UserError, open_store
 from logit_store.provenance import tokenizer_hash
 from student_train.finetune import FinetuneConfig, run_finetune
+from student_train.heads import check_token_classifier
 from student_train.predict import load_predictor
 from student_train.task_data import read_task_split, word_level_tags
 
@@ -225,3 +231,12 @@ def test_predict_cli_files_stdin_and_hostile_input(
         monkeypatch, capsys, ["predict", "--model", str(tmp_path), "--input", "-"]
     )
     assert code == 2 and f"{tmp_path / 'config.json'}: not a readable" in _one_error(err)
+
+
+def test_icner_heads_are_checked_per_architecture() -> None:
+    """The slot head must be AutoModelForTokenClassification's single Linear: BERT, DistilBERT,
+    RoBERTa and DeBERTa have it; ModernBERT's extra prediction head is refused in one line."""
+    for config in (BertConfig(), DistilBertConfig(), RobertaConfig(), DebertaV2Config()):
+        check_token_classifier(config)
+    with pytest.raises(UserError, match="modernbert: its token-classification head"):
+        check_token_classifier(ModernBertConfig())
