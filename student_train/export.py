@@ -17,6 +17,7 @@ graphs side by side (DC accuracy; ICNER intent accuracy and slot F1).
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from dataclasses import dataclass
@@ -107,7 +108,13 @@ def quantize_int8(source: Path, target: Path) -> None:
     _onnxruntime()
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # its "consider pre-processing" note goes to the root logger
+    try:
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
 
 
 def session(path: Path, threads: int = 0) -> Any:
