@@ -50,8 +50,9 @@ from logit_store.sparsify import topk_targets
 from student_train.device import adamw
 from student_train.distill import DistillConfig, run_distill, train_step
 from student_train.losses import DistillLoss, dense_kd_loss
-from student_train.students import build_student, mlm_logits_at
+from student_train.students import build_student
 from student_train.transfer_set import TransferSetSpec, plan_transfer_set, stream_batches
+from teacher_infer.teacher import mlm_logits_at
 
 VOCAB, K, MASK, CLS, SEP = 30522, 32, 103, 101, 102
 UNIT_SIZE = 512  # consecutive sequences per store unit
@@ -146,7 +147,7 @@ def _teacher_targets(
             att[j, : len(r)] = 1
         b = torch.cat([torch.full((len(c),), j) for j, c in enumerate(cols)])
         p = torch.from_numpy(np.concatenate(cols))
-        parts.append(topk_targets(mlm_logits_at(teacher, ids, att, b, p), K))
+        parts.append(topk_targets(mlm_logits_at(teacher, ids, att, b, p, True), K))
     return SparseTargets(
         "topk",
         ids=torch.cat([t.ids for t in parts]).numpy(),
@@ -197,7 +198,12 @@ def throughput(
 
     def at_positions(model: PreTrainedModel, b: SparseBatch) -> torch.Tensor:
         return mlm_logits_at(
-            model, b.teacher_input_ids, b.attention_mask, b.batch_index, b.positions
+            model,
+            b.teacher_input_ids,
+            b.attention_mask,
+            b.batch_index,
+            b.positions,
+            head_at_positions=True,
         )
 
     def student_ce(b: SparseBatch) -> None:

@@ -6,7 +6,9 @@ reader side (`open_store`) by students, similarity and the CLI.
 
 import warnings
 
+from logit_store.arrays import check_store_target
 from logit_store.errors import StoreCorruptError, StoreMismatchError, UserError
+from logit_store.inspect import print_skip_examples
 from logit_store.layout import Unit
 from logit_store.meta import FORMAT_VERSION, CorpusSpec, StoreMeta
 from logit_store.reader import (
@@ -48,8 +50,10 @@ __all__ = [
     "Unit",
     "UnitData",
     "UserError",
+    "check_store_target",
     "consolidate_store",
     "create_store",
     "open_store",
+    "print_skip_examples",
     "stored_corpus_index",
 ]

@@ -1,22 +1,11 @@
-"""Where student training runs: device choice, bf16 autocast on CUDA (fp32 on CPU) and the
-AdamW both training loops use."""
+"""How student training runs: bf16 autocast on CUDA (fp32 on CPU) and the AdamW both training
+loops use (the device itself is chosen by `teacher_infer.teacher.resolve_device`)."""
 
 from __future__ import annotations
 
 import torch
 
-from logit_store import UserError
-
-FUSED_DEVICES = ("cpu", "cuda")  # devices with a fused AdamW kernel (torch >= 2.4)
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA when present; asking for CUDA without it is a user error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available here; use --device cpu or auto")
-    return torch.device(name)
+from teacher_infer.teacher import FUSED_ADAMW_DEVICES
 
 
 def autocast(device: torch.device) -> torch.autocast:
@@ -33,5 +22,5 @@ def adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim
         {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
     ]
-    fused = all(p.device.type in FUSED_DEVICES for p in params)
+    fused = all(p.device.type in FUSED_ADAMW_DEVICES for p in params)
     return torch.optim.AdamW(groups, lr=lr, fused=fused)

@@ -26,7 +26,7 @@ from transformers import PreTrainedModel
 
 from logit_store import SparseBatch, Store, UserError, open_store
 from student_train.checkpoints import load_checkpoint, save_checkpoint
-from student_train.device import adamw, autocast, resolve_device
+from student_train.device import adamw, autocast
 from student_train.heldout import evaluate_heldout
 from student_train.losses import DistillLoss, LossParts
 from student_train.runs import (
@@ -37,13 +37,14 @@ from student_train.runs import (
     open_run,
     run_status,
 )
-from student_train.students import build_student, load_store_tokenizer, mlm_logits_at, save_student
+from student_train.students import build_student, load_store_tokenizer, save_student
 from student_train.transfer_set import (
     TransferSet,
     TransferSetSpec,
     plan_transfer_set,
     stream_batches,
 )
+from teacher_infer.teacher import mlm_logits_at, resolve_device
 
 # Fields that change how a run executes, not what it computes: kept out of the config hash.
 RUNTIME_FIELDS = (
@@ -141,7 +142,12 @@ def train_step(
     """Forward at the labelled positions and backward; the optimizer step is the caller's."""
     with autocast(device):
         logits = mlm_logits_at(
-            model, batch.teacher_input_ids, batch.attention_mask, batch.batch_index, batch.positions
+            model,
+            batch.teacher_input_ids,
+            batch.attention_mask,
+            batch.batch_index,
+            batch.positions,
+            head_at_positions=True,
         )
     parts = loss_fn(logits, batch.targets, batch.labels)
     parts.total.backward()

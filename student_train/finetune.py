@@ -39,7 +39,7 @@ from rich.table import Table
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
 from logit_store import UserError, open_store
-from student_train.device import adamw, autocast, resolve_device
+from student_train.device import adamw, autocast
 from student_train.evaluate import dc_metrics, icner_metrics, per_label_accuracy
 from student_train.heads import (
     INITS,
@@ -74,6 +74,7 @@ from student_train.task_data import (
     sorted_batches,
     word_level_tags,
 )
+from teacher_infer.teacher import resolve_device
 
 log = logging.getLogger(__name__)
 PREDICTIONS_FILE = "test_predictions.jsonl"

@@ -20,8 +20,8 @@ from transformers import PreTrainedModel
 
 from logit_store import Store
 from student_train.losses import DistillLoss, kd_loss
-from student_train.students import mlm_logits_at
 from student_train.transfer_set import TransferSetSpec, source_corpora
+from teacher_infer.teacher import mlm_logits_at
 
 HELDOUT_SEED = 20250101
 BATCH = 32
@@ -57,6 +57,7 @@ def evaluate_heldout(
                         b.attention_mask.to(device),
                         b.batch_index.to(device),
                         b.positions.to(device),
+                        head_at_positions=True,
                     )
                     .float()
                     .cpu()

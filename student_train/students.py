@@ -12,8 +12,9 @@ finetuning side can reuse it. `SPEC` forms (``--student``):
   indices, in order): DistilBERT-style init from the teacher at ``store.meta.teacher_id``,
   with its embeddings and MLM head.
 
-The LM head is applied only at labelled positions (`mlm_logits_at`): (P, H) → (P, V) instead of
-(B, L, V), which is most of a small student's step at a 30k–250k vocabulary.
+The LM head is applied only at labelled positions (`teacher_infer.teacher.mlm_logits_at`):
+(P, H) → (P, V) instead of (B, L, V), which is most of a small student's step at a 30k–250k
+vocabulary.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from transformers import (
     AutoConfig,
     AutoModelForMaskedLM,
@@ -200,30 +200,6 @@ def build_student(spec: str, meta: StoreMeta, seed: int = 0) -> PreTrainedModel:
         )
     _check_vocab(config, meta, spec)
     return AutoModelForMaskedLM.from_config(config)
-
-
-def mlm_head(model: PreTrainedModel) -> nn.Module:
-    """The MLM head module mapping hidden states (..., H) → logits (..., V)."""
-    for name in ("cls", "lm_head"):
-        head = getattr(model, name, None)
-        if isinstance(head, nn.Module):
-            return head
-    raise UserError(
-        f"student architecture {type(model).__name__} is not supported: need a BERT/RoBERTa-style "
-        "masked LM with a `cls` or `lm_head` module"
-    )
-
-
-def mlm_logits_at(
-    model: PreTrainedModel,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    batch_index: torch.Tensor,
-    positions: torch.Tensor,
-) -> torch.Tensor:
-    """Encoder over (B, L) inputs, LM head only at the P labelled positions → (P, V)."""
-    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask)[0]  # (B, L, H)
-    return mlm_head(model)(hidden[batch_index, positions])  # (P, V)
 
 
 def save_student(model: PreTrainedModel, tokenizer: Any, folder: Path) -> None:

@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from logit_store import UserError
-from logit_store.ray_session import ray_session
 from student_train.sweep import execute_job, run_scheduled
 from student_train.sweep_plan import Job, SweepConfig
+from teacher_infer.ray_session import ray_session
 
 
 def run_on_ray(

@@ -50,6 +50,7 @@ from teacher_infer.corpus_index import CorpusIndex, read_unit
 from teacher_infer.corpus_sample import TextSample
 from teacher_infer.plan import MaskingSpec, PlannedUnit, plan_texts
 from teacher_infer.teacher import (
+    FUSED_ADAMW_DEVICES,
     check_max_length,
     check_tokenizer_fits,
     head_split_holds,
@@ -62,7 +63,6 @@ from teacher_infer.teacher import (
 log = logging.getLogger(__name__)
 EVAL_BATCH = 64
 HELD_OUT_SCAN = 100  # texts scanned per held-out text at most, looking for a non-train split
-FUSED_DEVICES = ("cpu", "cuda")  # devices with a fused AdamW kernel (torch >= 2.4)
 
 
 @dataclass(frozen=True)
@@ -301,7 +301,7 @@ def run_adapt(config: AdaptConfig) -> dict[str, Any]:
         for p in model.base_model.parameters():
             p.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
-    fused = device.type in FUSED_DEVICES
+    fused = device.type in FUSED_ADAMW_DEVICES
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.01, fused=fused)
     schedule = get_linear_schedule_with_warmup(
         optimizer, max(1, config.steps // 10), max(1, config.steps)

@@ -58,13 +58,13 @@ from logit_store import (
     Unit,
     UnitData,
     UserError,
+    check_store_target,
     consolidate_store,
     create_store,
     open_store,
+    print_skip_examples,
     stored_corpus_index,
 )
-from logit_store.arrays import check_store_target
-from logit_store.inspect import print_skip_examples
 from teacher_infer.corpus_index import CorpusIndex, index_source
 from teacher_infer.corpus_records import CorpusError
 from teacher_infer.plan import MaskingSpec

@@ -30,7 +30,6 @@ import numpy as np
 from rich.console import Console
 
 from logit_store import Unit, UserError, consolidate_store, open_store
-from logit_store.ray_session import ray_session
 from teacher_infer.precompute import (
     PrecomputeConfig,
     UnitProgress,
@@ -42,6 +41,7 @@ from teacher_infer.precompute import (
     teacher_fields,
     unit_source,
 )
+from teacher_infer.ray_session import ray_session
 
 # Units per actor call: several let the device compute unit u + 1 while unit u is written (a
 # call returns only once its units are flagged), few keep the pool busy to the end.

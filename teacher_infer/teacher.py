@@ -48,11 +48,15 @@ def teacher_hash(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
+FUSED_ADAMW_DEVICES = ("cpu", "cuda")  # devices with a fused AdamW kernel (torch >= 2.4)
+
+
 def resolve_device(device: str) -> torch.device:
+    """`auto` picks CUDA when present; asking for CUDA without it is a user error."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: CUDA is not available on this machine; use cpu")
+        raise UserError(f"--device {device}: CUDA is not available here; use --device cpu or auto")
     return torch.device(device)
 
 

