@@ -28,54 +28,34 @@ The steps are public for the Ray engine (`ray_engine.py`), which runs them in it
 from __future__ import annotations
 
 import os
-import queue
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 from logit_store import (
-    CorpusSpec,
     StoreMeta,
     StoreWriter,
-    Unit,
-    UnitData,
     UserError,
     check_store_target,
     consolidate_store,
     create_store,
     open_store,
     print_skip_examples,
-    stored_corpus_index,
 )
-from teacher_infer.corpus_index import CorpusIndex, index_source
-from teacher_infer.corpus_records import CorpusError
+from teacher_infer.corpus_index import CorpusIndex
 from teacher_infer.plan import MaskingSpec
+from teacher_infer.progress import UnitProgress
+from teacher_infer.store_corpora import corpus_spec, index_corpora
 from teacher_infer.teacher import DTYPES, Teacher, check_max_length, load_teacher
 from teacher_infer.unit_pipeline import UnitSource, default_workers, unit_loader
 from teacher_infer.unit_targets import LaunchedUnit, TargetSpec, launch_unit
-
-WRITE_QUEUE_DEPTH = 4  # units computed but not yet written (bounds host memory)
-# On a GPU, host cores are free for compression; on a CPU every writer thread takes a core
-# from the teacher, so one is enough to overlap I/O.
-WRITER_THREADS = {"cuda": 3, "cpu": 1}
+from teacher_infer.unit_writer import WRITER_THREADS, BackgroundWriter
 
 
 @dataclass(frozen=True)
@@ -179,101 +159,6 @@ def build_meta(teacher: Teacher, config: PrecomputeConfig, masking: MaskingSpec)
     )
 
 
-class BackgroundWriter:
-    """Writes units on threads fed by a bounded queue; a write error resurfaces on put/close.
-
-    Units own disjoint shards, so several threads can write different units at once; encoding
-    (numpy sorts) and compression (blosc, zstd) release the GIL for most of their time.
-    """
-
-    def __init__(self, writer: StoreWriter, threads: int, depth: int = WRITE_QUEUE_DEPTH) -> None:
-        self.writer = writer
-        self.queue: queue.Queue[tuple[Unit, UnitData] | None] = queue.Queue(maxsize=depth)
-        self.error: BaseException | None = None
-        self.threads = [
-            threading.Thread(target=self._loop, name=f"kdcache-writer-{i}", daemon=True)
-            for i in range(threads)
-        ]
-        for thread in self.threads:
-            thread.start()
-
-    def _loop(self) -> None:
-        while (item := self.queue.get()) is not None:
-            if self.error is None:
-                try:
-                    self.writer.write_unit(*item)
-                except BaseException as err:  # re-raised on the compute thread
-                    self.error = err
-
-    def put(self, unit: Unit, data: UnitData) -> None:
-        self._raise()
-        self.queue.put((unit, data))
-
-    def close(self) -> None:
-        for _ in self.threads:
-            self.queue.put(None)
-        for thread in self.threads:
-            thread.join()
-        self._raise()
-
-    def _raise(self) -> None:
-        if self.error is not None:
-            raise self.error
-
-
-class UnitProgress:
-    """Context manager; `ticker(corpus)` returns the per-unit callback (records, tokens).
-
-    Totals count only the source records of units this process will compute (pending, its
-    rank's): `work` maps corpus -> records per unit.
-    """
-
-    def __init__(self, work: dict[str, list[int]], console: Console, enabled: bool) -> None:
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("records"),
-            TextColumn("{task.fields[rate]:>10} tok/s"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=console,
-            disable=not enabled,
-        )
-        self.tasks: dict[str, TaskID] = {}
-        self.tokens: dict[str, int] = {}
-        self.started: dict[str, float] = {}
-        for name, units in work.items():
-            total = sum(units)
-            self.tasks[name] = self.progress.add_task(name, total=total, rate="-")
-            self.tokens[name] = 0
-
-    def __enter__(self) -> UnitProgress:
-        self.progress.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.progress.stop()
-
-    def ticker(self, corpus: str) -> Callable[[int, int], None]:
-        task = self.tasks[corpus]
-        self.started.setdefault(corpus, time.perf_counter())
-
-        def tick(n_records: int, n_tokens: int) -> None:
-            self.tokens[corpus] += n_tokens
-            elapsed = max(time.perf_counter() - self.started[corpus], 1e-9)
-            rate = f"{self.tokens[corpus] / elapsed:,.0f}"
-            self.progress.update(task, advance=n_records, rate=rate)
-
-        return tick
-
-
 def _distributed(device: str) -> tuple[int, int, str]:
     """(rank, world size, device) with the process group initialised under torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -307,58 +192,11 @@ def load_teacher_for(
     return teacher, build_meta(teacher, config, masking), masking
 
 
-def _first_change(old: CorpusIndex, new: CorpusIndex) -> CorpusError:
-    n = min(old.n_units, new.n_units)
-    differ = np.flatnonzero((old.hashes[:n] != new.hashes[:n]).any(axis=1))
-    u = int(differ[0]) if len(differ) else n
-    if u >= new.n_units:
-        u = new.n_units - 1
-    f = new.files[int(new.units[u, 0])]
-    return CorpusError(
-        f"{f.path}:{int(new.units[u, 3])}: the source changed since the store was written (unit "
-        f"{u} differs: {old.n_units} units then, {new.n_units} now); restore it, or write the "
-        "changed corpus to a new --out store"
-    )
-
-
 def corpus_indexes(config: PrecomputeConfig) -> dict[str, CorpusIndex]:
-    """The index of every corpus: the store's own when it has the corpus and the files are
-    unchanged (sizes and times), else a fresh indexing pass, refused when the store has the
-    corpus and its content differs (naming the first changed unit's file and line)."""
+    """The index of every corpus of `config` (`store_corpora.index_corpora`: the store's own
+    when its files are unchanged, else a fresh pass checked against it)."""
     options = dict(config.storage_options) or None
-    out = {}
-    for name, source in config.corpora:
-        stored = stored_corpus_index(config.out, name, options)
-        old = None
-        if stored is not None and stored[0]:
-            attrs, arrays = stored
-            old = CorpusIndex.from_attrs(attrs, arrays["units"], arrays["hashes"])
-            same = old.source == source and old.seed == config.seed
-            if same and old.unit_size == config.unit_size and not old.changed_files():
-                out[name] = old
-                continue
-        new = index_source(source, config.unit_size, seed=config.seed)
-        if (
-            old is not None
-            and old.unit_size == new.unit_size
-            and old.source_hash != new.source_hash
-        ):
-            raise _first_change(old, new)
-        out[name] = new
-    return out
-
-
-def corpus_spec(name: str, index: CorpusIndex) -> CorpusSpec:
-    return CorpusSpec(
-        name=name,
-        n_units=index.n_units,
-        unit_size=index.unit_size,
-        source=index.source,
-        source_hash=index.source_hash,
-        index=index.attrs(),
-        index_arrays={"units": index.units, "hashes": index.hashes},
-        unit_hashes=index.hashes,
-    )
+    return index_corpora(config.corpora, config.out, config.unit_size, config.seed, options)
 
 
 def open_writer(
