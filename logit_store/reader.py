@@ -17,12 +17,9 @@ from __future__ import annotations
 import json
 import os
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-import torch
 import zarr
 
 from logit_store import target_codec
@@ -36,11 +33,17 @@ from logit_store.arrays import (
     open_root,
     read_target_ids,
 )
+from logit_store.batch import (
+    SequenceRecord,
+    SparseBatch,
+    UnitBlock,
+    assemble_batch,
+    ragged_index,
+)
 from logit_store.errors import StoreCorruptError, UserError
 from logit_store.layout import UnitLayout
 from logit_store.meta import StoreMeta
 from logit_store.objects import object_sizes
-from logit_store.records import SparseTargets
 from logit_store.summary import read_summary
 
 UNIT_CACHE = 4
@@ -48,92 +51,6 @@ UNIT_CACHE = 4
 # unreadable metadata (ValueError, JSONDecodeError), a deleted array (KeyError), ids past the id
 # table (IndexError).
 DAMAGE = (ValueError, KeyError, IndexError)
-
-
-@dataclass(frozen=True)
-class SequenceRecord:
-    """One stored sequence with its targets and per-sequence metadata (numpy arrays)."""
-
-    input_ids: np.ndarray
-    word_ids: np.ndarray
-    positions: np.ndarray
-    masked_ids: np.ndarray
-    targets: SparseTargets
-    text: str
-    id: str | None
-    line: int | None
-    split: str
-    domain: str | None
-    intent: str | None
-    locale: str | None
-    tags: list[str] | None
-
-    @property
-    def ids(self) -> Any:
-        return self.targets.ids
-
-    @property
-    def logprobs(self) -> Any:
-        return self.targets.logprobs
-
-    @property
-    def tail_logmass(self) -> Any:
-        return self.targets.tail_logmass
-
-    @property
-    def counts(self) -> Any:
-        return self.targets.counts
-
-
-@dataclass(frozen=True)
-class SparseBatch:
-    """B sequences padded to the longest; labelled positions flattened over the batch."""
-
-    input_ids: torch.Tensor  # (B, L) original tokens, pad_token_id padded
-    teacher_input_ids: torch.Tensor  # (B, L) what the teacher saw (masks applied)
-    attention_mask: torch.Tensor  # (B, L)
-    word_ids: torch.Tensor  # (B, L), -1 for special tokens and padding
-    batch_index: torch.Tensor  # (P,) row of each labelled position
-    positions: torch.Tensor  # (P,) column of each labelled position
-    labels: torch.Tensor  # (P,) original token id there (hard MLM label)
-    targets: SparseTargets  # torch tensors, P rows
-    indices: torch.Tensor  # (B,) sequence indices in the corpus
-
-    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> SparseBatch:
-        """The batch with `fn` applied to every tensor, targets included."""
-        fields = {k: fn(v) for k, v in vars(self).items() if isinstance(v, torch.Tensor)}
-        return replace(self, targets=self.targets.map(fn), **fields)
-
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> SparseBatch:
-        return self.map(lambda t: t.to(device, non_blocking=non_blocking))
-
-    def pin_memory(self) -> SparseBatch:
-        """Page-locked copy, so host-to-GPU copies can overlap compute (DataLoader hook)."""
-        return self.map(lambda t: t.pin_memory())
-
-
-@dataclass(frozen=True)
-class _UnitBlock:
-    lengths: np.ndarray
-    n_positions: np.ndarray
-    token_start: np.ndarray
-    position_start: np.ndarray
-    input_ids: np.ndarray
-    word_ids: np.ndarray
-    positions: np.ndarray
-    masked_ids: np.ndarray
-    target_ids: np.ndarray  # (P_used, W) absolute ids
-    target_values: np.ndarray
-    tail: np.ndarray | None
-
-
-def ragged_index(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """Concatenation of arange(s, s + n) for every (s, n), without a Python loop."""
-    total = int(sizes.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    offsets = np.repeat(starts - (np.cumsum(sizes) - sizes), sizes)
-    return np.arange(total, dtype=np.int64) + offsets
 
 
 class Corpus:
@@ -165,7 +82,7 @@ class Corpus:
         self.group = group = self._corpus_group()
         self._pid = os.getpid()
         self._arrays: dict[str, zarr.Array] = {}
-        self._cache: OrderedDict[int, _UnitBlock] = OrderedDict()
+        self._cache: OrderedDict[int, UnitBlock] = OrderedDict()
         self._done_records: dict[int, dict[str, Any]] = {}
         self.attrs: dict[str, Any] = attrs_dict(group, CORPUS_KEY)
         self.layout = UnitLayout.from_dict(self.attrs["layout"])
@@ -288,7 +205,7 @@ class Corpus:
                     f"says {size} (truncated or replaced?)"
                 )
 
-    def _unit(self, u: int) -> _UnitBlock:
+    def _unit(self, u: int) -> UnitBlock:
         if u in self._cache:
             self._cache.move_to_end(u)
             return self._cache[u]
@@ -302,7 +219,7 @@ class Corpus:
             self._cache.popitem(last=False)
         return block
 
-    def _read_unit(self, u: int) -> _UnitBlock:
+    def _read_unit(self, u: int) -> UnitBlock:
         g, s, record = self.array, self.unit_size, self.done_record(u)
         n_seq = int(record["n_sequences"])
         lengths = np.asarray(g("lengths")[u * s : u * s + n_seq], dtype=np.int64)
@@ -311,7 +228,7 @@ class Corpus:
         n_tok, n_pos = int(lengths.sum()), int(n_positions.sum())
         if n_tok != record["n_tokens"] or n_pos != record["n_positions"]:
             raise ValueError("its lengths do not add up to the counts of its done record")
-        return _UnitBlock(
+        return UnitBlock(
             lengths=lengths,
             n_positions=n_positions,
             token_start=np.cumsum(lengths) - lengths,
@@ -436,60 +353,7 @@ class Corpus:
         """Many sequences decoded into padded torch tensors (see SparseBatch)."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         units, local = self._locate(idx)
-        meta = self.store.meta
-        lengths = np.zeros(len(idx), dtype=np.int64)
-        parts: dict[str, list[np.ndarray]] = {
-            k: [] for k in ("tok", "wid", "pos", "mid", "tid", "tv", "tail", "row")
-        }
-        order = np.argsort(units, kind="stable")
-        for u in np.unique(units):
-            rows = order[units[order] == u]
-            blk = self._unit(int(u))
-            li = local[rows]
-            lengths[rows] = blk.lengths[li]
-            tok = ragged_index(blk.token_start[li], blk.lengths[li])
-            pos = ragged_index(blk.position_start[li], blk.n_positions[li])
-            parts["tok"].append(blk.input_ids[tok])
-            parts["wid"].append(blk.word_ids[tok])
-            parts["pos"].append(blk.positions[pos])
-            parts["mid"].append(blk.masked_ids[pos])
-            parts["tid"].append(blk.target_ids[pos])
-            parts["tv"].append(blk.target_values[pos])
-            if blk.tail is not None:
-                parts["tail"].append(blk.tail[pos])
-            parts["row"].append(np.repeat(rows, blk.n_positions[li]))
-        # token rows in the order the loop visited them
-        visit = np.concatenate([order[units[order] == u] for u in np.unique(units)])
-        tok_rows = np.repeat(visit, lengths[visit])
-        tok_cols = ragged_index(np.zeros(len(visit), dtype=np.int64), lengths[visit])
-        width = int(lengths.max()) if len(lengths) else 0
-        input_ids = np.full((len(idx), width), meta.pad_token_id, dtype=np.int64)
-        word_ids = np.full((len(idx), width), -1, dtype=np.int64)
-        input_ids[tok_rows, tok_cols] = np.concatenate(parts["tok"]) if parts["tok"] else []
-        word_ids[tok_rows, tok_cols] = np.concatenate(parts["wid"]) if parts["wid"] else []
-        attention = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
-        cat = {k: np.concatenate(v) for k, v in parts.items() if v}
-        batch_index = cat.get("row", np.zeros(0, dtype=np.int64))
-        positions = cat.get("pos", np.zeros(0, dtype=np.int64))
-        teacher_input = input_ids.copy()
-        teacher_input[batch_index, positions] = cat.get("mid", np.zeros(0, dtype=np.int64))
-        targets = target_codec.decode(
-            meta,
-            cat.get("tid", np.zeros((0, meta.width), dtype=np.uint32)),
-            cat.get("tv", np.zeros((0, meta.width), dtype=target_codec.value_dtype(meta))),
-            cat.get("tail", np.zeros(0, dtype=np.float32)),
-        )
-        return SparseBatch(
-            input_ids=torch.from_numpy(input_ids),
-            teacher_input_ids=torch.from_numpy(teacher_input),
-            attention_mask=torch.from_numpy(attention),
-            word_ids=torch.from_numpy(word_ids),
-            batch_index=torch.from_numpy(batch_index),
-            positions=torch.from_numpy(positions),
-            labels=torch.from_numpy(input_ids[batch_index, positions]),
-            targets=targets.map(lambda x: torch.from_numpy(np.ascontiguousarray(x))),
-            indices=torch.from_numpy(idx),
-        )
+        return assemble_batch(self.store.meta, idx, units, local, self._unit)
 
 
 class Store:
