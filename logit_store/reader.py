@@ -160,7 +160,12 @@ class Corpus:
         if self._pid != os.getpid():  # forked (DataLoader worker): reopen, see `Store.root`
             self.group, self._arrays, self._pid = self._corpus_group(), {}, os.getpid()
         if name not in self._arrays:
-            self._arrays[name] = child_array(self.group, name)
+            try:
+                self._arrays[name] = child_array(self.group, name)
+            except (KeyError, ValueError) as err:  # deleted or unreadable zarr.json
+                raise ValueError(
+                    f"array {name!r}: its metadata is missing or unreadable ({err})"
+                ) from err
         return self._arrays[name]
 
     def __getstate__(self) -> dict[str, Any]:
