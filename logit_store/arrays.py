@@ -119,8 +119,14 @@ def text_codecs() -> list[Any]:
     return [ZstdCodec(level=5), Crc32cCodec()]
 
 
-def open_root(url: str, mode: str, storage_options: dict[str, Any] | None) -> zarr.Group:
-    """Open the store's root group; local paths and any fsspec URL zarr accepts.
+def open_root(
+    url: str,
+    mode: str,
+    storage_options: dict[str, Any] | None,
+    attributes: dict[str, Any] | None = None,
+) -> zarr.Group:
+    """Open the store's root group; local paths and any fsspec URL zarr accepts. A group
+    created here (mode "a") is written with `attributes` in its one metadata object.
 
     For URLs, `storage_options` go through `fsspec_options` (typed, nested, s3 endpoint); any
     failure to reach the store (missing bucket, credentials, endpoint, filesystem package)
@@ -128,12 +134,15 @@ def open_root(url: str, mode: str, storage_options: dict[str, Any] | None) -> za
     """
     remote = protocol(url) is not None
     kwargs: dict[str, Any] = {}
+    if attributes is not None and mode == "a":
+        kwargs["attributes"] = attributes
     if storage_options and remote:
         kwargs["storage_options"] = fsspec_options(url, storage_options)
     try:
         try:
             return zarr.open_group(store=url, mode=mode, zarr_format=3, **kwargs)  # type: ignore[arg-type]
         except zarr.errors.ContainsGroupError:  # another process created it meanwhile
+            kwargs.pop("attributes", None)
             return zarr.open_group(store=url, mode="r+", zarr_format=3, **kwargs)
     except FileNotFoundError as err:
         if mode == "r":

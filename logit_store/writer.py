@@ -103,16 +103,23 @@ def _read_identity(url: str, key: str, options: dict[str, Any] | None) -> dict[s
 
 
 def _claim_store(url: str, meta: StoreMeta, options: dict[str, Any] | None) -> StoreMeta:
-    """Create the store's identity once; a later writer must match it. Returns the stored meta."""
-    root = open_root(url, "a", options)
-    if META_KEY in root.attrs:  # refuses an older format, or other settings, before claiming
-        StoreMeta.from_dict(attrs_dict(root, META_KEY)).check(meta, where=f"store {url}")
+    """Create the store's identity once; a later writer must match it. Returns the stored meta.
+
+    Nothing is written before the claim: a writer that is refused leaves the store as it was."""
+    if _root_exists(url, options):
+        root = open_root(url, "r", options)
+        if META_KEY in root.attrs:  # refuses an older format, or other settings, first
+            StoreMeta.from_dict(attrs_dict(root, META_KEY)).check(meta, where=f"store {url}")
     wanted = {**meta.to_dict(), "store_id": uuid.uuid4().hex}
     if not create_once(url, STORE_ID_KEY, _identity_json(wanted), options):
         stored = StoreMeta.from_dict(_read_identity(url, STORE_ID_KEY, options))
         stored.check(meta, where=f"store {url}")
         return stored
     return StoreMeta.from_dict(wanted)
+
+
+def _root_exists(url: str, options: dict[str, Any] | None) -> bool:
+    return read_object(url, "zarr.json", options) is not None
 
 
 def _claim_corpus(url: str, spec: CorpusSpec, options: dict[str, Any] | None) -> None:
@@ -142,8 +149,8 @@ def create_store(
     """
     check_store_target(url, storage_options)
     stored = _claim_store(url, meta, storage_options)
-    root = open_root(url, "a", storage_options)
-    if META_KEY not in root.attrs:
+    root = open_root(url, "a", storage_options, attributes={META_KEY: stored.to_dict()})
+    if META_KEY not in root.attrs:  # a root group created by an interrupted older attempt
         root.attrs[META_KEY] = stored.to_dict()
     layouts: dict[str, UnitLayout] = {}
     for spec in specs:
