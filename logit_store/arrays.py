@@ -21,6 +21,7 @@ from logit_store import target_codec
 from logit_store.errors import StoreCorruptError, UserError
 from logit_store.layout import UnitLayout
 from logit_store.meta import CorpusSpec, StoreMeta
+from logit_store.objects import CREATE_ONCE_PREFIX
 from logit_store.storage_options import fsspec_options, protocol
 
 META_KEY = "kdcache"
@@ -184,6 +185,7 @@ def check_store_target(url: str, storage_options: dict[str, Any] | None) -> None
         entries = {name.rstrip("/").rsplit("/", 1)[-1] for name in fs.ls(path, detail=False)}
     except FileNotFoundError:
         return
+    entries = {e for e in entries if not e.startswith(CREATE_ONCE_PREFIX)}  # a racing creator's
     if entries <= {"zarr.json", "kdcache.json", CORPORA_GROUP}:
         return
     with contextlib.suppress(UserError, KeyError):

@@ -26,6 +26,7 @@ from zarr.core.sync import sync
 from logit_store.storage_options import fsspec_options, protocol
 
 ObjectRef = tuple[str, zarr.Array, tuple[int, ...]]  # (array name, array, chunk coordinates)
+CREATE_ONCE_PREFIX = ".create-once-"  # the temporary file a local create-once links from
 
 
 def create_once(url: str, key: str, data: bytes, storage_options: dict[str, Any] | None) -> bool:
@@ -33,7 +34,7 @@ def create_once(url: str, key: str, data: bytes, storage_options: dict[str, Any]
     if protocol(url) is None:
         path = os.path.join(url, key)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".create-once-")
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=CREATE_ONCE_PREFIX)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
