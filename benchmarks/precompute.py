@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-from logit_store import SparseTargets, UnitData
+from logit_store import SparseTargets
 from teacher_infer.corpora import read_corpus
 from teacher_infer.precompute import (
     PrecomputeConfig,
@@ -163,22 +163,7 @@ def naive_loop(config: PrecomputeConfig, out: str) -> tuple[float, int]:
                 logprobs=np.concatenate(lp_out).astype(np.float32),
                 tail_logmass=np.concatenate(tail_out).astype(np.float32),
             )
-            writer.write_unit(
-                unit,
-                UnitData(
-                    input_ids=plan.input_ids,
-                    word_ids=plan.word_ids,
-                    lengths=plan.lengths,
-                    positions=plan.positions,
-                    masked_ids=plan.masked_ids,
-                    n_positions=plan.n_positions,
-                    targets=targets,
-                    records=plan.records,
-                    skipped=prepared.skipped,
-                    examples=prepared.examples,
-                    n_records=prepared.n_records,
-                ),
-            )
+            writer.write_unit(unit, prepared.unit_data(targets))
             tokens += len(plan.input_ids)
     return time.perf_counter() - started, tokens
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from logit_store import EncodedRecords
+from logit_store import EncodedRecords, SparseTargets, UnitData
 from teacher_infer.corpus_index import CorpusIndex, read_unit
 from teacher_infer.plan import MaskingSpec, PlannedUnit, plan_texts
 
@@ -60,6 +60,23 @@ class PreparedUnit:
     n_records: int
     skipped: dict[str, int]
     examples: list[str]
+
+    def unit_data(self, targets: SparseTargets) -> UnitData:
+        """What the store writes for this unit, once the teacher's `targets` (P rows) exist."""
+        plan = self.plan
+        return UnitData(
+            input_ids=plan.input_ids,
+            word_ids=plan.word_ids,
+            lengths=plan.lengths,
+            positions=plan.positions,
+            masked_ids=plan.masked_ids,
+            n_positions=plan.n_positions,
+            targets=targets,
+            records=self.records,
+            skipped=self.skipped,
+            examples=self.examples,
+            n_records=self.n_records,
+        )
 
 
 @dataclass(frozen=True)

@@ -70,20 +70,8 @@ class LaunchedUnit:
     def finish(self) -> UnitData:
         if self.done is not None:
             self.done.synchronize()
-        plan = self.prepared.plan
-        return UnitData(
-            input_ids=plan.input_ids,
-            word_ids=plan.word_ids,
-            lengths=plan.lengths,
-            positions=plan.positions,
-            masked_ids=plan.masked_ids,
-            n_positions=plan.n_positions,
-            targets=_assemble(self.pending, len(plan.positions), self.spec),
-            records=self.prepared.records,
-            skipped=self.prepared.skipped,
-            examples=self.prepared.examples,
-            n_records=self.prepared.n_records,
-        )
+        n_rows = len(self.prepared.plan.positions)
+        return self.prepared.unit_data(_assemble(self.pending, n_rows, self.spec))
 
 
 def _to_device(array: np.ndarray, device: torch.device, pin: bool) -> torch.Tensor:
