@@ -17,9 +17,9 @@ from logit_store.reader import (
     SparseBatch,
     Store,
     open_store,
-    stored_corpus_index,
 )
 from logit_store.records import SparseTargets
+from logit_store.source_index import stored_corpus_index
 from logit_store.writer import (
     EncodedRecords,
     StoreWriter,

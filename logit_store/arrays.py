@@ -257,11 +257,6 @@ def create_corpus_arrays(group: zarr.Group, meta: StoreMeta, spec: CorpusSpec) -
     return layout
 
 
-def index_array(group: zarr.Group, name: str) -> np.ndarray:
-    """A source-index array written at creation (e.g. ``units``, ``hashes``)."""
-    return np.asarray(child_array(group, f"index_{name}")[...])
-
-
 def listed_done_units(done: zarr.Array) -> np.ndarray:
     """Sorted indices of the units whose done record exists: one listing of its objects."""
     prefix = f"{done.store_path.path}/c/"

@@ -87,7 +87,6 @@ class Summary:
                 table[i, 1:] = (r["n_sequences"], r["n_tokens"], r["n_positions"])
         out = UnitTable(table[:, 1].copy(), table[:, 2].copy(), table[:, 3].copy())
         aggregate([self.attrs], out)
-        out.examples = out.examples[:MAX_EXAMPLES]
         aggregate((records[u] for u in done_units.tolist() if u in records), out)
         return out
 
