@@ -13,12 +13,13 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from similarity.compare import METRICS, GenericSide, TaskSide, compare_embeddings
+    from similarity.compare import GenericSide, TaskSide, compare_embeddings
     from similarity.config import CompareSettings, SimilarityConfig
+    from similarity.metric_tables import METRICS
     from similarity.report import SCHEMA, load_report, run_similarity
 
 _HOMES = {
-    "METRICS": "compare",
+    "METRICS": "metric_tables",
     "GenericSide": "compare",
     "TaskSide": "compare",
     "compare_embeddings": "compare",
