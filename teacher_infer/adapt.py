@@ -48,7 +48,7 @@ from logit_store import UserError
 from teacher_infer.corpora import CorpusText, stream_corpus
 from teacher_infer.corpus_index import CorpusIndex, read_unit
 from teacher_infer.corpus_sample import TextSample
-from teacher_infer.plan import MaskingSpec, PlannedUnit, plan_texts
+from teacher_infer.plan import MaskingSpec, PlannedUnit, bert_masked, plan_texts
 from teacher_infer.teacher import (
     FUSED_ADAMW_DEVICES,
     check_max_length,
@@ -254,9 +254,7 @@ def mask_batch(
     labels = torch.where(selected, ids, torch.full_like(ids, -100))
     action = torch.rand(ids.shape, generator=gen)
     random_ids = torch.randint(vocab, ids.shape, generator=gen)
-    inputs = torch.where(selected & (action < 0.8), torch.full_like(ids, mask_id), ids)
-    inputs = torch.where(selected & (action >= 0.8) & (action < 0.9), random_ids, inputs)
-    return inputs, labels
+    return bert_masked(ids, selected, action, random_ids, mask_id), labels
 
 
 def run_adapt(config: AdaptConfig) -> dict[str, Any]:

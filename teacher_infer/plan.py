@@ -117,6 +117,21 @@ def uniform_hash(
     return (h >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
+# a selected token's action draw: [0, 0.8) -> [MASK], [0.8, 0.9) -> a random id, else unchanged
+MASK_BELOW, RANDOM_BELOW = 0.8, 0.9
+
+
+def bert_masked(ids: Any, selected: Any, action: Any, random_ids: Any, mask_id: int) -> Any:
+    """BERT 80/10/10 masking of `ids`: a selected token whose `action` draw (uniform [0, 1)) is
+    below 0.8 becomes `mask_id`, one in [0.8, 0.9) becomes its `random_ids` entry, the others stay.
+
+    Written with ``&``, ``~``, ``*`` and ``+`` only, which numpy arrays (the plan's fixed masks)
+    and torch tensors (teacher adaptation's dynamic masks) share: one rule for both."""
+    to_mask = selected & (action < MASK_BELOW)
+    to_random = selected & (action >= MASK_BELOW) & (action < RANDOM_BELOW)
+    return to_mask * mask_id + to_random * random_ids + ~(to_mask | to_random) * ids
+
+
 def _backend(tokenizer: Any, max_length: int) -> Any:
     """A private copy of a fast tokenizer's Rust backend, truncating as `tokenizer(...,
     truncation=True, max_length=...)` does; None for a slow tokenizer."""
@@ -259,10 +274,8 @@ def plan_texts(
         action = uniform_hash(spec.seed, name, records[seq], tok, stream=1)
         random_id = np.floor(
             uniform_hash(spec.seed, name, records[seq], tok, stream=2) * vocab_size
-        )
-        teacher_ids = np.where(selected & (action < 0.8), tokenizer.mask_token_id, teacher_ids)
-        rand = selected & (action >= 0.8) & (action < 0.9)
-        teacher_ids = np.where(rand, random_id.astype(np.int64), teacher_ids)
+        ).astype(np.int64)
+        teacher_ids = bert_masked(teacher_ids, selected, action, random_id, tokenizer.mask_token_id)
 
     pos_seq = seq[flat_pos]
     n_positions = np.bincount(pos_seq, minlength=len(lengths)).astype(np.int64)
