@@ -11,6 +11,7 @@ from logit_store.errors import StoreCorruptError, StoreMismatchError, UserError
 from logit_store.inspect import print_skip_examples
 from logit_store.layout import Unit
 from logit_store.meta import FORMAT_VERSION, CorpusSpec, StoreMeta
+from logit_store.provenance import tokenizer_hash
 from logit_store.reader import (
     Corpus,
     SequenceRecord,
@@ -56,4 +57,5 @@ __all__ = [
     "open_store",
     "print_skip_examples",
     "stored_corpus_index",
+    "tokenizer_hash",
 ]

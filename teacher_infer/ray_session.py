@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
 
-from logit_store.errors import UserError
+from logit_store import UserError
 
 INSTALL_HINT = "--engine ray needs Ray: pip install 'kdcache[ray]'"
 

@@ -31,8 +31,7 @@ from transformers import (
     AutoTokenizer,
 )
 
-from logit_store import UserError
-from logit_store.provenance import tokenizer_hash
+from logit_store import UserError, tokenizer_hash
 
 log = logging.getLogger(__name__)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
