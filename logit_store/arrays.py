@@ -22,6 +22,7 @@ from logit_store.errors import StoreCorruptError, UserError
 from logit_store.layout import UnitLayout
 from logit_store.meta import CorpusSpec, StoreMeta
 from logit_store.objects import CREATE_ONCE_PREFIX
+from logit_store.sequence_info import FIELDS
 from logit_store.storage_options import fsspec_options, protocol
 
 META_KEY = "kdcache"
@@ -51,7 +52,7 @@ DESCRIPTIONS = {
     "done": "per unit: the done record (JSON), written last; absent = unit not written",
     "lengths": "per sequence: tokens (special tokens included)",
     "n_positions": "per sequence: labelled positions",
-    "records": "per sequence: JSON {id, line, split, domain, intent, locale, tags, text}",
+    "records": f"per sequence: JSON {{{', '.join(FIELDS)}}}",
     "split": "per sequence: split name",
     "input_ids": "per token: original token id (the tokenizer's vocabulary)",
     "word_ids": "per token: index of its word in the text, -1 for special tokens",

@@ -13,25 +13,19 @@ import torch
 from logit_store import target_codec
 from logit_store.meta import StoreMeta
 from logit_store.records import SparseTargets
+from logit_store.sequence_info import SequenceInfo
 
 
 @dataclass(frozen=True)
 class SequenceRecord:
-    """One stored sequence with its targets and per-sequence metadata (numpy arrays)."""
+    """One stored sequence (numpy arrays) with its targets and its record (text, labels)."""
 
     input_ids: np.ndarray
     word_ids: np.ndarray
     positions: np.ndarray
     masked_ids: np.ndarray
     targets: SparseTargets
-    text: str
-    id: str | None
-    line: int | None
-    split: str
-    domain: str | None
-    intent: str | None
-    locale: str | None
-    tags: list[str] | None
+    info: SequenceInfo
 
     @property
     def ids(self) -> Any:

@@ -44,6 +44,7 @@ from logit_store.errors import StoreCorruptError, UserError
 from logit_store.layout import UnitLayout
 from logit_store.meta import StoreMeta
 from logit_store.objects import object_sizes
+from logit_store.sequence_info import FIELDS, SequenceInfo
 from logit_store.summary import read_summary
 
 UNIT_CACHE = 4
@@ -251,11 +252,11 @@ class Corpus:
             ),
         )
 
-    def _records(self, units: np.ndarray, local: np.ndarray) -> list[dict[str, Any]]:
+    def _records(self, units: np.ndarray, local: np.ndarray) -> list[SequenceInfo]:
         arr, s = self.array("records"), self.unit_size
         try:
             return [
-                json.loads(str(np.asarray(arr[int(u) * s + int(i)]).item()))
+                SequenceInfo.from_json(str(np.asarray(arr[int(u) * s + int(i)]).item()))
                 for u, i in zip(units, local, strict=True)
             ]
         except DAMAGE as err:
@@ -270,21 +271,14 @@ class Corpus:
         targets = target_codec.decode(
             self.store.meta, blk.target_ids[p0 : p0 + m], blk.target_values[p0 : p0 + m], tail
         )
-        (rec,) = self._records(np.array([u]), np.array([i]))
+        (info,) = self._records(np.array([u]), np.array([i]))
         return SequenceRecord(
             input_ids=blk.input_ids[t0 : t0 + n],
             word_ids=blk.word_ids[t0 : t0 + n],
             positions=blk.positions[p0 : p0 + m],
             masked_ids=blk.masked_ids[p0 : p0 + m],
             targets=targets,
-            text=rec.get("text") or "",
-            id=rec.get("id"),
-            line=rec.get("line"),
-            split=rec.get("split") or "train",
-            domain=rec.get("domain"),
-            intent=rec.get("intent"),
-            locale=rec.get("locale"),
-            tags=rec.get("tags"),
+            info=info,
         )
 
     def lengths(self) -> np.ndarray:
@@ -296,10 +290,15 @@ class Corpus:
         return self._per_sequence("split")
 
     def column(self, name: str) -> list[Any]:
-        """Per-sequence metadata field: id, line, split, domain, intent, locale, tags or text."""
+        """Per-sequence field `name` of the records (a field of `SequenceInfo`)."""
+        assert name in FIELDS, f"{name!r} is not a field of the stored records"
         if name == "split":
             return list(self.split_array())
-        return [json.loads(r).get(name) for r in self._sequence_column("records")]
+        try:
+            infos = [SequenceInfo.from_json(r) for r in self._sequence_column("records")]
+        except ValueError as err:
+            raise self._damaged(", array 'records'", err) from err
+        return [getattr(info, name) for info in infos]
 
     def split_mask(self, splits: tuple[str, ...] | list[str]) -> np.ndarray:
         """Per-sequence: is its split one of `splits` (compared as codes where the summary has

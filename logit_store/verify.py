@@ -6,7 +6,6 @@ recompute (delete nothing by hand: a rerun of precompute rewrites units whose fl
 
 from __future__ import annotations
 
-import json
 import zlib
 from typing import Any
 
@@ -18,6 +17,7 @@ from logit_store.arrays import UNIT_ARRAYS, unit_arrays
 from logit_store.errors import StoreCorruptError
 from logit_store.objects import object_bytes
 from logit_store.reader import DAMAGE, Corpus, open_store
+from logit_store.sequence_info import SequenceInfo
 
 MAX_LISTED = 10
 
@@ -94,9 +94,9 @@ def _check_unit(corpus: Corpus, u: int, n_classes: int, vocab: int) -> list[str]
     else:
         for i, rec in enumerate(records[:n_seq]):
             try:
-                json.loads(str(rec))
-            except json.JSONDecodeError:
-                faults.append(f"{where}: record {u * s + i} is not valid JSON")
+                SequenceInfo.from_json(str(rec))
+            except ValueError:
+                faults.append(f"{where}: record {u * s + i} is not a valid record (JSON)")
                 break
     ids = block.input_ids
     if len(ids) and (ids.min() < 0 or ids.max() >= vocab):

@@ -51,12 +51,11 @@ from logit_store.meta import CorpusSpec, StoreMeta
 from logit_store.objects import ObjectRef, create_once, manifest, read_object
 from logit_store.reader import open_store
 from logit_store.records import SparseTargets
+from logit_store.sequence_info import SequenceInfo, label_names
 from logit_store.summary import consolidate
 
 STORE_ID_KEY = "kdcache.json"
 CORPUS_ID_KEY = "kdcache_identity.json"
-RECORD_FIELDS = ("id", "line", "split", "domain", "intent", "locale", "tags", "text")
-LABEL_FIELDS = ("domain", "intent", "locale")
 
 
 @dataclass(frozen=True)
@@ -66,9 +65,8 @@ class UnitData:
     input_ids (T,) original token ids; word_ids (T,) token -> word index (-1: special token);
     lengths (N,) tokens per sequence; positions (P,) labelled positions within their sequence;
     masked_ids (P,) the id the teacher saw there; n_positions (N,) labelled positions per
-    sequence; targets: SparseTargets with P rows; records: one dict per sequence with the keys
-    of RECORD_FIELDS (missing keys are stored as null), or those already encoded
-    (`EncodedRecords`); skipped / examples: the unit's skips;
+    sequence; targets: SparseTargets with P rows; records: one `SequenceInfo` per sequence, or
+    those already encoded (`EncodedRecords`); skipped / examples: the unit's skips;
     n_records: source records the unit covered (sequences + skipped records).
     """
 
@@ -79,7 +77,7 @@ class UnitData:
     masked_ids: np.ndarray
     n_positions: np.ndarray
     targets: SparseTargets
-    records: list[dict[str, Any]] | EncodedRecords
+    records: list[SequenceInfo] | EncodedRecords
     skipped: dict[str, int] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)
     n_records: int | None = None
@@ -192,33 +190,16 @@ class EncodedRecords:
         return len(self.json)
 
     @classmethod
-    def of(cls, records: list[dict[str, Any]] | EncodedRecords) -> EncodedRecords:
+    def of(cls, records: list[SequenceInfo] | EncodedRecords) -> EncodedRecords:
         if isinstance(records, EncodedRecords):
             return records
-        splits = [str(r.get("split") or "train") for r in records]
-        encoded = [
-            json.dumps({key: r.get(key) for key in RECORD_FIELDS}, ensure_ascii=False)
-            for r in records
-        ]
+        splits = [r.split for r in records]
         return cls(
-            json=np.array(encoded, dtype=object),
+            json=np.array([r.to_json() for r in records], dtype=object),
             splits=np.array(splits, dtype=object),
             labels=label_names(records),
             split_names=sorted(set(splits)),
         )
-
-
-def label_names(records: list[dict[str, Any]]) -> dict[str, list[str]]:
-    """Sorted vocabularies of the optional labels present in `records`."""
-    names: dict[str, list[str]] = {}
-    for key in LABEL_FIELDS:
-        values = {r[key] for r in records if r.get(key) is not None}
-        if values:
-            names[key] = sorted(values)
-    tags = {tag for r in records if r.get("tags") for tag in r["tags"]}
-    if tags:
-        names["tags"] = sorted(tags)
-    return names
 
 
 class StoreWriter:

@@ -40,8 +40,7 @@ from scipy import stats
 from logit_store import UserError
 from student_train.report_plots import plot_correlations, plot_size, plot_sweep
 from student_train.report_size import WITHIN_POINTS, size_lines, size_points
-from student_train.runs import METRICS_FILE, read_metrics, write_json_atomic
-from student_train.sweep import RESULTS_FILE
+from student_train.runs import METRICS_FILE, RESULTS_FILE, read_metrics, write_json_atomic
 
 TARGET_METRICS: dict[str, tuple[tuple[str, str], ...]] = {
     "dc": (("accuracy", "acc"),),

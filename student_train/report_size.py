@@ -14,8 +14,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from student_train.runs import MODEL_DIR
-from student_train.saved_model import WEIGHTS_FILE
+from student_train.runs import MODEL_DIR, WEIGHTS_FILE
 
 WITHIN_POINTS = 1.0
 """The gap `print_size` names the smallest student for."""

@@ -5,6 +5,11 @@
     RUN/model/         Hugging Face folder (safetensors) of the trained student
     RUN/checkpoint/    resume state (see `checkpoints.py`)
 
+A sweep's RUNS folder holds run folders and, beside them (`sweep.py`, read by `report.py`)::
+
+    RUNS/sweep.json     the sweep's config and planned run folders
+    RUNS/results.jsonl  one row per completed run of the sweep
+
 A folder that already holds a run of another config is refused (results are never overwritten
 and a checkpoint is never resumed under different settings).
 """
@@ -21,6 +26,8 @@ from logit_store import UserError
 
 CONFIG_FILE, METRICS_FILE = "config.json", "metrics.json"
 MODEL_DIR, CHECKPOINT_DIR = "model", "checkpoint"
+WEIGHTS_FILE = "model.safetensors"  # the weights in every saved model folder (RUN/model/)
+RESULTS_FILE, SWEEP_FILE = "results.jsonl", "sweep.json"
 RunStatus = Literal["new", "resume", "done"]
 
 

@@ -33,11 +33,10 @@ from transformers import (
 from logit_store import StoreMeta, UserError
 from logit_store.provenance import tokenizer_hash
 from student_train.heads import TaskModel, label_config, quiet_transformers
-from student_train.runs import read_json
+from student_train.runs import WEIGHTS_FILE, read_json
 from student_train.task_data import TASKS, Task
 
 SLOTS_DIR = "slots"
-WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer_config.json"
 
 

@@ -9,7 +9,8 @@ the missing runs, and a second invocation after success runs nothing.
 With ``jobs > 1`` experiments run in a `ProcessPoolExecutor` (spawn), at most ``jobs`` at a time
 and never more than the cores this process may use, each with ``cores // jobs`` torch threads;
 a job starts once the run it finetunes is complete. With ``engine="ray"`` every job is a Ray
-task instead (`sweep_ray.py`), scheduled the same way. Written under RUNS::
+task instead (`sweep_ray.py`), scheduled the same way (both run jobs through `sweep_jobs`).
+Written under RUNS::
 
     sweep.json       the sweep's config and planned run folders (the last invocation)
     results.jsonl    one row per completed run of the sweep: labels, config.json, metrics.json
@@ -21,72 +22,27 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import shutil
 import time
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
-import transformers
 from rich.console import Console
 
 from logit_store import Store, UserError, open_store
-from student_train.distill import DistillConfig, run_distill
-from student_train.finetune import FinetuneConfig, run_finetune
 from student_train.runs import (
-    CHECKPOINT_DIR,
     CONFIG_FILE,
     METRICS_FILE,
-    MODEL_DIR,
-    finish_run,
-    open_run,
+    RESULTS_FILE,
+    SWEEP_FILE,
     read_metrics,
-    run_status,
     write_json_atomic,
 )
-from student_train.students import build_student, load_store_tokenizer, save_student
-from student_train.sweep_plan import InitConfig, Job, SweepConfig, plan_sweep
+from student_train.sweep_jobs import execute_job, run_scheduled
+from student_train.sweep_plan import Job, SweepConfig, plan_sweep
 from student_train.task_data import check_task_corpus
 from student_train.transfer_set import plan_transfer_set
-
-RESULTS_FILE, SWEEP_FILE = "results.jsonl", "sweep.json"
-
-
-def save_initial_student(cfg: InitConfig) -> Path:
-    """Build the student `cfg.student` as distillation would start it and save it (a run folder
-    whose RUN/model an `init` or `random` baseline finetunes)."""
-    store = open_store(cfg.store, storage_options=cfg.storage_options or None)
-    out, record = Path(cfg.out), cfg.record(store)
-    if run_status(out, record) == "done":
-        return out
-    model = build_student(cfg.student, store.meta, seed=0).eval()
-    open_run(out, record)
-    save_student(model, load_store_tokenizer(store.meta), out / MODEL_DIR)
-    config = model.config
-    shape = {"layers": config.num_hidden_layers, "hidden": config.hidden_size}
-    finish_run(out, {"parameters": sum(p.numel() for p in model.parameters()), **shape})
-    return out
-
-
-def execute_job(job: Job, threads: int, console: Console | None = None) -> None:
-    """Run one job in this process with `threads` torch threads (also the pool's entry point:
-    without a console, as in a pool worker, nothing is drawn or logged below errors)."""
-    torch.set_num_threads(threads)
-    transformers.logging.disable_progress_bar()  # the sweep prints one line per finished run
-    if console is None:  # a pool worker: no load reports interleaved with other jobs
-        transformers.logging.set_verbosity_error()
-    if isinstance(job.config, InitConfig):
-        save_initial_student(job.config)
-    elif isinstance(job.config, DistillConfig):
-        run_distill(job.config, console or Console(stderr=True, quiet=True))
-        # the run is complete: its resume state (model + AdamW moments) is no longer needed
-        shutil.rmtree(Path(job.config.out) / CHECKPOINT_DIR, ignore_errors=True)
-    else:
-        assert isinstance(job.config, FinetuneConfig)
-        run_finetune(job.config)
 
 
 def result_row(runs: Path, job: Job, sources: dict[str, str]) -> dict[str, Any]:
@@ -128,32 +84,6 @@ def _check_transfer_sets(cfg: SweepConfig, store: Store) -> None:
                 plan_transfer_set(store, cfg.transfer(mix, seed))
             except UserError as err:
                 raise UserError(f"--size {cfg.size} at task share {mix:g}: {err}") from err
-
-
-def run_scheduled(
-    pending: list[Job],
-    done: set[str],
-    submit: Callable[[Job], Future[None]],
-    limit: int,
-    on_done: Callable[[Job], None],
-) -> None:
-    """Run `pending` through `submit` (a process pool's or Ray's), at most `limit` at a time,
-    each job once the run it needs is done."""
-    waiting = list(pending)
-    running: dict[Future[None], Job] = {}
-    while waiting or running:
-        for job in [j for j in waiting if j.after is None or j.after in done]:
-            if len(running) >= limit:  # submit only what can start: plan order is kept
-                break
-            waiting.remove(job)
-            running[submit(job)] = job
-        assert running, "sweep plan has a job whose dependency is not in the plan"
-        finished, _ = wait(running, return_when=FIRST_COMPLETED)
-        for future in finished:
-            job = running.pop(future)
-            future.result()  # re-raises the job's error (a UserError stays one)
-            done.add(job.run)
-            on_done(job)
 
 
 def run_sweep(cfg: SweepConfig, console: Console | None = None) -> dict[str, Any]:

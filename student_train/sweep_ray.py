@@ -1,6 +1,6 @@
 """`kdcache sweep --engine ray`: every experiment of the grid as a Ray task.
 
-Each pending job runs `sweep.execute_job` as a task holding one GPU when the cluster has GPUs
+Each pending job runs `sweep_jobs.execute_job` as a task holding one GPU when the cluster has GPUs
 (and --device is not cpu), otherwise one CPU (and one torch thread). Jobs are submitted in plan
 order, a finetuning only once the distillation it finetunes is complete, and no more at a time
 than the cluster has GPUs (or CPUs), so Ray's queue never reorders the plan. Every task writes
@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from logit_store import UserError
-from student_train.sweep import execute_job, run_scheduled
+from student_train.sweep_jobs import execute_job, run_scheduled
 from student_train.sweep_plan import Job, SweepConfig
 from teacher_infer.ray_session import ray_session
 

@@ -22,7 +22,7 @@ def rows_slice(rows: Any, start: int, stop: int) -> list[Any]:
     """Rows [start, stop) of a demo split (CorpusTexts as records) or an hf split (dicts)."""
     if isinstance(rows, LabelledRows):
         return rows.slice(start, stop)
-    return [r.to_record() for r in rows[start:stop]]
+    return [r.to_record().to_dict() for r in rows[start:stop]]
 
 
 @lru_cache(maxsize=4)

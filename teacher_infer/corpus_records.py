@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from logit_store import UserError
+from logit_store import SequenceInfo, UserError
 
 MAX_EXAMPLES = 5
 """How many "FILE:LINE: reason" examples a `ReadReport` keeps."""
@@ -67,18 +67,18 @@ class CorpusText:
         assert (self.tags is None) or (self.words is not None and len(self.words) == len(self.tags))
         assert self.words is None or self.text == " ".join(self.words)
 
-    def to_record(self) -> dict[str, Any]:
-        """The per-sequence record `logit_store.UnitData.records` expects."""
-        return {
-            "id": self.id,
-            "line": self.line,
-            "split": self.split,
-            "domain": self.domain,
-            "intent": self.intent,
-            "locale": self.locale,
-            "tags": None if self.tags is None else list(self.tags),
-            "text": self.text,
-        }
+    def to_record(self) -> SequenceInfo:
+        """The per-sequence record the store keeps of this text (`UnitData.records`)."""
+        return SequenceInfo(
+            id=self.id,
+            line=self.line,
+            split=self.split,
+            domain=self.domain,
+            intent=self.intent,
+            locale=self.locale,
+            tags=None if self.tags is None else list(self.tags),
+            text=self.text,
+        )
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from logit_store import SequenceInfo
 from teacher_infer.corpus_records import MAX_EXAMPLES, CorpusText
 
 TOKENIZE_BATCH = 512
@@ -64,8 +65,9 @@ class PlannedUnit:
     input_ids (T,) original ids; word_ids (T,) word index or -1; token_offsets (N + 1,)
     positions (P,) index within its sequence; masked_ids (P,) id the teacher sees there;
     position_offsets (N + 1,); teacher input = input_ids with masked_ids written at positions.
-    records: one dict per sequence (`CorpusText.to_record`); skipped: reason -> count of the
-    texts dropped here ("truncated" counts kept-but-cut texts); examples: "FILE:LINE: reason".
+    records: one `SequenceInfo` per sequence (`CorpusText.to_record`); skipped: reason -> count
+    of the texts dropped here ("truncated" counts kept-but-cut texts); examples: "FILE:LINE:
+    reason".
     """
 
     input_ids: np.ndarray
@@ -74,7 +76,7 @@ class PlannedUnit:
     positions: np.ndarray
     masked_ids: np.ndarray
     position_offsets: np.ndarray
-    records: list[dict[str, Any]]
+    records: list[SequenceInfo]
     skipped: dict[str, int]
     examples: list[str]
 

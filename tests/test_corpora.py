@@ -288,7 +288,7 @@ def test_demo_atis(atis: list[CorpusText]) -> None:
         and first.tags[-1] == "I-round_trip"
     )
     assert len({t.intent for t in atis if t.split == "train"}) == 22
-    assert first.to_record()["tags"] == first.tags and first.to_record()["split"] == "train"
+    assert first.to_record().tags == first.tags and first.to_record().split == "train"
 
 
 def test_demo_bbc_domains_and_seeded_split() -> None:

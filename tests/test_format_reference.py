@@ -45,7 +45,8 @@ def test_reference_decoder_equals_open_store(encoding: str, value_dtype: str, tm
             assert np.array_equal(seq["input_ids"], ours.input_ids)
             assert np.array_equal(seq["positions"], ours.positions)
             assert np.array_equal(seq["masked_ids"], ours.masked_ids)
-            assert seq["record"]["text"] == ours.text and seq["record"]["split"] == ours.split
+            assert seq["record"]["text"] == ours.info.text
+            assert seq["record"]["split"] == ours.info.split
             if encoding == "topk":
                 assert np.array_equal(seq["ids"], ours.ids)
                 assert np.allclose(seq["logprobs"], ours.logprobs, atol=1e-6)

@@ -19,7 +19,8 @@ from teacher_fixtures import save_tiny_bert_mlm
 
 from similarity import CompareSettings, SimilarityConfig, load_report, run_similarity
 from student_train.report import ReportConfig, run_report
-from student_train.sweep import RESULTS_FILE, run_sweep
+from student_train.runs import RESULTS_FILE
+from student_train.sweep import run_sweep
 from student_train.sweep_plan import FinetuneTarget, SweepConfig
 from teacher_infer.precompute import PrecomputeConfig, run_precompute
 

@@ -70,7 +70,7 @@ def test_store_holds_the_dense_teachers_topk_and_tail(files, tmp_path: Path) -> 
             want = [stored[j] for j in ids[row].tolist()]
             assert np.allclose(want, top[row].numpy(), atol=2e-2)  # fp16 values
         assert np.allclose(rec.tail_logmass, tail.numpy(), atol=1e-4)
-        assert rec.tags is not None and rec.word_ids.max() == len(rec.tags) - 1
+        assert rec.info.tags is not None and rec.word_ids.max() == len(rec.info.tags) - 1
 
 
 def test_resume_is_refused_with_a_changed_setting_or_teacher(files, tmp_path: Path) -> None:
