@@ -25,17 +25,15 @@ from zarr.core.sync import sync
 
 from logit_store import (
     CorpusSpec,
-    SampledTargets,
     SequenceInfo,
     SparseTargets,
     StoreMeta,
-    TopKTargets,
     UnitData,
     create_store,
     open_store,
 )
-from logit_store.encodings import sampled_targets, topk_targets
 from logit_store.fidelity import bucket_kl, fidelity, sort_by_id
+from logit_store.sparsify import sampled_targets, topk_targets
 
 ROWS_PER_BATCH = 256
 POSITIONS_PER_SEQ = 8
@@ -127,7 +125,8 @@ def run(vocab: int, positions: int, ks: list[int], tmp: Path) -> list[dict[str, 
     for k in ks:
         exact = [sort_by_id(topk_targets(z, k)) for z in batches]
         cat = lambda ts, f: torch.cat([getattr(t, f) for t in ts])  # noqa: E731
-        exact_all = TopKTargets(
+        exact_all = SparseTargets(
+            "topk",
             cat(exact, "ids"),
             logprobs=cat(exact, "logprobs"),
             tail_logmass=cat(exact, "tail_logmass"),
@@ -135,7 +134,8 @@ def run(vocab: int, positions: int, ks: list[int], tmp: Path) -> list[dict[str, 
         prob_order = [topk_targets(z, k) for z in batches]
         naive = naive_bytes(
             numpy_targets(
-                TopKTargets(
+                SparseTargets(
+                    "topk",
                     cat(prob_order, "ids"),
                     logprobs=cat(prob_order, "logprobs"),
                     tail_logmass=cat(prob_order, "tail_logmass"),
@@ -152,7 +152,8 @@ def run(vocab: int, positions: int, ks: list[int], tmp: Path) -> list[dict[str, 
             fid = [
                 fidelity(
                     z,
-                    TopKTargets(
+                    SparseTargets(
+                        "topk",
                         stored.ids[i * ROWS_PER_BATCH : (i + 1) * ROWS_PER_BATCH],
                         logprobs=stored.logprobs[i * ROWS_PER_BATCH : (i + 1) * ROWS_PER_BATCH],
                         tail_logmass=stored.tail_logmass[
@@ -185,7 +186,8 @@ def run(vocab: int, positions: int, ks: list[int], tmp: Path) -> list[dict[str, 
     sampled = [sampled_targets(z, 50, gen) for z in batches]
     width = max(t.ids.shape[1] for t in sampled)
     pad = lambda x: torch.nn.functional.pad(x, (0, width - x.shape[1]))  # noqa: E731
-    all_s = SampledTargets(
+    all_s = SparseTargets(
+        "sampled",
         torch.cat([pad(t.ids) for t in sampled]),
         counts=torch.cat([pad(t.counts) for t in sampled]),
         n_samples=50,
@@ -199,10 +201,10 @@ def run(vocab: int, positions: int, ks: list[int], tmp: Path) -> list[dict[str, 
         sel = (entropy >= lo) & (entropy < hi)
         if sel.sum() < 64:
             continue
-        sub = SampledTargets(all_s.ids[sel], counts=all_s.counts[sel], n_samples=50)
+        sub = SparseTargets("sampled", all_s.ids[sel], counts=all_s.counts[sel], n_samples=50)
         burl = str(tmp / f"sampled-{vocab}-{lo}.zarr")
         n = int(sel.sum()) // POSITIONS_PER_SEQ * POSITIONS_PER_SEQ
-        sub = SampledTargets(sub.ids[:n], counts=sub.counts[:n], n_samples=50)
+        sub = SparseTargets("sampled", sub.ids[:n], counts=sub.counts[:n], n_samples=50)
         write(burl, StoreMeta(**base, encoding="sampled", n_samples=50), numpy_targets(sub))  # type: ignore[arg-type]
         buckets[f"{lo}-{hi}"] = {
             "positions": n,
