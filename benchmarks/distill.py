@@ -43,11 +43,12 @@ from logit_store import (
     SparseBatch,
     SparseTargets,
     StoreMeta,
+    TopKTargets,
     UnitData,
     create_store,
     open_store,
 )
-from logit_store.sparsify import topk_targets
+from logit_store.encodings import topk_targets
 from student_train.device import adamw
 from student_train.distill import DistillConfig, run_distill, train_step
 from student_train.losses import DistillLoss, dense_kd_loss
@@ -110,8 +111,7 @@ def write_store(url: str, n: int, teacher: BertForMaskedLM | None, teacher_id: s
             base = rng.integers(0, VOCAB, size=(n_pos, 1))
             ids = (base + np.arange(K) * 7) % VOCAB
             logp = np.sort(rng.normal(-8, 2, size=(n_pos, K)), axis=1)[:, ::-1].clip(max=-0.1)
-            targets = SparseTargets(
-                "topk",
+            targets = TopKTargets(
                 ids=ids,
                 logprobs=logp.astype(np.float32),
                 tail_logmass=np.full(n_pos, -0.7, dtype=np.float32),
@@ -147,8 +147,7 @@ def _teacher_targets(
         b = torch.cat([torch.full((len(c),), j) for j, c in enumerate(cols)])
         p = torch.from_numpy(np.concatenate(cols))
         parts.append(topk_targets(mlm_logits_at(teacher, ids, att, b, p, True), K))
-    return SparseTargets(
-        "topk",
+    return TopKTargets(
         ids=torch.cat([t.ids for t in parts]).numpy(),
         logprobs=torch.cat([t.logprobs for t in parts]).numpy(),
         tail_logmass=torch.cat([t.tail_logmass for t in parts]).numpy(),

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-from logit_store import SparseTargets
+from logit_store import TopKTargets
 from teacher_infer.corpora import read_corpus
 from teacher_infer.precompute import (
     PrecomputeConfig,
@@ -157,8 +157,7 @@ def naive_loop(config: PrecomputeConfig, out: str) -> tuple[float, int]:
                         ids_out.append(top.numpy())
                         lp_out.append(top_lp.numpy())
                         tail_out.append(torch.log1p(-top_lp.exp().sum(-1)).numpy())
-            targets = SparseTargets(
-                "topk",
+            targets = TopKTargets(
                 np.concatenate(ids_out),
                 logprobs=np.concatenate(lp_out).astype(np.float32),
                 tail_logmass=np.concatenate(tail_out).astype(np.float32),

@@ -144,8 +144,7 @@ def first_units(teacher: Path, corpus: Path, out: Path, units: int, workers: int
 
 def host_ceiling(teacher: Path, corpus: Path, workers: int, k: int = 32) -> dict[str, Any]:
     """End-to-end tokens/s with the teacher forward and top-k replaced by constant tensors."""
-    from logit_store.records import SparseTargets
-    from teacher_infer import unit_targets
+    from logit_store import TopK, TopKTargets
     from teacher_infer.precompute import PrecomputeConfig, run_precompute
     from teacher_infer.teacher import Teacher
 
@@ -154,17 +153,17 @@ def host_ceiling(teacher: Path, corpus: Path, workers: int, k: int = 32) -> dict
     logprobs = torch.log(torch.full((rows, k), 0.5 / k))
     tail = torch.full((rows,), float(np.log(0.5)))
 
-    def constant_topk(logits: torch.Tensor, k_: int) -> SparseTargets:
+    def constant_topk(self: TopK, logits: torch.Tensor, generator: Any) -> TopKTargets:
         n = logits.shape[0]
-        return SparseTargets("topk", ids[:n], logprobs=logprobs[:n], tail_logmass=tail[:n])
+        return TopKTargets(ids[:n], logprobs=logprobs[:n], tail_logmass=tail[:n])
 
     def no_forward(
         self: Teacher, input_ids: Any, mask: Any, index: Any, pos: Any, split: Any = None
     ) -> Any:
         return torch.empty(len(index), 0)
 
-    original = (unit_targets.topk_targets, Teacher.logits_at)
-    unit_targets.topk_targets = constant_topk  # type: ignore[assignment]
+    original = (TopK.from_logits, Teacher.logits_at)
+    TopK.from_logits = constant_topk  # type: ignore[method-assign]
     Teacher.logits_at = no_forward  # type: ignore[method-assign,assignment]
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -182,7 +181,7 @@ def host_ceiling(teacher: Path, corpus: Path, workers: int, k: int = 32) -> dict
             summary = run_precompute(config)
             wall = time.perf_counter() - started
     finally:
-        unit_targets.topk_targets, Teacher.logits_at = original  # type: ignore[method-assign]
+        TopK.from_logits, Teacher.logits_at = original  # type: ignore[method-assign]
     tokens = summary["tokens_computed"]
     return {
         "workers": workers,

@@ -25,15 +25,17 @@ from zarr.core.sync import sync
 
 from logit_store import (
     CorpusSpec,
+    SampledTargets,
     SequenceInfo,
     SparseTargets,
     StoreMeta,
+    TopKTargets,
     UnitData,
     create_store,
     open_store,
 )
-from logit_store.fidelity import bucket_kl, fidelity, sort_by_id
-from logit_store.sparsify import sampled_targets, topk_targets
+from logit_store.encodings import bucket_kl, sampled_targets, topk_targets
+from logit_store.fidelity import fidelity, sort_by_id
 
 ROWS_PER_BATCH = 256
 POSITIONS_PER_SEQ = 8
@@ -96,6 +98,7 @@ def read_rate(url: str, repeats: int = 3) -> float:
 
 
 def naive_bytes(t: SparseTargets) -> int:
+    assert isinstance(t, TopKTargets)
     zstd = numcodecs.Zstd(level=5)
     ids = np.ascontiguousarray(t.ids.astype(np.int32))
     values = np.ascontiguousarray(t.logprobs.astype(np.float16))
@@ -125,8 +128,7 @@ def run(vocab: int, positions: int, ks: list[int], tmp: Path) -> list[dict[str, 
     for k in ks:
         exact = [sort_by_id(topk_targets(z, k)) for z in batches]
         cat = lambda ts, f: torch.cat([getattr(t, f) for t in ts])  # noqa: E731
-        exact_all = SparseTargets(
-            "topk",
+        exact_all = TopKTargets(
             cat(exact, "ids"),
             logprobs=cat(exact, "logprobs"),
             tail_logmass=cat(exact, "tail_logmass"),
@@ -134,8 +136,7 @@ def run(vocab: int, positions: int, ks: list[int], tmp: Path) -> list[dict[str, 
         prob_order = [topk_targets(z, k) for z in batches]
         naive = naive_bytes(
             numpy_targets(
-                SparseTargets(
-                    "topk",
+                TopKTargets(
                     cat(prob_order, "ids"),
                     logprobs=cat(prob_order, "logprobs"),
                     tail_logmass=cat(prob_order, "tail_logmass"),
@@ -149,11 +150,11 @@ def run(vocab: int, positions: int, ks: list[int], tmp: Path) -> list[dict[str, 
             batch = open_store(url)["c"].batch(np.arange(positions // POSITIONS_PER_SEQ))
             assert torch.equal(batch.batch_index, torch.arange(positions) // POSITIONS_PER_SEQ)
             stored = sort_by_id(batch.targets)
+            assert isinstance(stored, TopKTargets)
             fid = [
                 fidelity(
                     z,
-                    SparseTargets(
-                        "topk",
+                    TopKTargets(
                         stored.ids[i * ROWS_PER_BATCH : (i + 1) * ROWS_PER_BATCH],
                         logprobs=stored.logprobs[i * ROWS_PER_BATCH : (i + 1) * ROWS_PER_BATCH],
                         tail_logmass=stored.tail_logmass[
@@ -186,8 +187,7 @@ def run(vocab: int, positions: int, ks: list[int], tmp: Path) -> list[dict[str, 
     sampled = [sampled_targets(z, 50, gen) for z in batches]
     width = max(t.ids.shape[1] for t in sampled)
     pad = lambda x: torch.nn.functional.pad(x, (0, width - x.shape[1]))  # noqa: E731
-    all_s = SparseTargets(
-        "sampled",
+    all_s = SampledTargets(
         torch.cat([pad(t.ids) for t in sampled]),
         counts=torch.cat([pad(t.counts) for t in sampled]),
         n_samples=50,
@@ -201,10 +201,10 @@ def run(vocab: int, positions: int, ks: list[int], tmp: Path) -> list[dict[str, 
         sel = (entropy >= lo) & (entropy < hi)
         if sel.sum() < 64:
             continue
-        sub = SparseTargets("sampled", all_s.ids[sel], counts=all_s.counts[sel], n_samples=50)
+        sub = SampledTargets(all_s.ids[sel], counts=all_s.counts[sel], n_samples=50)
         burl = str(tmp / f"sampled-{vocab}-{lo}.zarr")
         n = int(sel.sum()) // POSITIONS_PER_SEQ * POSITIONS_PER_SEQ
-        sub = SparseTargets("sampled", sub.ids[:n], counts=sub.counts[:n], n_samples=50)
+        sub = SampledTargets(sub.ids[:n], counts=sub.counts[:n], n_samples=50)
         write(burl, StoreMeta(**base, encoding="sampled", n_samples=50), numpy_targets(sub))  # type: ignore[arg-type]
         buckets[f"{lo}-{hi}"] = {
             "positions": n,

@@ -7,6 +7,16 @@ reader side (`open_store`) by students, similarity and the CLI.
 import warnings
 
 from logit_store.arrays import check_store_target
+from logit_store.encodings import (
+    ENCODINGS,
+    Sampled,
+    SampledTargets,
+    SparseEncoding,
+    SparseTargets,
+    TopK,
+    TopKTargets,
+    encoding_from_meta,
+)
 from logit_store.errors import StoreCorruptError, StoreMismatchError, UserError
 from logit_store.inspect import print_skip_examples
 from logit_store.layout import Unit
@@ -19,7 +29,6 @@ from logit_store.reader import (
     Store,
     open_store,
 )
-from logit_store.records import SparseTargets
 from logit_store.sequence_info import SequenceInfo
 from logit_store.source_index import stored_corpus_index
 from logit_store.writer import (
@@ -37,25 +46,32 @@ warnings.filterwarnings(
 )
 
 __all__ = [
+    "ENCODINGS",
     "FORMAT_VERSION",
     "Corpus",
     "CorpusSpec",
     "EncodedRecords",
+    "Sampled",
+    "SampledTargets",
     "SequenceInfo",
     "SequenceRecord",
     "SparseBatch",
+    "SparseEncoding",
     "SparseTargets",
     "Store",
     "StoreCorruptError",
     "StoreMeta",
     "StoreMismatchError",
     "StoreWriter",
+    "TopK",
+    "TopKTargets",
     "Unit",
     "UnitData",
     "UserError",
     "check_store_target",
     "consolidate_store",
     "create_store",
+    "encoding_from_meta",
     "open_store",
     "print_skip_examples",
     "stored_corpus_index",

@@ -18,6 +18,7 @@ from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 from zarr.core.sync import sync
 
 from logit_store import target_codec
+from logit_store.encodings import StoredArray
 from logit_store.errors import StoreCorruptError, UserError
 from logit_store.layout import UnitLayout
 from logit_store.meta import CorpusSpec, StoreMeta
@@ -31,8 +32,9 @@ CORPORA_GROUP = "corpora"
 INDEX_CHUNK = 65536  # rows of the source-index arrays per chunk (written once, at creation)
 SUMMARY_CHUNK = 1 << 20  # sequences per chunk of the consolidated per-sequence summary
 
-# array -> (axis, dtype); "position2" arrays have a second axis of `meta.width` columns
-UNIT_ARRAYS: dict[str, tuple[str, str]] = {
+# array -> (axis, dtype); "position2" arrays have a second axis of `meta.width` columns. The
+# encoding's own arrays (`target_values`, top-k `tail_logmass`) come from `unit_arrays`.
+UNIT_ARRAYS: dict[str, tuple[str, Any]] = {
     "lengths": ("sequence", "int32"),
     "n_positions": ("sequence", "int32"),
     "records": ("sequence", "str"),
@@ -42,8 +44,6 @@ UNIT_ARRAYS: dict[str, tuple[str, str]] = {
     "positions": ("position", "int32"),
     "masked_ids": ("position", "int32"),
     "target_ids": ("position2", "uint32"),
-    "target_values": ("position2", "values"),
-    "tail_logmass": ("position", "float32"),
     "id_table": ("table", "uint32"),
 }
 TABLE_CHUNK = 4096
@@ -60,16 +60,19 @@ DESCRIPTIONS = {
     "masked_ids": "per labelled position: the token id the teacher saw there",
     "target_ids": "per labelled position: row-sorted ranks in the unit's id_table, delta-coded "
     "(first rank absolute, then gaps); NOT token ids",
-    "target_values": "per labelled position: top-k log-probs (q8: -v * q8_range / 255, or "
-    "fp16) in target_ids order, or sampled counts",
-    "tail_logmass": "per labelled position: log(1 - sum of the top-k probabilities)",
     "id_table": "per unit: its distinct target ids, most frequent first (rank -> id)",
 }
 
 
-def unit_arrays(meta: StoreMeta) -> tuple[str, ...]:
-    """The arrays holding data of every unit (`done` aside); ``tail_logmass`` only for top-k."""
-    return tuple(n for n in UNIT_ARRAYS if n != "tail_logmass" or meta.encoding == "topk")
+def _axis(spec: StoredArray) -> str:
+    return "position2" if spec.per_column else "position"
+
+
+def unit_arrays(meta: StoreMeta) -> dict[str, tuple[str, Any]]:
+    """The arrays holding data of every unit (`done` aside) -> (axis, dtype), the encoding's
+    arrays included."""
+    stored = meta.target_encoding.stored_arrays().items()
+    return UNIT_ARRAYS | {name: (_axis(spec), spec.dtype) for name, spec in stored}
 
 
 def table_slot(meta: StoreMeta, layout: UnitLayout) -> int:
@@ -81,7 +84,7 @@ def table_slot(meta: StoreMeta, layout: UnitLayout) -> int:
 
 def slot_of(name: str, meta: StoreMeta, layout: UnitLayout) -> int:
     """Size of one unit's slot in array `name` (first axis)."""
-    axis = UNIT_ARRAYS[name][0]
+    axis = unit_arrays(meta)[name][0]
     if axis == "table":
         return table_slot(meta, layout)
     return layout.slot("position" if axis == "position2" else axis)
@@ -89,7 +92,7 @@ def slot_of(name: str, meta: StoreMeta, layout: UnitLayout) -> int:
 
 def inner_chunk(name: str, meta: StoreMeta, layout: UnitLayout) -> int:
     """Rows per inner chunk of array `name`: what a unit writes is rounded up to these."""
-    axis = UNIT_ARRAYS[name][0]
+    axis = unit_arrays(meta)[name][0]
     if axis == "sequence":
         return layout.unit_size
     if axis == "token":
@@ -206,11 +209,13 @@ def create_corpus_arrays(group: zarr.Group, meta: StoreMeta, spec: CorpusSpec) -
     one_per_sequence = meta.mode == "task" and meta.task_kind == "sequence"
     layout = UnitLayout.create(spec.unit_size, meta.max_length, spec.n_units, one_per_sequence)
     units = layout.n_units
+    stored = meta.target_encoding.stored_arrays()
+    descriptions = DESCRIPTIONS | {name: array.about for name, array in stored.items()}
 
     def ensure(name: str, **kwargs: Any) -> zarr.Array | None:
         if name in group:
             return None
-        about = DESCRIPTIONS.get(name, "the source index: see docs/FORMAT.md")
+        about = descriptions.get(name, "the source index: see docs/FORMAT.md")
         try:
             return group.create_array(name, overwrite=False, attributes={"about": about}, **kwargs)
         except zarr.errors.ContainsArrayError:  # another process created it meanwhile
@@ -219,11 +224,9 @@ def create_corpus_arrays(group: zarr.Group, meta: StoreMeta, spec: CorpusSpec) -
     ensure(
         "done", shape=(units,), dtype=str, chunks=(1,), compressors=[Crc32cCodec()], fill_value=""
     )
-    for name in unit_arrays(meta):
-        axis, kind = UNIT_ARRAYS[name]
+    for name, (axis, dtype) in unit_arrays(meta).items():
         slot = slot_of(name, meta, layout)
         width = (meta.width,) if axis == "position2" else ()
-        dtype: Any = target_codec.value_dtype(meta) if kind == "values" else kind
         if axis == "sequence":
             ensure(
                 name,

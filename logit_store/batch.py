@@ -10,9 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from logit_store import target_codec
+from logit_store.encodings import SampledTargets, SparseTargets, TopKTargets, empty_targets
 from logit_store.meta import StoreMeta
-from logit_store.records import SparseTargets
 from logit_store.sequence_info import SequenceInfo
 
 
@@ -33,14 +32,17 @@ class SequenceRecord:
 
     @property
     def logprobs(self) -> Any:
+        assert isinstance(self.targets, TopKTargets), "log-probs are stored by top-k stores"
         return self.targets.logprobs
 
     @property
     def tail_logmass(self) -> Any:
+        assert isinstance(self.targets, TopKTargets), "tail mass is stored by top-k stores"
         return self.targets.tail_logmass
 
     @property
     def counts(self) -> Any:
+        assert isinstance(self.targets, SampledTargets), "counts are stored by sampled stores"
         return self.targets.counts
 
 
@@ -82,8 +84,7 @@ class UnitBlock:
     positions: np.ndarray
     masked_ids: np.ndarray
     target_ids: np.ndarray  # (P_used, W) absolute ids
-    target_values: np.ndarray
-    tail: np.ndarray | None
+    target_arrays: dict[str, np.ndarray]  # the encoding's stored arrays, P_used rows each
 
 
 def ragged_index(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
@@ -104,8 +105,9 @@ def assemble_batch(
 ) -> SparseBatch:
     """Sequences `idx` (in unit `units`, at `local` within it) as padded torch tensors."""
     lengths = np.zeros(len(idx), dtype=np.int64)
+    stored = meta.target_encoding.stored_arrays()
     parts: dict[str, list[np.ndarray]] = {
-        k: [] for k in ("tok", "wid", "pos", "mid", "tid", "tv", "tail", "row")
+        k: [] for k in ("tok", "wid", "pos", "mid", "tid", "row", *stored)
     }
     order = np.argsort(units, kind="stable")
     for u in np.unique(units):
@@ -120,9 +122,8 @@ def assemble_batch(
         parts["pos"].append(blk.positions[pos])
         parts["mid"].append(blk.masked_ids[pos])
         parts["tid"].append(blk.target_ids[pos])
-        parts["tv"].append(blk.target_values[pos])
-        if blk.tail is not None:
-            parts["tail"].append(blk.tail[pos])
+        for name, values in blk.target_arrays.items():
+            parts[name].append(values[pos])
         parts["row"].append(np.repeat(rows, blk.n_positions[li]))
     # token rows in the order the loop visited them
     visit = np.concatenate([order[units[order] == u] for u in np.unique(units)])
@@ -139,11 +140,10 @@ def assemble_batch(
     positions = cat.get("pos", np.zeros(0, dtype=np.int64))
     teacher_input = input_ids.copy()
     teacher_input[batch_index, positions] = cat.get("mid", np.zeros(0, dtype=np.int64))
-    targets = target_codec.decode(
-        meta,
-        cat.get("tid", np.zeros((0, meta.width), dtype=np.uint32)),
-        cat.get("tv", np.zeros((0, meta.width), dtype=target_codec.value_dtype(meta))),
-        cat.get("tail", np.zeros(0, dtype=np.float32)),
+    targets = (
+        meta.target_encoding.decode(cat["tid"], cat)
+        if "tid" in cat
+        else empty_targets(meta.target_encoding, meta.width)
     )
     return SparseBatch(
         input_ids=torch.from_numpy(input_ids),

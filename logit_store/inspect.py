@@ -9,8 +9,7 @@ from rich.table import Table
 
 from logit_store.reader import Store
 
-TARGET_ARRAYS = ("target_ids", "target_values", "tail_logmass", "id_table")
-POSITION_ARRAYS = ("positions", "masked_ids", *TARGET_ARRAYS)
+POSITION_ARRAYS = ("positions", "masked_ids")
 
 
 def _bytes(info: dict[str, Any], arrays: tuple[str, ...]) -> int:
@@ -21,13 +20,14 @@ def _bytes(info: dict[str, Any], arrays: tuple[str, ...]) -> int:
 def inspect_summary(store: Store) -> dict[str, Any]:
     """A JSON-able summary: provenance, encoding, per-corpus sizes, bytes and completeness."""
     meta = store.meta
+    target_arrays = ("target_ids", "id_table", *meta.target_encoding.stored_arrays())
     corpora = []
     for name in store.corpora:
         c = store[name]
         info = c.info
         counts = info["counts"]
         positions = max(int(counts["positions"]), 1)
-        target_bytes = _bytes(info, TARGET_ARRAYS)
+        target_bytes = _bytes(info, target_arrays)
         corpora.append(
             {
                 "name": name,
@@ -42,7 +42,9 @@ def inspect_summary(store: Store) -> dict[str, Any]:
                 "skip_examples": info.get("skip_examples", []),
                 "target_bytes": target_bytes,
                 "target_bytes_per_position": round(target_bytes / positions, 2),
-                "position_bytes_per_position": round(_bytes(info, POSITION_ARRAYS) / positions, 2),
+                "position_bytes_per_position": round(
+                    (_bytes(info, POSITION_ARRAYS) + target_bytes) / positions, 2
+                ),
             }
         )
     return {
@@ -59,9 +61,7 @@ def inspect_summary(store: Store) -> dict[str, Any]:
         "task_kind": meta.task_kind,
         "label_names": list(meta.label_names),
         "encoding": meta.encoding,
-        "k": meta.k if meta.encoding == "topk" else None,
-        "samples": meta.n_samples if meta.encoding == "sampled" else None,
-        "value_dtype": meta.value_dtype if meta.encoding == "topk" else "count",
+        **meta.target_encoding.summary(),
         "masking": meta.masking,
         "max_length": meta.max_length,
         "complete": all(c["complete"] for c in corpora),
@@ -71,8 +71,6 @@ def inspect_summary(store: Store) -> dict[str, Any]:
 
 
 def print_summary(summary: dict[str, Any], console: Console) -> None:
-    enc = summary["encoding"]
-    width = f"k={summary['k']}" if enc == "topk" else f"N={summary['samples']}"
     console.print(
         f"[bold]{summary['store']}[/bold]  "
         f"(format v{summary['format_version']}, {summary['tool_version']})"
@@ -83,8 +81,9 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     tok = summary["tokenizer"]
     console.print(f"tokenizer  {tok['id']}  V={tok['vocab_size']}  [dim]{tok['hash'][:16]}[/dim]")
     console.print(
-        f"targets    mode={summary['mode']}  {enc} {width}  values={summary['value_dtype']}  "
-        f"max_length={summary['max_length']}  masking={summary['masking']}"
+        f"targets    mode={summary['mode']}  {summary['encoding']} {summary['settings']}  "
+        f"values={summary['value_dtype']}  max_length={summary['max_length']}  "
+        f"masking={summary['masking']}"
     )
     table = Table(title=None)
     for col in (

@@ -11,27 +11,30 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field, fields
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
+from logit_store.encodings import SparseEncoding, encoding_from_meta
+from logit_store.encodings.topk import Q8_RANGE, TopK
 from logit_store.errors import StoreMismatchError, UserError
-from logit_store.records import ENCODINGS
 
 FORMAT_VERSION = 2
 TOOL_VERSION = "kdcache 0.2.0"
-VALUE_DTYPES = ("q8", "fp16")
 MODES = ("mlm", "task")
 TASK_KINDS = (None, "sequence", "token")
-# Log-probabilities below -Q8_RANGE (p < 1.1e-7) are clamped to -Q8_RANGE by the q8 codec.
-Q8_RANGE = 16.0
 # path segments of letters, digits, '_', '.', '-', but not "." or ".." (zarr refuses those)
 _CORPUS_NAME = re.compile(r"^(?!\.\.?(/|$))[A-Za-z0-9_.-]+(/(?!\.\.?(/|$))[A-Za-z0-9_.-]+)*$")
 
 
 @dataclass(frozen=True)
 class StoreMeta:
-    """Provenance and encoding of a store; every field but `extra` is validated on open."""
+    """Provenance and encoding of a store; every field but `extra` is validated on open.
+
+    `encoding` names the sparse encoding; `k`, `n_samples`, `value_dtype` and `q8_range` are
+    the format's keys for its settings (an encoding reads those it uses: `target_encoding`).
+    """
 
     teacher_id: str
     teacher_hash: str
@@ -45,7 +48,7 @@ class StoreMeta:
     mode: str = "mlm"
     task_kind: str | None = None
     label_names: tuple[str, ...] = ()
-    encoding: str = "topk"
+    encoding: str = TopK.name
     k: int = 32
     n_samples: int = 0
     value_dtype: str = "q8"
@@ -62,18 +65,11 @@ class StoreMeta:
             raise UserError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.task_kind not in TASK_KINDS:
             raise UserError(f"task_kind must be one of {TASK_KINDS}, got {self.task_kind!r}")
-        if self.encoding not in ENCODINGS:
-            raise UserError(f"encoding must be one of {ENCODINGS}, got {self.encoding!r}")
-        if self.value_dtype not in VALUE_DTYPES:
-            raise UserError(f"value dtype must be one of {VALUE_DTYPES}, got {self.value_dtype!r}")
+        encoding_from_meta(vars(self))
         if self.vocab_size < 2:
             raise UserError(f"vocab_size must be >= 2, got {self.vocab_size}")
         if self.mode == "task" and not self.label_names:
             raise UserError("task mode needs label_names (the teacher head's label space)")
-        if self.encoding == "topk" and not self.k >= 1:
-            raise UserError(f"k must be >= 1, got {self.k}")
-        if self.encoding == "sampled" and not 1 <= self.n_samples <= 65535:
-            raise UserError(f"samples must be in 1..65535, got {self.n_samples}")
         if self.max_length < 2:
             raise UserError(f"max_length must be >= 2, got {self.max_length}")
         object.__setattr__(self, "label_names", tuple(self.label_names))
@@ -83,12 +79,15 @@ class StoreMeta:
         """Size of the distribution the targets are over: vocabulary or label space."""
         return len(self.label_names) if self.mode == "task" else self.vocab_size
 
+    @cached_property
+    def target_encoding(self) -> SparseEncoding:
+        """The sparse encoding's settings, from their metadata keys."""
+        return encoding_from_meta(vars(self))
+
     @property
     def width(self) -> int:
-        """Stored columns per labelled position: k (capped by the class count) or N."""
-        if self.encoding == "topk":
-            return min(self.k, self.num_classes)
-        return min(self.n_samples, self.num_classes)
+        """Stored columns W per labelled position (the encoding's, for this class count)."""
+        return self.target_encoding.width(self.num_classes)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import zarr
 
-from logit_store import target_codec
 from logit_store.arrays import (
     CORPORA_GROUP,
     CORPUS_KEY,
@@ -244,12 +243,10 @@ class Corpus:
             positions=np.asarray(g("positions")[pos0 : pos0 + n_pos], dtype=np.int64),
             masked_ids=np.asarray(g("masked_ids")[pos0 : pos0 + n_pos], dtype=np.int64),
             target_ids=read_target_ids(g, u, self.table_slot, pos0, n_pos),
-            target_values=np.asarray(g("target_values")[pos0 : pos0 + n_pos]),
-            tail=(
-                np.asarray(g("tail_logmass")[pos0 : pos0 + n_pos])
-                if self.store.meta.encoding == "topk"
-                else None
-            ),
+            target_arrays={
+                name: np.asarray(g(name)[pos0 : pos0 + n_pos])
+                for name in self.store.meta.target_encoding.stored_arrays()
+            },
         )
 
     def _records(self, units: np.ndarray, local: np.ndarray) -> list[SequenceInfo]:
@@ -267,9 +264,8 @@ class Corpus:
         blk = self._unit(int(u))
         t0, n = int(blk.token_start[i]), int(blk.lengths[i])
         p0, m = int(blk.position_start[i]), int(blk.n_positions[i])
-        tail = blk.tail[p0 : p0 + m] if blk.tail is not None else None
-        targets = target_codec.decode(
-            self.store.meta, blk.target_ids[p0 : p0 + m], blk.target_values[p0 : p0 + m], tail
+        targets = self.store.meta.target_encoding.decode(
+            blk.target_ids[p0 : p0 + m], {k: a[p0 : p0 + m] for k, a in blk.target_arrays.items()}
         )
         (info,) = self._records(np.array([u]), np.array([i]))
         return SequenceRecord(

@@ -12,8 +12,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from logit_store import target_codec
-from logit_store.arrays import UNIT_ARRAYS, unit_arrays
+from logit_store.arrays import unit_arrays
 from logit_store.errors import StoreCorruptError
 from logit_store.objects import object_bytes
 from logit_store.reader import DAMAGE, Corpus, open_store
@@ -27,7 +26,7 @@ def _expected_objects(corpus: Corpus, record: dict[str, Any]) -> list[str]:
     used = {"sequence": True, "token": record["n_tokens"] > 0}
     used |= {"position": record["n_positions"] > 0, "position2": record["n_positions"] > 0}
     used["table"] = record["n_positions"] > 0
-    return [n for n in unit_arrays(corpus.store.meta) if used[UNIT_ARRAYS[n][0]]]
+    return [n for n, (axis, _) in unit_arrays(corpus.store.meta).items() if used[axis]]
 
 
 def _check_objects(corpus: Corpus, u: int, record: dict[str, Any], where: str) -> list[str]:
@@ -113,18 +112,11 @@ def _check_unit(corpus: Corpus, u: int, n_classes: int, vocab: int) -> list[str]
     ranks = np.cumsum(gaps, axis=1, dtype=np.int64)
     if ranks.size and ranks.max() >= len(id_table):
         return [*faults, f"{where}: array 'target_ids' points past the unit's id table"]
-    targets = target_codec.decode(meta, block.target_ids, block.target_values, block.tail)
+    encoding = meta.target_encoding
+    targets = encoding.decode(block.target_ids, block.target_arrays)
     if len(targets.ids) and (targets.ids.max() >= n_classes):
         faults.append(f"{where}: array 'target_ids' decodes to ids outside [0, {n_classes})")
-    if meta.encoding == "topk":
-        if (targets.logprobs > 0).any() or np.isnan(targets.logprobs).any():
-            faults.append(f"{where}: array 'target_values' has log-probs > 0 or NaN")
-        if (targets.tail_logmass > 0).any() or np.isnan(targets.tail_logmass).any():
-            faults.append(f"{where}: array 'tail_logmass' has values > 0 or NaN")
-    elif len(targets.counts) and (targets.counts.sum(axis=1) != meta.n_samples).any():
-        faults.append(
-            f"{where}: array 'target_values' has counts that do not sum to N = {meta.n_samples}"
-        )
+    faults.extend(f"{where}: {fault}" for fault in encoding.faults(targets))
     return faults
 
 

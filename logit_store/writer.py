@@ -34,7 +34,6 @@ from logit_store.arrays import (
     CORPORA_GROUP,
     CORPUS_KEY,
     META_KEY,
-    UNIT_ARRAYS,
     attrs_dict,
     check_store_target,
     child_array,
@@ -44,13 +43,14 @@ from logit_store.arrays import (
     open_root,
     slot_of,
     table_slot,
+    unit_arrays,
 )
+from logit_store.encodings import SparseTargets
 from logit_store.errors import StoreCorruptError, StoreMismatchError, UserError
 from logit_store.layout import Unit, UnitLayout, round_up
 from logit_store.meta import CorpusSpec, StoreMeta
 from logit_store.objects import ObjectRef, create_once, manifest, read_object
 from logit_store.reader import open_store
-from logit_store.records import SparseTargets
 from logit_store.sequence_info import SequenceInfo, label_names
 from logit_store.summary import consolidate
 
@@ -254,7 +254,6 @@ class StoreWriter:
         self.check_identity()
         layout, meta = self.layouts[unit.corpus], self.meta
         _check_unit(unit, data, layout, meta)
-        encoded = target_codec.encode(meta, data.targets)
         records = EncodedRecords.of(data.records)
         u = unit.index
         refs: list[ObjectRef] = []
@@ -263,7 +262,7 @@ class StoreWriter:
         def put(name: str, values: np.ndarray) -> None:
             arr = self._array(unit.corpus, name)
             slot, used = slot_of(name, meta, layout), len(values)
-            if UNIT_ARRAYS[name][0] == "sequence":
+            if unit_arrays(meta)[name][0] == "sequence":
                 rows = slot
             elif used == 0:
                 return
@@ -285,11 +284,8 @@ class StoreWriter:
         put("word_ids", data.word_ids)
         put("positions", data.positions)
         put("masked_ids", data.masked_ids)
-        put("target_ids", encoded["ids"])
-        put("target_values", encoded["values"])
-        put("id_table", encoded["table"])
-        if "tail" in encoded:
-            put("tail_logmass", encoded["tail"])
+        for name, values in target_codec.encode(meta, data.targets).items():
+            put(name, values)
 
         async def write_all() -> None:
             await asyncio.gather(*writes)

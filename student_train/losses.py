@@ -63,8 +63,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from logit_store.records import SparseTargets
-from logit_store.sparsify import log1mexp
+from logit_store import SampledTargets, SparseTargets, TopKTargets
+from logit_store.encodings import log1mexp
 
 
 def student_log_probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -114,7 +114,7 @@ def student_tail_logmass(student_topk_logprobs: torch.Tensor) -> torch.Tensor:
 
 
 def topk_kd_loss(
-    student_logits: torch.Tensor, targets: SparseTargets, temperature: float = 1.0
+    student_logits: torch.Tensor, targets: TopKTargets, temperature: float = 1.0
 ) -> torch.Tensor:
     """L_topk (module docstring): T² · KL over the top-k + tail buckets, the teacher's tail
     tempered with the student's tail shape; mean over P."""
@@ -140,7 +140,7 @@ def topk_kd_loss(
 
 
 def sampled_kd_loss(
-    student_logits: torch.Tensor, targets: SparseTargets, temperature: float = 1.0
+    student_logits: torch.Tensor, targets: SampledTargets, temperature: float = 1.0
 ) -> torch.Tensor:
     """L_sampled (module docstring): T² · count-weighted cross-entropy, the counts reweighted
     by the student's tempering ratio q_T / q at T ≠ 1; mean over P."""
@@ -158,10 +158,13 @@ def sampled_kd_loss(
 def kd_loss(
     student_logits: torch.Tensor, targets: SparseTargets, temperature: float = 1.0
 ) -> torch.Tensor:
-    """Dispatch on the stored encoding: `topk_kd_loss` or `sampled_kd_loss`."""
-    if targets.encoding == "topk":
-        return topk_kd_loss(student_logits, targets, temperature)
-    return sampled_kd_loss(student_logits, targets, temperature)
+    """The KD loss of the targets' encoding: `topk_kd_loss` or `sampled_kd_loss`."""
+    match targets:
+        case TopKTargets():
+            return topk_kd_loss(student_logits, targets, temperature)
+        case SampledTargets():
+            return sampled_kd_loss(student_logits, targets, temperature)
+    raise AssertionError(f"no KD loss for {type(targets).__name__}")
 
 
 def dense_kd_loss(

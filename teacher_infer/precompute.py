@@ -39,12 +39,14 @@ from rich.console import Console
 from rich.table import Table
 
 from logit_store import (
+    ENCODINGS,
     StoreMeta,
     StoreWriter,
     UserError,
     check_store_target,
     consolidate_store,
     create_store,
+    encoding_from_meta,
     open_store,
     print_skip_examples,
 )
@@ -90,7 +92,7 @@ class PrecomputeConfig:
     def __post_init__(self) -> None:
         choices = {
             "mode": ("mlm", "task"),
-            "encoding": ("topk", "sampled"),
+            "encoding": tuple(ENCODINGS),
             "positions": ("masked", "all"),
             "dtype": ("auto", *DTYPES),
             "value_dtype": ("q8", "fp16"),
@@ -131,6 +133,15 @@ class PrecomputeConfig:
 def build_meta(teacher: Teacher, config: PrecomputeConfig, masking: MaskingSpec) -> StoreMeta:
     tok = teacher.tokenizer
     classes = len(teacher.label_names) if config.mode == "task" else teacher.vocab_size
+    # the flags under their metadata keys; the encoding overrides what it stores (k capped at
+    # the class count, the keys it does not use)
+    settings: dict[str, Any] = {
+        "encoding": config.encoding,
+        "k": config.k,
+        "n_samples": config.n_samples,
+        "value_dtype": config.value_dtype,
+    }
+    encoding = encoding_from_meta(settings)
     return StoreMeta(
         teacher_id=config.teacher,
         teacher_hash=teacher.weights_hash,
@@ -144,11 +155,7 @@ def build_meta(teacher: Teacher, config: PrecomputeConfig, masking: MaskingSpec)
         mode=config.mode,
         task_kind=teacher.task_kind,
         label_names=teacher.label_names,
-        encoding=config.encoding,
-        # the k actually stored: a teacher with fewer classes than --k stores all of them
-        k=min(config.k, classes) if config.encoding == "topk" else 0,
-        n_samples=config.n_samples if config.encoding == "sampled" else 0,
-        value_dtype=config.value_dtype,
+        **(settings | encoding.fitted(classes).to_meta()),
         masking=masking.to_meta(),
         max_length=config.max_length,
         extra={
@@ -247,7 +254,7 @@ def compute_units(
     stays busy) and finished units are written by background threads; every unit is written
     (done record last) on return.
     """
-    spec = TargetSpec(config.encoding, config.k, config.n_samples, config.seed)
+    spec = TargetSpec(writer.meta.target_encoding, config.seed)
     background = BackgroundWriter(writer, WRITER_THREADS.get(teacher.device.type, 1))
     workers = default_workers() if config.workers is None else config.workers
     tokens = 0

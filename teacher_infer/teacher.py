@@ -9,7 +9,8 @@ forward hook on ``model.base_model`` replaces its last hidden state (B, L, H) by
 checked against full logits on a probe batch; a model where it does not hold falls back to full
 logits gathered afterwards.
 
-The logits stay on the device; `logit_store.sparsify` turns them into (P, k) targets there.
+The logits stay on the device; the store encoding's `from_logits` turns them into (P, k) targets
+there.
 """
 
 from __future__ import annotations

@@ -10,24 +10,22 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
-from logit_store import SparseTargets, Unit, UnitData
-from logit_store.sparsify import sampled_targets, topk_targets
+from logit_store import SparseEncoding, SparseTargets, Unit, UnitData
+from logit_store.encodings import empty_targets
 from teacher_infer.teacher import Teacher
 from teacher_infer.unit_pipeline import PreparedUnit
 
 
 @dataclass(frozen=True)
 class TargetSpec:
-    """How logits become sparse targets: `topk` with k, or `sampled` with N draws (seeded)."""
+    """How logits become sparse targets: the store's encoding, and the seed of its draws."""
 
-    encoding: str
-    k: int
-    n_samples: int
+    encoding: SparseEncoding
     seed: int
 
 
@@ -103,10 +101,7 @@ def launch_unit(
             _to_device(batch.positions, dev, pin),
         )
         with torch.inference_mode():
-            if spec.encoding == "topk":
-                out = topk_targets(logits, spec.k)
-            else:
-                out = sampled_targets(logits, spec.n_samples, generator)
+            out = spec.encoding.from_logits(logits, generator)
         pending.append((batch.rows, _to_host(out)))
         if on_batch is not None:
             on_batch(batch.n_sequences, batch.n_tokens)
@@ -122,20 +117,21 @@ def _assemble(
 ) -> SparseTargets:
     """Scatter per-batch host targets into (P, width) arrays in plan order.
 
-    Sampled batches differ in width (their most unique ids); narrower ones are padded with
-    id 0, count 0.
+    Batches may differ in width (sampled: their most unique ids); narrower ones are padded
+    with zeros (id 0, count 0: padding columns).
     """
-    width = max((t.width for _, t in pending), default=1)
-    ids = np.zeros((n_rows, width), dtype=np.int64)
-    values = np.zeros((n_rows, width), dtype=np.float32)
-    tail = np.zeros(n_rows, dtype=np.float32)
+    if not pending:
+        return empty_targets(spec.encoding, 1)
+    width = max(t.width for _, t in pending)
+    first = pending[0][1].arrays()
+    out = {
+        name: np.zeros((n_rows, width) if x.ndim == 2 else (n_rows,), dtype=x.numpy().dtype)
+        for name, x in first.items()
+    }
     for rows, t in pending:
-        ids[rows, : t.width] = t.ids.numpy()
-        if spec.encoding == "topk":
-            values[rows] = t.logprobs.numpy()
-            tail[rows] = t.tail_logmass.numpy()
-        else:
-            values[rows, : t.width] = t.counts.numpy()
-    if spec.encoding == "topk":
-        return SparseTargets("topk", ids, logprobs=values, tail_logmass=tail)
-    return SparseTargets("sampled", ids, counts=values, n_samples=spec.n_samples)
+        for name, x in t.arrays().items():
+            if x.ndim == 2:
+                out[name][rows, : t.width] = x.numpy()
+            else:
+                out[name][rows] = x.numpy()
+    return replace(pending[0][1], **out)

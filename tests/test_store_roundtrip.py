@@ -21,9 +21,9 @@ from synthetic import (
     zipf_logits,
 )
 
-from logit_store import SparseTargets, consolidate_store, open_store, target_codec
-from logit_store.fidelity import bucket_kl, fidelity, sort_by_id
-from logit_store.sparsify import log1mexp, sampled_targets, topk_targets
+from logit_store import SampledTargets, TopKTargets, consolidate_store, open_store, target_codec
+from logit_store.encodings import bucket_kl, log1mexp, sampled_targets, topk_targets
+from logit_store.fidelity import fidelity, sort_by_id
 
 
 @settings(max_examples=25, deadline=None)
@@ -41,13 +41,13 @@ def test_topk_codec_roundtrip(
     logits = zipf_logits(rows, VOCAB, torch.Generator().manual_seed(seed), spread)
     exact = numpy_targets(sort_by_id(topk_targets(logits, k)))
     enc = target_codec.encode(meta, exact)
-    dec = target_codec.decode(
-        meta, target_codec.ids_from_gaps(enc["ids"], enc["table"]), enc["values"], enc["tail"]
+    dec = meta.target_encoding.decode(
+        target_codec.ids_from_gaps(enc["target_ids"], enc["id_table"]), enc
     )
+    assert isinstance(dec, TopKTargets)
     # rows come back in id-table order: compare as {id: value} per row
     order = np.argsort(dec.ids, axis=1)
-    dec = SparseTargets(
-        "topk",
+    dec = TopKTargets(
         np.take_along_axis(dec.ids, order, 1),
         logprobs=np.take_along_axis(dec.logprobs, order, 1),
         tail_logmass=dec.tail_logmass,
@@ -74,11 +74,12 @@ def test_sampled_codec_roundtrip_is_lossless(rows: int, n: int, seed: int, sprea
     logits = zipf_logits(rows, VOCAB, torch.Generator().manual_seed(seed), spread)
     exact = numpy_targets(sampled_targets(logits, n, torch.Generator().manual_seed(seed)))
     enc = target_codec.encode(meta, exact)
-    dec = target_codec.decode(
-        meta, target_codec.ids_from_gaps(enc["ids"], enc["table"]), enc["values"], None
+    dec = meta.target_encoding.decode(
+        target_codec.ids_from_gaps(enc["target_ids"], enc["id_table"]), enc
     )
+    assert isinstance(dec, SampledTargets)
 
-    def dense(t: SparseTargets) -> np.ndarray:
+    def dense(t: SampledTargets) -> np.ndarray:
         rows = [
             np.bincount(i, weights=c, minlength=VOCAB) for i, c in zip(t.ids, t.counts, strict=True)
         ]
@@ -157,7 +158,7 @@ def test_store_roundtrip_records_and_batches(tmp_path, encoding: str, where: str
     want = sorted(
         zip(
             exact.ids[first].tolist(),
-            (exact.counts if encoding == "sampled" else exact.logprobs)[first].tolist(),
+            getattr(exact, "counts" if encoding == "sampled" else "logprobs")[first].tolist(),
             strict=True,
         )
     )

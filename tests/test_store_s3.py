@@ -26,7 +26,14 @@ from synthetic import assert_same_store, synthetic_meta, synthetic_specs, write_
 from typer.testing import CliRunner
 
 from cli import app
-from logit_store import Store, StoreMismatchError, UserError, create_store, open_store
+from logit_store import (
+    Store,
+    StoreMismatchError,
+    TopKTargets,
+    UserError,
+    create_store,
+    open_store,
+)
 from logit_store.objects import create_once, read_object
 from logit_store.storage_options import fsspec_options
 
@@ -143,6 +150,7 @@ def test_unit_by_unit_reads_fetch_only_that_unit(s3: S3Server, uploaded: str) ->
 
 def _child_reads(store: Store, conn: Connection) -> None:
     batch = store["task"].batch([9, 17])  # units 1 and 2: not in the parent's unit cache
+    assert isinstance(batch.targets, TopKTargets)
     conn.send((batch.input_ids.numpy(), batch.targets.logprobs.numpy()))
 
 
@@ -159,6 +167,7 @@ def test_a_forked_worker_reads_the_parents_open_store(uploaded: str) -> None:
     child.join(30)
     assert child.exitcode == 0
     expected = open_store(uploaded)["task"].batch([9, 17])
+    assert isinstance(expected.targets, TopKTargets)
     np.testing.assert_array_equal(input_ids, expected.input_ids.numpy())
     np.testing.assert_array_equal(logprobs, expected.targets.logprobs.numpy())
 

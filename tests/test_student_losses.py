@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from logit_store.records import SparseTargets
+from logit_store import SampledTargets, TopKTargets
 from student_train.losses import (
     DistillLoss,
     dense_kd_loss,
@@ -25,13 +25,13 @@ def _logits(seed: int, scale: float = 3.0) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(P, V, generator=g) * scale, torch.randn(P, V, generator=g) * scale
 
 
-def _topk_targets(teacher_logits: torch.Tensor, k: int) -> SparseTargets:
+def _topk_targets(teacher_logits: torch.Tensor, k: int) -> TopKTargets:
     """Top-k of the T = 1 teacher with its exact tail log-mass (logsumexp of the rest)."""
     logp = F.log_softmax(teacher_logits.double(), dim=-1)
     values, ids = logp.topk(k, dim=-1)
     rest = logp.scatter(1, ids, float("-inf"))
     tail = torch.logsumexp(rest, dim=-1)
-    return SparseTargets("topk", ids=ids, logprobs=values.float(), tail_logmass=tail.float())
+    return TopKTargets(ids=ids, logprobs=values.float(), tail_logmass=tail.float())
 
 
 def _bucket_kl_reference(teacher: torch.Tensor, student: torch.Tensor, k: int) -> torch.Tensor:
@@ -156,14 +156,14 @@ def test_topk_stable_when_student_holds_all_mass_in_topk() -> None:
     assert student.grad is not None and torch.isfinite(student.grad).all()
 
 
-def _sampled_targets(teacher: torch.Tensor, n: int, seed: int) -> SparseTargets:
+def _sampled_targets(teacher: torch.Tensor, n: int, seed: int) -> SampledTargets:
     g = torch.Generator().manual_seed(seed)
     draws = torch.multinomial(F.softmax(teacher, -1), n, replacement=True, generator=g)
     counts = torch.zeros(P, V).scatter_add_(1, draws, torch.ones(P, n))
     m = int((counts > 0).sum(1).max())
     c, ids = counts.topk(m, dim=-1)
     ids = torch.where(c > 0, ids, torch.zeros_like(ids))
-    return SparseTargets("sampled", ids=ids, counts=c, n_samples=n)
+    return SampledTargets(ids=ids, counts=c, n_samples=n)
 
 
 def test_sampled_with_exact_counts_is_dense_cross_entropy() -> None:
@@ -174,7 +174,7 @@ def test_sampled_with_exact_counts_is_dense_cross_entropy() -> None:
     counts = torch.tensor([[4.0, 3.0, 1.0]]).expand(P, 3)
     dense_p = torch.zeros(P, V).scatter(1, ids, counts / n)
     ref = -(dense_p * F.log_softmax(student, -1)).sum(1).mean()
-    targets = SparseTargets("sampled", ids=ids, counts=counts, n_samples=n)
+    targets = SampledTargets(ids=ids, counts=counts, n_samples=n)
     assert abs(sampled_kd_loss(student, targets).item() - ref.item()) < 1e-5
 
 
@@ -212,7 +212,7 @@ def test_sampled_student_equal_to_teacher_is_a_stationary_point(temperature: flo
     row = torch.randn(V, generator=g) * 3.0
     draws = torch.multinomial(F.softmax(row, -1).expand(rows, V), n, True, generator=g)
     counts = torch.zeros(rows, V).scatter_add_(1, draws, torch.ones(rows, n))
-    targets = SparseTargets("sampled", torch.arange(V).expand(rows, V), counts=counts, n_samples=n)
+    targets = SampledTargets(torch.arange(V).expand(rows, V), counts=counts, n_samples=n)
 
     def row_gradients(logits: torch.Tensor) -> tuple[float, float]:
         s = logits.expand(rows, V).clone().requires_grad_(True)
@@ -231,7 +231,7 @@ def test_sampled_student_equal_to_teacher_is_a_stationary_point(temperature: flo
 def test_sampled_weights_are_unchanged_at_t1_and_linear_in_counts() -> None:
     teacher, student = _logits(9, scale=1.0)
     p = F.softmax(teacher.double(), -1).float()
-    expected = SparseTargets("sampled", torch.arange(V).expand(P, V), counts=p * 50, n_samples=50)
+    expected = SampledTargets(torch.arange(V).expand(P, V), counts=p * 50, n_samples=50)
     for temperature in (1.0, 2.0, 4.0):
         s = teacher.clone().requires_grad_(True)
         sampled_kd_loss(s, expected, temperature).backward()

@@ -22,7 +22,7 @@ from teacher_fixtures import precompute_args, precompute_inputs
 from typer.testing import CliRunner
 
 from cli import app
-from logit_store import open_store
+from logit_store import TopKTargets, open_store
 from similarity.encoder import resolve_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +62,8 @@ def test_precompute_to_s3_then_inspect_verify_and_read(
     checked = runner.invoke(app, ["verify", single])
     assert checked.exit_code == 0 and "OK" in checked.output, checked.output
     batch = open_store(single)["task"].batch([0, 15])
-    assert batch.targets.logprobs.shape[1] == 32 and len(batch.positions) > 0
+    assert isinstance(batch.targets, TopKTargets) and batch.targets.logprobs.shape[1] == 32
+    assert len(batch.positions) > 0
     assert resolve_encoder(single)[0] == str(files["bert"]), "similarity --encoder STORE"
 
 
