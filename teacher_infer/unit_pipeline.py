@@ -19,6 +19,7 @@ run's.
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -201,4 +202,11 @@ def unit_loader(
         worker_init_fn=_worker_init,
         collate_fn=_as_is,
     )
-    yield from loader
+    # The heap the workers inherit (torch, transformers, the tokenizer: millions of objects) is
+    # moved out of the collector's reach: no process traverses it again in a full collection,
+    # nor touches its pages (which the forked workers would otherwise copy).
+    gc.freeze()
+    try:
+        yield from loader
+    finally:
+        gc.unfreeze()
