@@ -121,7 +121,7 @@ def demo(
     from student_train.sweep_plan import FinetuneTarget, SweepConfig
     from teacher_infer.adapt import AdaptConfig, print_metrics, run_adapt
     from teacher_infer.precompute import PrecomputeConfig, run_precompute
-    from teacher_infer.precompute import print_summary as print_precompute
+    from teacher_infer.run_summary import print_summary as print_precompute
 
     started, budget, root = time.perf_counter(), DEMO_BUDGETS[quick], Path(out).resolve()
 

@@ -6,8 +6,9 @@ them into the one `kdcache` app.
 
 from __future__ import annotations
 
+from dataclasses import MISSING, fields
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,6 +16,18 @@ from rich.console import Console
 from logit_store.errors import UserError
 
 console = Console()
+
+
+def config_defaults(cls: type) -> dict[str, Any]:
+    """field name -> default of the config dataclass `cls` (fields without one are left out):
+    a command's typer options read their defaults here, so each is stated once, on its class."""
+    out: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.default is not MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not MISSING:
+            out[f.name] = f.default_factory()
+    return out
 
 
 def storage_options(pairs: list[str] | None) -> dict[str, str]:

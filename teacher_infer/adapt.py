@@ -45,6 +45,7 @@ from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
 from logit_store import UserError
+from teacher_infer.configs import AdaptConfig
 from teacher_infer.corpora import CorpusText, stream_corpus
 from teacher_infer.corpus_index import CorpusIndex, read_unit
 from teacher_infer.corpus_sample import TextSample
@@ -63,36 +64,6 @@ from teacher_infer.teacher import (
 log = logging.getLogger(__name__)
 EVAL_BATCH = 64
 HELD_OUT_SCAN = 100  # texts scanned per held-out text at most, looking for a non-train split
-
-
-@dataclass(frozen=True)
-class AdaptConfig:
-    """Teacher adaptation settings; `eval_size` caps held-out sequences per corpus;
-    `shuffle_buffer`: training sequences the batches are drawn from (see `ShuffleBuffer`)."""
-
-    base: str
-    corpora: tuple[tuple[str, str], ...]
-    out: str
-    steps: int = 500
-    head_only: bool = False
-    batch_size: int = 32
-    lr: float = 1e-4
-    seed: int = 0
-    max_length: int = 64
-    mask_prob: float = 0.15
-    eval_size: int = 256
-    device: str = "auto"
-    shuffle_buffer: int = 16_384
-
-    def __post_init__(self) -> None:
-        if not self.corpora:
-            raise UserError("give at least one --corpus NAME=SOURCE")
-        if self.steps < 0 or self.batch_size < 1 or self.lr <= 0:
-            raise UserError("--steps must be >= 0, --batch-size >= 1 and --lr > 0")
-        if self.shuffle_buffer < 1:
-            raise UserError(f"shuffle_buffer must be >= 1, got {self.shuffle_buffer}")
-        if not 0.0 < self.mask_prob < 1.0 or self.max_length < 3 or self.eval_size < 1:
-            raise UserError("need 0 < mask-prob < 1, max-length >= 3 and eval-size >= 1")
 
 
 @dataclass(frozen=True)

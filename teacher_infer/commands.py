@@ -1,4 +1,8 @@
-"""`kdcache precompute` and `kdcache teacher-adapt` (registered on the app in cli.py)."""
+"""`kdcache precompute` and `kdcache teacher-adapt` (registered on the app in cli.py).
+
+Every default shown here is read from the command's config class (`teacher_infer.configs`), so
+it is stated once.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,13 @@ from logit_store.cli_options import (
     EngineOption,
     RayAddressOption,
     StorageOption,
+    config_defaults,
     console,
     storage_options,
 )
+from teacher_infer.configs import AdaptConfig, PrecomputeConfig
+
+PRECOMPUTE, ADAPT = config_defaults(PrecomputeConfig), config_defaults(AdaptConfig)
 
 
 def corpus_specs(pairs: list[str]) -> tuple[tuple[str, str], ...]:
@@ -42,34 +50,50 @@ def precompute(
     out: Annotated[str, typer.Option(help="Store path or fsspec URL (rerun to resume).")],
     mode: Annotated[
         str, typer.Option(help="mlm (masked-LM head) or task (classifier head).")
-    ] = "mlm",
-    encoding: Annotated[str, typer.Option(help="topk (k ids + tail mass) or sampled.")] = "topk",
-    k: Annotated[int, typer.Option(help="Top-k width.")] = 32,
-    samples: Annotated[int, typer.Option(help="Draws per position (sampled).")] = 50,
+    ] = PRECOMPUTE["mode"],
+    encoding: Annotated[
+        str, typer.Option(help="topk (k ids + tail mass) or sampled.")
+    ] = PRECOMPUTE["encoding"],
+    k: Annotated[int, typer.Option(help="Top-k width.")] = PRECOMPUTE["k"],
+    samples: Annotated[int, typer.Option(help="Draws per position (sampled).")] = PRECOMPUTE[
+        "n_samples"
+    ],
     max_length: Annotated[
         int,
         typer.Option(
             help="Tokens per sequence incl. special tokens; longer lines are truncated and "
             "counted (reported as 'truncated' in the store and the summary)."
         ),
-    ] = 128,
-    mask_prob: Annotated[float, typer.Option(help="BERT 80/10/10 masking probability.")] = 0.15,
-    seed: Annotated[int, typer.Option(help="Masking / sampling / corpus seed.")] = 0,
-    positions: Annotated[str, typer.Option(help="mlm labels: masked or all tokens.")] = "masked",
-    token_budget: Annotated[int, typer.Option(help="Max batch size x padded length.")] = 8192,
+    ] = PRECOMPUTE["max_length"],
+    mask_prob: Annotated[
+        float, typer.Option(help="BERT 80/10/10 masking probability.")
+    ] = PRECOMPUTE["mask_prob"],
+    seed: Annotated[int, typer.Option(help="Masking / sampling / corpus seed.")] = PRECOMPUTE[
+        "seed"
+    ],
+    positions: Annotated[str, typer.Option(help="mlm labels: masked or all tokens.")] = PRECOMPUTE[
+        "positions"
+    ],
+    token_budget: Annotated[int, typer.Option(help="Max batch size x padded length.")] = PRECOMPUTE[
+        "token_budget"
+    ],
     unit_size: Annotated[
         int, typer.Option(help="Source records (lines, rows) per resumable unit.")
-    ] = 1024,
+    ] = PRECOMPUTE["unit_size"],
     workers: Annotated[
         int | None,
         typer.Option(
             help="Host processes that read, tokenize and batch units ahead of the teacher "
             "(default: the cores available less one; 0: in the main process)."
         ),
-    ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto (bf16 on GPU), fp32, bf16, fp16.")] = "auto",
-    value_dtype: Annotated[str, typer.Option(help="Stored log-probs: q8 or fp16.")] = "q8",
+    ] = PRECOMPUTE["workers"],
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = PRECOMPUTE["device"],
+    dtype: Annotated[str, typer.Option(help="auto (bf16 on GPU), fp32, bf16, fp16.")] = PRECOMPUTE[
+        "dtype"
+    ],
+    value_dtype: Annotated[str, typer.Option(help="Stored log-probs: q8 or fp16.")] = PRECOMPUTE[
+        "value_dtype"
+    ],
     storage_option: StorageOption = None,
     engine: EngineOption = Engine.local,
     ray_actors: Annotated[
@@ -83,7 +107,8 @@ def precompute(
     command after a crash. Runs sharded under torchrun (one store, disjoint units per rank) or
     on a Ray actor pool (--engine ray).
     """
-    from teacher_infer.precompute import PrecomputeConfig, print_summary, run_precompute
+    from teacher_infer.precompute import run_precompute
+    from teacher_infer.run_summary import print_summary
 
     config = PrecomputeConfig(
         teacher=teacher,
@@ -126,19 +151,21 @@ def teacher_adapt(
     base: Annotated[str, typer.Option(help="Base encoder folder or name (MLM head optional).")],
     corpus: CorpusOption,
     out: Annotated[str, typer.Option(help="Output folder: HF model + tokenizer + metrics.")],
-    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 500,
-    head_only: Annotated[bool, typer.Option(help="Train only the MLM head.")] = False,
-    batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 32,
-    lr: Annotated[float, typer.Option(help="AdamW peak learning rate.")] = 1e-4,
-    seed: Annotated[int, typer.Option(help="Masking / sampling seed.")] = 0,
-    max_length: Annotated[int, typer.Option(help="Tokens per sequence (longer: truncated).")] = 64,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = ADAPT["steps"],
+    head_only: Annotated[bool, typer.Option(help="Train only the MLM head.")] = ADAPT["head_only"],
+    batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = ADAPT["batch_size"],
+    lr: Annotated[float, typer.Option(help="AdamW peak learning rate.")] = ADAPT["lr"],
+    seed: Annotated[int, typer.Option(help="Masking / sampling seed.")] = ADAPT["seed"],
+    max_length: Annotated[
+        int, typer.Option(help="Tokens per sequence (longer: truncated).")
+    ] = ADAPT["max_length"],
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = ADAPT["device"],
 ) -> None:
     """Continue MLM pretraining of a teacher on in-domain text (teacher adaptation).
 
     Prints held-out masked-token accuracy and cross-entropy before and after, per corpus.
     """
-    from teacher_infer.adapt import AdaptConfig, print_metrics, run_adapt
+    from teacher_infer.adapt import print_metrics, run_adapt
 
     config = AdaptConfig(
         base=base,

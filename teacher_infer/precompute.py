@@ -21,113 +21,38 @@ list), then rank r prepares and computes pending[r::world] of every corpus; afte
 barrier rank 0 consolidates.
 
 The steps are public for the Ray engine (`ray_engine.py`), which runs them in its actors:
-`load_teacher_for`, `open_writer`, `compute_units` (the one unit-writing path) and
-`describe_run`.
+`load_teacher_for`, `open_writer` and `compute_units` (the one unit-writing path). The settings
+are `configs.PrecomputeConfig`, the torchrun helpers `distributed.py`, and what a run
+reports `run_summary.py`.
 """
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
-import torch
-import torch.distributed as dist
 from rich.console import Console
-from rich.table import Table
 
 from logit_store import (
-    ENCODINGS,
     StoreMeta,
     StoreWriter,
-    UserError,
     check_store_target,
     consolidate_store,
     create_store,
     encoding_from_meta,
-    open_store,
-    print_skip_examples,
 )
+from teacher_infer.configs import PrecomputeConfig
 from teacher_infer.corpus_index import CorpusIndex
+from teacher_infer.distributed import barrier, init_distributed
 from teacher_infer.plan import MaskingSpec
 from teacher_infer.progress import UnitProgress
+from teacher_infer.run_summary import describe_run, teacher_fields
 from teacher_infer.store_corpora import corpus_spec, index_corpora
-from teacher_infer.teacher import DTYPES, Teacher, check_max_length, load_teacher
+from teacher_infer.teacher import Teacher, check_max_length, load_teacher
 from teacher_infer.unit_pipeline import UnitSource, default_workers, unit_loader
 from teacher_infer.unit_targets import LaunchedUnit, TargetSpec, launch_unit
 from teacher_infer.unit_writer import WRITER_THREADS, BackgroundWriter
-
-
-@dataclass(frozen=True)
-class PrecomputeConfig:
-    """Everything `kdcache precompute` needs; validated on construction (UserError naming the flag).
-
-    corpora: (name, source) pairs; sources are whatever `teacher_infer.corpora.read_corpus` reads.
-    token_budget: max B * Lmax per forward pass. unit_size: source records per resumable unit.
-    workers: host processes that read, tokenize and batch units (None: `default_workers()`).
-    """
-
-    teacher: str
-    corpora: tuple[tuple[str, str], ...]
-    out: str
-    mode: str = "mlm"
-    encoding: str = "topk"
-    k: int = 32
-    n_samples: int = 50
-    max_length: int = 128
-    mask_prob: float = 0.15
-    seed: int = 0
-    positions: str = "masked"
-    token_budget: int = 8192
-    unit_size: int = 1024
-    device: str = "auto"
-    dtype: str = "auto"
-    value_dtype: str = "q8"
-    storage_options: Mapping[str, str] = field(default_factory=dict)
-    progress: bool = True
-    workers: int | None = None
-
-    def __post_init__(self) -> None:
-        choices = {
-            "mode": ("mlm", "task"),
-            "encoding": tuple(ENCODINGS),
-            "positions": ("masked", "all"),
-            "dtype": ("auto", *DTYPES),
-            "value_dtype": ("q8", "fp16"),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                flag = name.replace("_", "-")
-                raise UserError(f"--{flag} must be one of {allowed}, got {getattr(self, name)!r}")
-        if self.device.split(":")[0] not in ("auto", "cpu", "cuda"):
-            raise UserError(f"--device must be auto, cpu or cuda[:N], got {self.device!r}")
-        if not self.corpora:
-            raise UserError("give at least one --corpus NAME=SOURCE")
-        names = [name for name, _ in self.corpora]
-        if len(set(names)) != len(names):
-            raise UserError(f"--corpus names must be unique, got {names}")
-        if self.k < 1 or self.n_samples < 1:
-            raise UserError(f"--k and --samples must be >= 1, got {self.k}, {self.n_samples}")
-        if self.max_length < 3:
-            raise UserError(
-                f"--max-length must be >= 3 (specials + a token), got {self.max_length}"
-            )
-        if not 0.0 <= self.mask_prob <= 1.0:
-            raise UserError(f"--mask-prob must be in [0, 1], got {self.mask_prob}")
-        if self.mode == "mlm" and self.positions == "masked" and self.mask_prob == 0.0:
-            raise UserError(
-                "--mask-prob 0 leaves nothing masked: use --positions all or mask-prob > 0"
-            )
-        if self.token_budget < self.max_length:
-            raise UserError(
-                f"--token-budget {self.token_budget} must be >= --max-length {self.max_length}"
-            )
-        if self.unit_size < 1:
-            raise UserError(f"--unit-size must be >= 1, got {self.unit_size}")
-        if self.workers is not None and self.workers < 0:
-            raise UserError(f"--workers must be >= 0, got {self.workers}")
 
 
 def build_meta(teacher: Teacher, config: PrecomputeConfig, masking: MaskingSpec) -> StoreMeta:
@@ -164,26 +89,6 @@ def build_meta(teacher: Teacher, config: PrecomputeConfig, masking: MaskingSpec)
             "head_at_positions": teacher.head_at_positions,
         },
     )
-
-
-def _distributed(device: str) -> tuple[int, int, str]:
-    """(rank, world size, device) with the process group initialised under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, device
-    rank = int(os.environ["RANK"])
-    use_cuda = device != "cpu" and torch.cuda.is_available()
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    if use_cuda and device in ("auto", "cuda"):
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-        torch.cuda.set_device(device)
-    return rank, world, device
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        dist.barrier()
 
 
 def load_teacher_for(
@@ -283,56 +188,23 @@ def _finish(
     return n_tokens
 
 
-def teacher_fields(teacher: Teacher) -> dict[str, Any]:
-    """What a run summary says of the teacher."""
-    return {
-        "teacher_hash": teacher.weights_hash,
-        "device": str(teacher.device),
-        "dtype": str(teacher.dtype).removeprefix("torch."),
-        "head_at_positions": teacher.head_at_positions,
-    }
-
-
-def describe_run(
-    teacher: dict[str, Any], config: PrecomputeConfig, computed: dict[str, int]
-) -> dict[str, Any]:
-    """The summary fields every engine reports: `teacher_fields`, and per-corpus counts read
-    back from the store (`computed`: units computed per corpus by this run)."""
-    store = open_store(config.out, storage_options=dict(config.storage_options) or None)
-    corpora = {}
-    for name, _ in config.corpora:
-        corpus = store[name]
-        info = corpus.info
-        corpora[name] = {
-            "sequences": info["counts"]["sequences"],
-            "tokens": info["counts"]["tokens"],
-            "positions": info["counts"]["positions"],
-            "units": corpus.n_units,
-            "units_done": len(corpus.done_units),
-            "units_computed": computed.get(name, 0),
-            "skipped": info["skipped"],
-            "skip_examples": info["skip_examples"],
-        }
-    return {"store": config.out, **teacher, "corpora": corpora}
-
-
 def run_precompute(config: PrecomputeConfig, console: Console | None = None) -> dict[str, Any]:
     """Fill `config.out` with teacher targets for every pending unit; returns a summary dict."""
     started = time.perf_counter()
     console = console or Console(stderr=True)
     options = dict(config.storage_options) or None
     check_store_target(config.out, options)  # before the slow steps
-    rank, world, device = _distributed(config.device)
+    rank, world, device = init_distributed(config.device)
     teacher, meta, masking = load_teacher_for(config, device)
     if rank == 0:
         indexes = corpus_indexes(config)
         writer = open_writer(config, meta, indexes)
-    _barrier(world)
+    barrier(world)
     if rank != 0:
         indexes = corpus_indexes(config)
         writer = open_writer(config, meta, indexes)
     pending = {name: writer.pending(name) for name, _ in config.corpora}
-    _barrier(world)  # every rank reads the same done records before any rank writes a unit
+    barrier(world)  # every rank reads the same done records before any rank writes a unit
     mine = {name: units[rank::world] for name, units in pending.items()}
     work = [(name, unit.index) for name, units in mine.items() for unit in units]
 
@@ -342,10 +214,10 @@ def run_precompute(config: PrecomputeConfig, console: Console | None = None) -> 
         source = unit_source(teacher, config, masking, indexes)
         computed_tokens = compute_units(teacher, config, source, work, writer, progress.ticker)
     compute_s = time.perf_counter() - compute_started
-    _barrier(world)
+    barrier(world)
     if rank == 0:
         consolidate_store(config.out, options)
-    _barrier(world)
+    barrier(world)
     return {
         **describe_run(
             teacher_fields(teacher), config, {n: len(units) for n, units in mine.items()}
@@ -356,27 +228,3 @@ def run_precompute(config: PrecomputeConfig, console: Console | None = None) -> 
         "compute_s": round(compute_s, 3),
         "tokens_computed": computed_tokens,
     }
-
-
-def print_summary(summary: dict[str, Any], console: Console) -> None:
-    """A table per corpus, then the elapsed time and throughput."""
-    table = Table(title=f"precompute -> {summary['store']}")
-    for col in ("corpus", "sequences", "tokens", "positions", "units (computed/total)", "skipped"):
-        table.add_column(col, overflow="fold")
-    for name, c in summary["corpora"].items():
-        skipped = ", ".join(f"{k}={v}" for k, v in c["skipped"].items() if v) or "-"
-        table.add_row(
-            name,
-            str(c["sequences"]),
-            str(c["tokens"]),
-            str(c["positions"]),
-            f"{c['units_computed']}/{c['units']}",
-            skipped,
-        )
-    console.print(table)
-    print_skip_examples([{"name": n, **c} for n, c in summary["corpora"].items()], console)
-    rate = summary["tokens_computed"] / max(summary["compute_s"], 1e-9)
-    console.print(
-        f"{summary['device']} {summary['dtype']}: {summary['tokens_computed']} tokens computed "
-        f"at {rate:,.0f} tokens/s; elapsed {summary['elapsed_s']:.1f} s (incl. load and plan)"
-    )

@@ -30,18 +30,17 @@ import numpy as np
 from rich.console import Console
 
 from logit_store import Unit, UserError, consolidate_store, open_store
+from teacher_infer.configs import PrecomputeConfig
 from teacher_infer.precompute import (
-    PrecomputeConfig,
-    UnitProgress,
     compute_units,
     corpus_indexes,
-    describe_run,
     load_teacher_for,
     open_writer,
-    teacher_fields,
     unit_source,
 )
+from teacher_infer.progress import UnitProgress
 from teacher_infer.ray_session import ray_session
+from teacher_infer.run_summary import describe_run, teacher_fields
 
 # Units per actor call: several let the device compute unit u + 1 while unit u is written (a
 # call returns only once its units are flagged), few keep the pool busy to the end.
