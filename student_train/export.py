@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from logit_store import UserError, open_store
+from student_train.configs import ExportConfig
 from student_train.evaluate import accuracy, icner_metrics
 from student_train.saved_model import TaskModelFolder, load_task_model
 from student_train.task_data import (
@@ -43,7 +44,6 @@ OPSET = 17
 FP32_TOLERANCE = 1e-3
 CHECK_BATCH = 32
 INPUTS = ("input_ids", "attention_mask")
-QUANTIZE = ("int8",)
 
 
 def _onnxruntime() -> Any:
@@ -174,25 +174,6 @@ def task_scores(model: TaskModelFolder, data: TaskSplit, scores: Scores) -> dict
     intent, slot_f1 = found["intent_accuracy"], found["slot_f1"]
     assert isinstance(intent, float) and (slot_f1 is None or isinstance(slot_f1, float))
     return {"intent_accuracy": intent, "slot_f1": slot_f1}
-
-
-@dataclass(frozen=True)
-class ExportConfig:
-    """model: finetune run folder or its model/; onnx: the .onnx path to write; quantize: None
-    or "int8"; store: the store holding the test split (default: the one it was finetuned on)."""
-
-    model: str
-    onnx: str
-    quantize: str | None = None
-    store: str | None = None
-
-    def __post_init__(self) -> None:
-        if not self.onnx.endswith(".onnx"):
-            raise UserError(f"--onnx {self.onnx}: give a path ending in .onnx")
-        if Path(self.onnx).is_dir():
-            raise UserError(f"--onnx {self.onnx}: is a folder; give a file path")
-        if self.quantize is not None and self.quantize not in QUANTIZE:
-            raise UserError(f"--quantize must be one of {QUANTIZE}, got {self.quantize!r}")
 
 
 def run_export(cfg: ExportConfig) -> dict[str, Any]:

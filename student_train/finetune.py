@@ -28,7 +28,6 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,20 +38,19 @@ from rich.table import Table
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
 from logit_store import UserError, open_store
+from student_train.configs import TEACHER, FinetuneConfig
 from student_train.device import adamw, autocast
 from student_train.evaluate import dc_metrics, icner_metrics, per_label_accuracy
 from student_train.heads import (
-    INITS,
-    Init,
     TaskModel,
     check_token_classifier,
     check_tokenizer,
     label_config,
     load_classifier,
-    model_fingerprint,
     resolve_model_dir,
     task_loss,
 )
+from student_train.identity import run_identity
 from student_train.runs import (
     MODEL_DIR,
     config_hash,
@@ -63,8 +61,6 @@ from student_train.runs import (
 )
 from student_train.saved_model import save_task_model, saved_model_complete, store_tokenizer
 from student_train.task_data import (
-    TASKS,
-    Task,
     TaskSplit,
     check_task_corpus,
     collate,
@@ -78,7 +74,6 @@ from teacher_infer.teacher import resolve_device
 
 log = logging.getLogger(__name__)
 PREDICTIONS_FILE = "test_predictions.jsonl"
-TEACHER = "teacher"  # --student teacher: finetune the store's teacher (meta.teacher_id)
 SCORE_KEYS = {
     "dc": ("accuracy", "macro_f1"),
     "icner": (
@@ -86,60 +81,6 @@ SCORE_KEYS = {
         "semantic_error_rate", "exact_match",
     ),
 }  # fmt: skip
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """One finetune-and-evaluate run.
-
-    student: run folder (RUN/model), Hugging Face model folder, or "teacher" for the store's
-    teacher (meta.teacher_id, the teacher baseline); task: "dc" | "icner";
-    store/corpus: the store URL and its task corpus; out: the run folder to write.
-    Budget: `steps` optimiser steps if set, else `epochs` passes over the train split.
-    lr peaks after `warmup_ratio` of the steps, then decays linearly to 0 (AdamW).
-    """
-
-    student: str
-    task: Task
-    store: str
-    corpus: str
-    out: str
-    epochs: float = 3.0
-    steps: int | None = None
-    lr: float = 5e-5
-    batch_size: int = 32
-    eval_batch_size: int = 64
-    seed: int = 0
-    init: Init = "pretrained"
-    dropout: float = 0.1
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    device: str = "auto"
-    storage_options: tuple[tuple[str, str], ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise UserError(f"--task must be one of {TASKS}, got {self.task!r}")
-        if self.init not in INITS:
-            raise UserError(f"--init must be one of {INITS}, got {self.init!r}")
-        if self.steps is not None and self.steps < 1:
-            raise UserError(f"--steps must be >= 1, got {self.steps}")
-        if self.steps is None and not self.epochs > 0:
-            raise UserError(f"--epochs must be > 0, got {self.epochs}")
-        if not self.lr > 0 or self.batch_size < 1 or self.eval_batch_size < 1:
-            raise UserError("--lr must be > 0 and --batch-size >= 1")
-        if not 0 <= self.warmup_ratio < 1 or not 0 <= self.dropout < 1:
-            raise UserError("warmup_ratio and dropout must be in [0, 1)")
-
-    def hashed_fields(self) -> dict[str, Any]:
-        """What determines the result: everything but where it goes and how it is reached. The
-        student enters by its fingerprint (`heads.model_fingerprint`), not by its path, so a
-        moved RUNS folder resumes."""
-        skip = {"student", "out", "device", "storage_options"}
-        if self.steps is not None:
-            skip.add("epochs")  # --steps overrides --epochs
-        return {k: v for k, v in self.__dict__.items() if k not in skip}
 
 
 def train(
@@ -259,13 +200,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         raise UserError(f"--corpus {cfg.corpus!r} is not in {cfg.store} (corpora: {store.corpora})")
     corpus = store[cfg.corpus]
     model_dir = resolve_model_dir(store.meta.teacher_id if cfg.student == TEACHER else cfg.student)
-    record = {
-        **cfg.hashed_fields(),
-        "student_fingerprint": model_fingerprint(model_dir, weights=cfg.init == "pretrained"),
-        "tokenizer_hash": store.meta.tokenizer_hash,
-        "corpus_source_hash": corpus.info.get("source_hash", ""),
-        "n_sequences": len(corpus),
-    }
+    record = run_identity(cfg, store)
     if run_status(out, record) == "done":
         if saved_model_complete(out / MODEL_DIR, cfg.task):
             log.info("%s: identical config already completed, skipping", out)

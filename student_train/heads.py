@@ -12,7 +12,6 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -29,11 +28,8 @@ from transformers.utils import logging as hf_logging
 
 from logit_store import StoreMeta, UserError
 from logit_store.provenance import tokenizer_hash
+from student_train.configs import Init
 from student_train.runs import CONFIG_FILE, MODEL_DIR, read_json
-
-Init = Literal["pretrained", "random"]
-INITS: tuple[Init, ...] = ("pretrained", "random")
-
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
@@ -85,11 +81,12 @@ def _file_sha256(path: Path) -> str:
 
 
 def model_fingerprint(model_dir: Path, weights: bool) -> str:
-    """Identity of the encoder: a distillation run's own config_hash when `model_dir` is RUN/model,
-    else sha256 of config.json plus (when `weights`) every weight file in the folder. With
+    """Identity of the encoder: a run's own config_hash when `model_dir` is RUN/model (weights
+    or not: what a sweep plans before the run exists, `identity.encoder_fingerprint`), else
+    sha256 of config.json plus (when `weights`) every weight file in the folder. With
     weights=False (random init) only the architecture counts."""
     run_config = model_dir.parent / CONFIG_FILE
-    if weights and model_dir.name == MODEL_DIR and run_config.is_file():
+    if model_dir.name == MODEL_DIR and run_config.is_file():
         run_hash = json.loads(run_config.read_text()).get("config_hash")
         if run_hash:
             return f"run:{run_hash}"

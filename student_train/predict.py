@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from logit_store import UserError
+from student_train.configs import PredictConfig
 from student_train.evaluate import slot_set
 from student_train.saved_model import TaskModelFolder, load_task_model
 from student_train.task_data import word_level_tags
@@ -135,23 +136,6 @@ def read_inputs(source: str) -> tuple[list[tuple[str, str]], dict[str, int], lis
         return _stdin_texts(sys.stdin.buffer)
     texts, report = read_corpus(source)
     return [(t.id, t.text) for t in texts], report.skipped, report.examples
-
-
-@dataclass(frozen=True)
-class PredictConfig:
-    """model: finetune run folder or its model/; input: corpus SOURCE or "-" (stdin); out:
-    JSONL path (None: standard output); batch_size: texts per forward pass."""
-
-    model: str
-    input: str
-    out: str | None = None
-    batch_size: int = 32
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.out is not None and Path(self.out).is_dir():
-            raise UserError(f"--out {self.out}: is a folder; give a file path (preds.jsonl)")
 
 
 def run_predict(cfg: PredictConfig, stdout: TextIO) -> dict[str, Any]:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from rich.table import Table
 from scipy import stats
 
 from logit_store import UserError
+from student_train.configs import ReportConfig
 from student_train.report_plots import plot_correlations, plot_size, plot_sweep
 from student_train.report_size import WITHIN_POINTS, size_lines, size_points
 from student_train.runs import METRICS_FILE, RESULTS_FILE, read_metrics, write_json_atomic
@@ -57,23 +57,6 @@ GROUPED_BY = {"dc": "domain", "icner": "intent"}
 MIN_POINTS = 3
 TIES_SHARE = 0.5
 """Warn when more than this share of the labels have one and the same similarity value."""
-
-
-@dataclass(frozen=True)
-class ReportConfig:
-    """runs: a sweep's RUNS folder. plot / similarity_plot: PNG paths (default RUNS/report.png,
-    RUNS/report_similarity.png). similarity_metric: the per-group metric of the similarity
-    reports that gains are correlated with (e.g. coverage, density, nn_cosine_q50)."""
-
-    runs: str
-    plot: str | None = None
-    similarity_plot: str | None = None
-    similarity_metric: str = "coverage"
-
-    def __post_init__(self) -> None:
-        for path in (self.plot, self.similarity_plot):
-            if path is not None and not path.endswith(".png"):
-                raise UserError(f"--plot {path!r}: give a path ending in .png")
 
 
 def error_of(task: str, metrics: dict[str, Any]) -> float:

@@ -31,6 +31,7 @@ from typing import Any
 from rich.console import Console
 
 from logit_store import Store, UserError, open_store
+from student_train.configs import SweepConfig
 from student_train.runs import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -40,7 +41,7 @@ from student_train.runs import (
     write_json_atomic,
 )
 from student_train.sweep_jobs import execute_job, run_scheduled
-from student_train.sweep_plan import Job, SweepConfig, plan_sweep
+from student_train.sweep_plan import Job, plan_sweep
 from student_train.task_data import check_task_corpus
 from student_train.transfer_set import plan_transfer_set
 
@@ -78,12 +79,12 @@ def _cores() -> int:
 
 def _check_transfer_sets(cfg: SweepConfig, store: Store) -> None:
     """Plan every transfer set now, so a source too small fails before any training."""
-    for mix in cfg.mixes:
+    for share in cfg.task_shares:
         for seed in cfg.seeds:
             try:
-                plan_transfer_set(store, cfg.transfer(mix, seed))
+                plan_transfer_set(store, cfg.transfer(share, seed))
             except UserError as err:
-                raise UserError(f"--size {cfg.size} at task share {mix:g}: {err}") from err
+                raise UserError(f"--size {cfg.size} at task share {share:g}: {err}") from err
 
 
 def run_sweep(cfg: SweepConfig, console: Console | None = None) -> dict[str, Any]:

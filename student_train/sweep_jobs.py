@@ -18,21 +18,23 @@ import transformers
 from rich.console import Console
 
 from logit_store import open_store
-from student_train.distill import DistillConfig, run_distill
-from student_train.finetune import FinetuneConfig, run_finetune
+from student_train.configs import DistillConfig, FinetuneConfig, InitConfig
+from student_train.distill import run_distill
+from student_train.finetune import run_finetune
+from student_train.identity import run_identity
 from student_train.runs import CHECKPOINT_DIR, MODEL_DIR, finish_run, open_run, run_status
 from student_train.students import build_student, load_store_tokenizer, save_student
-from student_train.sweep_plan import InitConfig, Job
+from student_train.sweep_plan import Job
 
 
 def save_initial_student(cfg: InitConfig) -> Path:
     """Build the student `cfg.student` as distillation would start it and save it (a run folder
     whose RUN/model an `init` or `random` baseline finetunes)."""
     store = open_store(cfg.store, storage_options=cfg.storage_options or None)
-    out, record = Path(cfg.out), cfg.record(store)
+    out, record = Path(cfg.out), run_identity(cfg, store)
     if run_status(out, record) == "done":
         return out
-    model = build_student(cfg.student, store.meta, seed=0).eval()
+    model = build_student(cfg.student, store.meta, seed=cfg.seed).eval()
     open_run(out, record)
     save_student(model, load_store_tokenizer(store.meta), out / MODEL_DIR)
     config = model.config

@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from logit_store import UserError
+from student_train.configs import SweepConfig
 from student_train.sweep_jobs import execute_job, run_scheduled
-from student_train.sweep_plan import Job, SweepConfig
+from student_train.sweep_plan import Job
 from teacher_infer.ray_session import ray_session
 
 

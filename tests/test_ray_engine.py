@@ -26,8 +26,8 @@ from synthetic import assert_same_store
 from teacher_fixtures import precompute_inputs
 
 from logit_store import UserError, open_store
+from student_train.configs import FinetuneTarget, SweepConfig
 from student_train.sweep import run_sweep
-from student_train.sweep_plan import FinetuneTarget, SweepConfig
 from teacher_infer.precompute import (
     PrecomputeConfig,
     compute_units,
@@ -190,7 +190,7 @@ def test_sweep_on_ray_matches_the_local_engine_and_reruns_skip(ray_local, tmp_pa
     write_task_store(url, save_teacher(tmp_path / "teacher"), sizes)
     cfg = SweepConfig(
         store=url, out=str(tmp_path / "runs-local"), generic="generic",
-        tasks=("task/dc", "task/icner"), mixes=(0.0, 1.0), seeds=(0,),
+        tasks=("task/dc", "task/icner"), task_shares=(0.0, 1.0), seeds=(0,),
         students=("from-teacher:1",), size=20, targets=(FinetuneTarget("dc", "task/dc"),),
         steps=2, finetune_steps=3, batch_tokens=256, device="cpu", jobs=2,
     )  # fmt: skip
@@ -211,6 +211,6 @@ def test_sweep_on_ray_matches_the_local_engine_and_reruns_skip(ray_local, tmp_pa
 def test_sweep_engine_is_checked() -> None:
     with pytest.raises(UserError, match="--engine must be one of"):
         SweepConfig(
-            store="s", out="o", generic="g", tasks=("t",), mixes=(0.0,), seeds=(0,),
+            store="s", out="o", generic="g", tasks=("t",), task_shares=(0.0,), seeds=(0,),
             students=("tiny",), size=1, engine="dask",
         )  # fmt: skip

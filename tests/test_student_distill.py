@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -18,7 +19,9 @@ from student_stores import synthetic_meta, write_store
 from transformers import AutoModel, AutoModelForMaskedLM
 
 from logit_store import StoreCorruptError, StoreMismatchError, UserError, open_store
-from student_train.distill import DistillConfig, run_distill
+from student_train.configs import DistillConfig
+from student_train.distill import run_distill
+from student_train.identity import run_identity
 from student_train.runs import read_metrics
 from student_train.transfer_set import TransferSetSpec
 
@@ -141,7 +144,8 @@ def test_sampled_targets_store_distils(tmp_path: Path, student_json: str) -> Non
 _CHILD = """
 import sys, torch
 torch.set_num_threads(1)
-from student_train.distill import DistillConfig, run_distill
+from student_train.configs import DistillConfig
+from student_train.distill import run_distill
 from student_train.transfer_set import TransferSetSpec
 run_distill(DistillConfig(store=sys.argv[1], out=sys.argv[2], student=sys.argv[3], steps=30,
     lr=3e-3, batch_tokens=256, num_workers=0, checkpoint_every=2, eval_sequences=16,
@@ -227,9 +231,34 @@ def test_run_on_an_incomplete_store_is_not_the_completed_stores_run(
     write_store(partial, {"generic": 40, "task": 40}, only_units=1)
     write_store(full, {"generic": 40, "task": 40})
     cfg = _config(partial, student_json, tmp_path / "run")
-    seen = cfg.record(open_store(partial))
+    seen = run_identity(cfg, open_store(partial))
     assert seen["incomplete_store"] == {"generic": 16, "task": 16}
-    assert "incomplete_store" not in cfg.record(open_store(full))
+    assert "incomplete_store" not in run_identity(cfg, open_store(full))
+
+
+def test_runtime_fields_stay_out_of_the_run_identity(
+    store_url: str, student_json: str, tmp_path: Path
+) -> None:
+    """Fields marked runtime (where and how a run executes) do not change its identity; a
+    setting does, and the student file enters by its content."""
+    store = open_store(store_url)
+    cfg = _config(store_url, student_json, tmp_path / "a")
+    moved = replace(
+        cfg, out=str(tmp_path / "b"), device="cpu", num_workers=0, checkpoint_every=7, log_every=3
+    )
+    assert run_identity(moved, store) == run_identity(cfg, store)
+    assert run_identity(replace(cfg, lr=2 * cfg.lr), store) != run_identity(cfg, store)
+    assert run_identity(cfg, store)["student_file"] == json.loads(Path(student_json).read_text())
+    fields = dataclasses.fields(DistillConfig)
+    runtime = {f.name for f in fields if f.metadata.get("runtime")}
+    assert runtime == {
+        "out",
+        "num_workers",
+        "checkpoint_every",
+        "log_every",
+        "device",
+        "storage_options",
+    }
 
 
 def test_cli_error_is_one_plain_line(

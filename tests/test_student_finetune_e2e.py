@@ -15,7 +15,8 @@ import pytest
 from task_stores import build_task_store
 
 from logit_store import UserError
-from student_train.finetune import FinetuneConfig, run_finetune
+from student_train.configs import FinetuneConfig
+from student_train.finetune import run_finetune
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import torch
 from student_stores import write_store
 
 from logit_store import Store, UserError, open_store
-from student_train.sweep_plan import SweepConfig
+from student_train.configs import SweepConfig
 from student_train.transfer_set import (
     TransferSetSpec,
     plan_transfer_set,
@@ -91,12 +91,12 @@ def test_overlapping_sources_are_refused(store: Store) -> None:
     assert set(plan.selection) == {"task/a", "task/b"}  # siblings do not overlap
     with pytest.raises(UserError, match=r"--generic / --task: sources 'task' and 'task/b'"):
         SweepConfig(
-            store="s", out="o", generic="task", tasks=("task/b",), mixes=(0.5,), seeds=(0,),
+            store="s", out="o", generic="task", tasks=("task/b",), task_shares=(0.5,), seeds=(0,),
             students=("tiny",), size=10,
         )  # fmt: skip
     with pytest.raises(UserError, match="'task/a' is named twice"):
         SweepConfig(
-            store="s", out="o", generic="generic", tasks=("task/a", "task/a"), mixes=(0.5,),
+            store="s", out="o", generic="generic", tasks=("task/a", "task/a"), task_shares=(0.5,),
             seeds=(0,), students=("tiny",), size=10,
         )  # fmt: skip
 

@@ -21,9 +21,9 @@ from rich.console import Console
 from sweep_stores import save_teacher, write_task_store
 
 from logit_store import UserError
+from student_train.configs import FinetuneTarget, SweepConfig
 from student_train.runs import read_metrics
 from student_train.sweep import run_sweep
-from student_train.sweep_plan import FinetuneTarget, SweepConfig
 
 DC, ICNER = FinetuneTarget("dc", "task/dc"), FinetuneTarget("icner", "task/icner")
 QUIET = Console(quiet=True)
@@ -49,7 +49,7 @@ def store_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 def _config(store_url: str, out: Path, **kw: Any) -> SweepConfig:
     fields: dict[str, Any] = dict(
         store=store_url, out=str(out), generic="generic", tasks=("task/dc", "task/icner"),
-        mixes=(0.0, 1.0), seeds=(0,), students=("from-teacher:1",), size=20, targets=(DC,),
+        task_shares=(0.0, 1.0), seeds=(0,), students=("from-teacher:1",), size=20, targets=(DC,),
         steps=2, finetune_steps=3, batch_tokens=256, device="cpu",
     )  # fmt: skip
     return SweepConfig(**{**fields, **kw})
@@ -83,6 +83,8 @@ def test_grid_baselines_results_and_rerun_skips(store_url: str, tmp_path: Path) 
     for row in rows:  # each row carries its run folder's own config and metrics
         assert row["metrics"] == read_metrics(out / row["run"])
         assert row["config"]["config_hash"] == row["metrics"]["config_hash"]
+        # one run identity: the planner names the folder by the hash the runner wrote
+        assert row["run"].endswith("-" + row["config"]["config_hash"][:8])
     mixes = {r["mix"]: r["config"]["transfer"]["mix"] for r in rows if r["kind"] == "distill"}
     assert mixes == {0.0: [["generic", 1.0]], 1.0: [["task/dc", 0.5], ["task/icner", 0.5]]}
     distilled = {r["upstream"] for r in finetunes if r["role"] == "distilled"}
@@ -106,7 +108,7 @@ def test_killed_sweep_resumes_only_missing_runs(store_url: str, tmp_path: Path) 
     cfg = _config(store_url, out, steps=3)
     flags = [
         "--store", store_url, "--generic", "generic", "--task", "task/dc", "--task", "task/icner",
-        "--mix", "0,1", "--seeds", "0", "--student", "from-teacher:1", "--size", "20",
+        "--task-share", "0,1", "--seeds", "0", "--student", "from-teacher:1", "--size", "20",
         "--finetune", "dc:task/dc", "--steps", "3", "--finetune-steps", "3",
         "--batch-tokens", "256", "--device", "cpu", "--out", str(out), "--jobs", "2",
     ]  # fmt: skip
