@@ -15,7 +15,9 @@ from logit_store.encodings import (
     SparseTargets,
     TopK,
     TopKTargets,
+    empty_targets,
     encoding_from_meta,
+    log1mexp,
 )
 from logit_store.errors import StoreCorruptError, StoreMismatchError, UserError
 from logit_store.inspect import print_skip_examples
@@ -71,7 +73,9 @@ __all__ = [
     "check_store_target",
     "consolidate_store",
     "create_store",
+    "empty_targets",
     "encoding_from_meta",
+    "log1mexp",
     "open_store",
     "print_skip_examples",
     "stored_corpus_index",

@@ -26,8 +26,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from logit_store import StoreMeta, UserError
-from logit_store.provenance import tokenizer_hash
+from logit_store import StoreMeta, UserError, tokenizer_hash
 from student_train.configs import Init
 from student_train.runs import CONFIG_FILE, MODEL_DIR, read_json
 

@@ -63,8 +63,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from logit_store import SampledTargets, SparseTargets, TopKTargets
-from logit_store.encodings import log1mexp
+from logit_store import SampledTargets, SparseTargets, TopKTargets, log1mexp
 
 
 def student_log_probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:

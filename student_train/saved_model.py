@@ -30,8 +30,7 @@ from transformers import (
     PreTrainedModel,
 )
 
-from logit_store import StoreMeta, UserError
-from logit_store.provenance import tokenizer_hash
+from logit_store import StoreMeta, UserError, tokenizer_hash
 from student_train.heads import TaskModel, label_config, quiet_transformers
 from student_train.runs import WEIGHTS_FILE, read_json
 from student_train.task_data import TASKS, Task

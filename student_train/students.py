@@ -35,8 +35,7 @@ from transformers import (
     PreTrainedModel,
 )
 
-from logit_store import StoreMeta, UserError
-from logit_store.provenance import tokenizer_hash
+from logit_store import StoreMeta, UserError, tokenizer_hash
 from teacher_infer.teacher import check_tokenizer_fits
 
 FROM_TEACHER = "from-teacher:"

@@ -15,8 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from logit_store import SparseEncoding, SparseTargets, Unit, UnitData
-from logit_store.encodings import empty_targets
+from logit_store import SparseEncoding, SparseTargets, Unit, UnitData, empty_targets
 from teacher_infer.teacher import Teacher
 from teacher_infer.unit_pipeline import PreparedUnit
 
