@@ -20,7 +20,6 @@ from logit_store.encodings import (
     log1mexp,
 )
 from logit_store.errors import StoreCorruptError, StoreMismatchError, UserError
-from logit_store.inspect import print_skip_examples
 from logit_store.layout import Unit
 from logit_store.meta import FORMAT_VERSION, CorpusSpec, StoreMeta
 from logit_store.provenance import tokenizer_hash
@@ -77,7 +76,6 @@ __all__ = [
     "encoding_from_meta",
     "log1mexp",
     "open_store",
-    "print_skip_examples",
     "stored_corpus_index",
     "tokenizer_hash",
 ]

@@ -1,4 +1,5 @@
-"""Command-line pieces every package's commands share: the console, store URL options, engines.
+"""Command-line pieces every package's commands share: the console, store URL options, engines,
+the printing of skipped-line examples.
 
 Each package's `commands` module declares its own typer commands with these; `cli.py` collects
 them into the one `kdcache` app.
@@ -64,3 +65,10 @@ RayAddressOption = Annotated[
     str | None,
     typer.Option(help="--engine ray: cluster to join (auto, HOST:6379); default: a local one."),
 ]
+
+
+def print_skip_examples(corpora: list[dict[str, Any]], console: Console) -> None:
+    """The first skipped or truncated lines of each corpus, as "FILE:LINE: reason"."""
+    for c in corpora:
+        for example in c.get("skip_examples", []):
+            console.print(f"  {c['name']}: {example}", highlight=False, markup=False)

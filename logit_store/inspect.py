@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 from logit_store.reader import Store
 
 POSITION_ARRAYS = ("positions", "masked_ids")
@@ -68,60 +65,3 @@ def inspect_summary(store: Store) -> dict[str, Any]:
         "corpora": corpora,
         "extra": meta.extra,
     }
-
-
-def print_summary(summary: dict[str, Any], console: Console) -> None:
-    console.print(
-        f"[bold]{summary['store']}[/bold]  "
-        f"(format v{summary['format_version']}, {summary['tool_version']})"
-    )
-    console.print(
-        f"teacher    {summary['teacher']['id']}  [dim]{summary['teacher']['hash'][:16]}[/dim]"
-    )
-    tok = summary["tokenizer"]
-    console.print(f"tokenizer  {tok['id']}  V={tok['vocab_size']}  [dim]{tok['hash'][:16]}[/dim]")
-    console.print(
-        f"targets    mode={summary['mode']}  {summary['encoding']} {summary['settings']}  "
-        f"values={summary['value_dtype']}  max_length={summary['max_length']}  "
-        f"masking={summary['masking']}"
-    )
-    table = Table(title=None)
-    for col in (
-        "corpus",
-        "sequences",
-        "tokens",
-        "labelled pos.",
-        "B/pos (targets)",
-        "B/pos (all)",
-        "units",
-        "skipped",
-    ):
-        left = col in ("corpus", "skipped")
-        table.add_column(col, justify="left" if left else "right", overflow="fold")
-    for c in summary["corpora"]:
-        units = f"{c['units_done']}/{c['units_total']}"
-        table.add_row(
-            c["name"],
-            f"{c['sequences']:,}",
-            f"{c['tokens']:,}",
-            f"{c['labelled_positions']:,}",
-            f"{c['target_bytes_per_position']:.1f}",
-            f"{c['position_bytes_per_position']:.1f}",
-            units if c["complete"] else f"[yellow]{units}[/yellow]",
-            ", ".join(f"{k}={v}" for k, v in c["skipped"].items()) or "-",
-        )
-    console.print(table)
-    print_skip_examples(summary["corpora"], console)
-    state = (
-        "[green]complete[/green]"
-        if summary["complete"]
-        else "[yellow]incomplete: rerun precompute to finish[/yellow]"
-    )
-    console.print(f"status     {state}")
-
-
-def print_skip_examples(corpora: list[dict[str, Any]], console: Console) -> None:
-    """The first skipped or truncated lines of each corpus, as "FILE:LINE: reason"."""
-    for c in corpora:
-        for example in c.get("skip_examples", []):
-            console.print(f"  {c['name']}: {example}", highlight=False, markup=False)

@@ -7,10 +7,10 @@ recompute (delete nothing by hand: a rerun of precompute rewrites units whose fl
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from rich.console import Console
 
 from logit_store.arrays import unit_arrays
 from logit_store.errors import StoreCorruptError
@@ -121,7 +121,9 @@ def _check_unit(corpus: Corpus, u: int, n_classes: int, vocab: int) -> list[str]
 
 
 def verify_store(
-    url: str, storage_options: dict[str, Any] | None = None, console: Console | None = None
+    url: str,
+    storage_options: dict[str, Any] | None = None,
+    progress: Callable[[str], object] | None = None,
 ) -> list[str]:
     """Every fault found, as one line each; an empty list means complete and consistent.
 
@@ -155,6 +157,6 @@ def verify_store(
             )
         for u in corpus.done_units.tolist():
             faults.extend(_check_unit(corpus, u, store.meta.num_classes, store.meta.vocab_size))
-        if console is not None:
-            console.print(f"checked corpus {name!r}: {len(corpus.done_units)} units")
+        if progress is not None:
+            progress(f"checked corpus {name!r}: {len(corpus.done_units)} units")
     return faults

@@ -8,7 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from logit_store import open_store, print_skip_examples
+from logit_store import open_store
+from logit_store.cli_options import print_skip_examples
 from teacher_infer.configs import PrecomputeConfig
 from teacher_infer.teacher import Teacher
 
