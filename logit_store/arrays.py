@@ -46,7 +46,6 @@ UNIT_ARRAYS: dict[str, tuple[str, Any]] = {
     "target_ids": ("position2", "uint32"),
     "id_table": ("table", "uint32"),
 }
-TABLE_CHUNK = 4096
 # what each array holds, stored in its attributes (docs/FORMAT.md has the whole specification)
 DESCRIPTIONS = {
     "done": "per unit: the done record (JSON), written last; absent = unit not written",
@@ -73,33 +72,6 @@ def unit_arrays(meta: StoreMeta) -> dict[str, tuple[str, Any]]:
     arrays included."""
     stored = meta.target_encoding.stored_arrays().items()
     return UNIT_ARRAYS | {name: (_axis(spec), spec.dtype) for name, spec in stored}
-
-
-def table_slot(meta: StoreMeta, layout: UnitLayout) -> int:
-    """Room for one unit's id table: every class at most, one id per stored entry at most,
-    rounded up to whole table chunks."""
-    need = min(meta.num_classes, layout.position_slot * meta.width)
-    return -(-need // TABLE_CHUNK) * TABLE_CHUNK if need > TABLE_CHUNK else need
-
-
-def slot_of(name: str, meta: StoreMeta, layout: UnitLayout) -> int:
-    """Size of one unit's slot in array `name` (first axis)."""
-    axis = unit_arrays(meta)[name][0]
-    if axis == "table":
-        return table_slot(meta, layout)
-    return layout.slot("position" if axis == "position2" else axis)
-
-
-def inner_chunk(name: str, meta: StoreMeta, layout: UnitLayout) -> int:
-    """Rows per inner chunk of array `name`: what a unit writes is rounded up to these."""
-    axis = unit_arrays(meta)[name][0]
-    if axis == "sequence":
-        return layout.unit_size
-    if axis == "token":
-        return layout.token_chunk
-    if axis == "table":
-        return min(TABLE_CHUNK, table_slot(meta, layout))
-    return layout.position_chunk
 
 
 def child_array(group: zarr.Group, name: str) -> zarr.Array:
@@ -168,12 +140,12 @@ def open_root(
 
 
 def read_target_ids(
-    array: Callable[[str], zarr.Array], u: int, table_slot: int, start: int, n: int
+    array: Callable[[str], zarr.Array], layout: UnitLayout, u: int, n: int
 ) -> np.ndarray:
-    """Stored rank gaps of positions [start, start + n) -> absolute ids, via unit u's id table."""
-    gaps = np.asarray(array("target_ids")[start : start + n])
+    """Stored rank gaps of unit u's first n positions -> absolute ids, via the unit's id table."""
+    gaps = np.asarray(array("target_ids")[layout.rows("position", u, n)])
     used = int(np.cumsum(gaps, axis=1, dtype=np.int64).max()) + 1 if gaps.size else 0
-    table = np.asarray(array("id_table")[u * table_slot : u * table_slot + used])
+    table = np.asarray(array("id_table")[layout.rows("table", u, used)])
     return target_codec.ids_from_gaps(gaps, table)
 
 
@@ -207,7 +179,14 @@ def create_corpus_arrays(group: zarr.Group, meta: StoreMeta, spec: CorpusSpec) -
     write its source index; returns the layout. Safe to repeat: a resume recreates only what
     is missing."""
     one_per_sequence = meta.mode == "task" and meta.task_kind == "sequence"
-    layout = UnitLayout.create(spec.unit_size, meta.max_length, spec.n_units, one_per_sequence)
+    layout = UnitLayout.create(
+        spec.unit_size,
+        meta.max_length,
+        spec.n_units,
+        one_per_sequence,
+        n_classes=meta.num_classes,
+        width=meta.width,
+    )
     units = layout.n_units
     stored = meta.target_encoding.stored_arrays()
     descriptions = DESCRIPTIONS | {name: array.about for name, array in stored.items()}
@@ -225,7 +204,7 @@ def create_corpus_arrays(group: zarr.Group, meta: StoreMeta, spec: CorpusSpec) -
         "done", shape=(units,), dtype=str, chunks=(1,), compressors=[Crc32cCodec()], fill_value=""
     )
     for name, (axis, dtype) in unit_arrays(meta).items():
-        slot = slot_of(name, meta, layout)
+        slot = layout.slot(axis)
         width = (meta.width,) if axis == "position2" else ()
         if axis == "sequence":
             ensure(
@@ -241,7 +220,7 @@ def create_corpus_arrays(group: zarr.Group, meta: StoreMeta, spec: CorpusSpec) -
             name,
             shape=(units * slot, *width),
             dtype=dtype,
-            chunks=(inner_chunk(name, meta, layout), *width),
+            chunks=(layout.chunk(axis), *width),
             shards=(slot, *width),
             compressors=numeric_codecs(),
             fill_value=0,

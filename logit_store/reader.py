@@ -85,10 +85,8 @@ class Corpus:
         self._cache: OrderedDict[int, UnitBlock] = OrderedDict()
         self._done_records: dict[int, dict[str, Any]] = {}
         self.attrs: dict[str, Any] = attrs_dict(group, CORPUS_KEY)
-        self.layout = UnitLayout.from_dict(self.attrs["layout"])
-        self.unit_size, self.n_units = self.layout.unit_size, self.layout.n_units
-        self.token_slot, self.position_slot = self.layout.token_slot, self.layout.position_slot
-        self.table_slot = int(self.attrs["table_slot"])
+        self.layout = UnitLayout.from_attrs(self.attrs)
+        self.n_units = self.layout.n_units
         self.done_units = listed_done_units(self.array("done"))
         self.summary = read_summary(group, self.n_units)
         fresh = self.done_units[~self.summary.covers(self.done_units)]
@@ -196,9 +194,7 @@ class Corpus:
     def _check_objects(self, u: int) -> None:
         """Every object unit u wrote must exist with the size its done record lists."""
         listed = self.done_record(u)["objects"]
-        store = self.store.root.store_path.store
-        base = self.store.root.store_path.path
-        keys = [f"{base}/{key}" if base else key for key, _, _ in listed.values()]
+        store, keys = self.store.listed_objects(listed)
         for (name, (_, size, _)), found in zip(
             listed.items(), object_sizes(store, keys), strict=True
         ):
@@ -225,37 +221,34 @@ class Corpus:
         return block
 
     def _read_unit(self, u: int) -> UnitBlock:
-        g, s, record = self.array, self.unit_size, self.done_record(u)
-        n_seq = int(record["n_sequences"])
-        lengths = np.asarray(g("lengths")[u * s : u * s + n_seq], dtype=np.int64)
-        n_positions = np.asarray(g("n_positions")[u * s : u * s + n_seq], dtype=np.int64)
-        tok0, pos0 = u * self.token_slot, u * self.position_slot
+        g, layout, record = self.array, self.layout, self.done_record(u)
+        sequences = layout.rows("sequence", u, int(record["n_sequences"]))
+        lengths = np.asarray(g("lengths")[sequences], dtype=np.int64)
+        n_positions = np.asarray(g("n_positions")[sequences], dtype=np.int64)
         n_tok, n_pos = int(lengths.sum()), int(n_positions.sum())
         if n_tok != record["n_tokens"] or n_pos != record["n_positions"]:
             raise ValueError("its lengths do not add up to the counts of its done record")
+        tokens, positions = layout.rows("token", u, n_tok), layout.rows("position", u, n_pos)
         return UnitBlock(
             lengths=lengths,
             n_positions=n_positions,
             token_start=np.cumsum(lengths) - lengths,
             position_start=np.cumsum(n_positions) - n_positions,
-            input_ids=np.asarray(g("input_ids")[tok0 : tok0 + n_tok], dtype=np.int64),
-            word_ids=np.asarray(g("word_ids")[tok0 : tok0 + n_tok], dtype=np.int64),
-            positions=np.asarray(g("positions")[pos0 : pos0 + n_pos], dtype=np.int64),
-            masked_ids=np.asarray(g("masked_ids")[pos0 : pos0 + n_pos], dtype=np.int64),
-            target_ids=read_target_ids(g, u, self.table_slot, pos0, n_pos),
+            input_ids=np.asarray(g("input_ids")[tokens], dtype=np.int64),
+            word_ids=np.asarray(g("word_ids")[tokens], dtype=np.int64),
+            positions=np.asarray(g("positions")[positions], dtype=np.int64),
+            masked_ids=np.asarray(g("masked_ids")[positions], dtype=np.int64),
+            target_ids=read_target_ids(g, layout, u, n_pos),
             target_arrays={
-                name: np.asarray(g(name)[pos0 : pos0 + n_pos])
+                name: np.asarray(g(name)[positions])
                 for name in self.store.meta.target_encoding.stored_arrays()
             },
         )
 
     def _records(self, units: np.ndarray, local: np.ndarray) -> list[SequenceInfo]:
-        arr, s = self.array("records"), self.unit_size
+        arr, rows = self.array("records"), self.layout.start("sequence", units) + local
         try:
-            return [
-                SequenceInfo.from_json(str(np.asarray(arr[int(u) * s + int(i)]).item()))
-                for u, i in zip(units, local, strict=True)
-            ]
+            return [SequenceInfo.from_json(str(np.asarray(arr[int(r)]).item())) for r in rows]
         except DAMAGE as err:
             raise self._damaged(", array 'records'", err) from err
 
@@ -317,7 +310,7 @@ class Corpus:
         if not which:
             return {}
         units, sizes = self.done_units[which], self.units.n_sequences[which]
-        rows = ragged_index(units * self.unit_size, sizes)
+        rows = ragged_index(self.layout.start("sequence", units), sizes)
         try:
             values = np.asarray(self.array(array).get_orthogonal_selection(rows))
         except DAMAGE as err:
@@ -336,10 +329,10 @@ class Corpus:
         return np.concatenate(filled)
 
     def _sequence_column(self, array: str) -> np.ndarray:
-        arr, s = self.array(array), self.unit_size
+        arr = self.array(array)
         try:
             parts = [
-                np.asarray(arr[u * s : u * s + int(n)], dtype=object)
+                np.asarray(arr[self.layout.rows("sequence", int(u), int(n))], dtype=object)
                 for u, n in zip(self.done_units, self.units.n_sequences, strict=True)
             ]
             values = np.concatenate(parts) if parts else np.zeros(0, dtype=object)
@@ -383,6 +376,12 @@ class Store:
         if self._pid != os.getpid():
             self._root, self._pid = open_root(self.url, "r", self.storage_options), os.getpid()
         return self._root
+
+    def listed_objects(self, listed: dict[str, list[Any]]) -> tuple[Any, list[str]]:
+        """The zarr store holding the objects a done record lists, and their keys there."""
+        base = self.root.store_path.path
+        keys = [f"{base}/{key}" if base else key for key, _, _ in listed.values()]
+        return self.root.store_path.store, keys
 
     @property
     def corpora(self) -> list[str]:

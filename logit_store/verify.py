@@ -37,8 +37,7 @@ def _check_objects(corpus: Corpus, u: int, record: dict[str, Any], where: str) -
         for name in _expected_objects(corpus, record)
         if name not in listed
     ]
-    store, base = corpus.store.root.store_path.store, corpus.store.root.store_path.path
-    keys = [f"{base}/{key}" if base else key for key, _, _ in listed.values()]
+    store, keys = corpus.store.listed_objects(listed)
     for (name, (_, size, crc)), data in zip(listed.items(), object_bytes(store, keys), strict=True):
         if data is None:
             faults.append(f"{where}: array {name!r} has no stored object (deleted?)")
@@ -64,7 +63,7 @@ def _check_identity(corpus: Corpus, u: int, record: dict[str, Any], where: str) 
 
 
 def _check_unit(corpus: Corpus, u: int, n_classes: int, vocab: int) -> list[str]:
-    meta, s = corpus.store.meta, corpus.unit_size
+    meta, layout = corpus.store.meta, corpus.layout
     where = f"corpus {corpus.name!r} unit {u}"
     try:
         record = corpus.done_record(u)
@@ -77,14 +76,10 @@ def _check_unit(corpus: Corpus, u: int, n_classes: int, vocab: int) -> list[str]
     n_seq = int(record["n_sequences"])
     try:
         block = corpus._read_unit(u)
-        records = np.asarray(corpus.array("records")[u * s : (u + 1) * s], dtype=object)
-        id_table = np.asarray(
-            corpus.array("id_table")[u * corpus.table_slot : (u + 1) * corpus.table_slot]
-        )
+        records = np.asarray(corpus.array("records")[layout.rows("sequence", u)], dtype=object)
+        id_table = np.asarray(corpus.array("id_table")[layout.rows("table", u)])
         gaps = np.asarray(
-            corpus.array("target_ids")[
-                u * corpus.position_slot : u * corpus.position_slot + int(record["n_positions"])
-            ]
+            corpus.array("target_ids")[layout.rows("position", u, int(record["n_positions"]))]
         )
     except DAMAGE as err:  # a failed checksum, a truncated object or bad metadata
         return [f"{where}: cannot be read ({type(err).__name__}: {err})"]
@@ -95,7 +90,8 @@ def _check_unit(corpus: Corpus, u: int, n_classes: int, vocab: int) -> list[str]
             try:
                 SequenceInfo.from_json(str(rec))
             except ValueError:
-                faults.append(f"{where}: record {u * s + i} is not a valid record (JSON)")
+                row = layout.start("sequence", u) + i
+                faults.append(f"{where}: record {row} is not a valid record (JSON)")
                 break
     ids = block.input_ids
     if len(ids) and (ids.min() < 0 or ids.max() >= vocab):

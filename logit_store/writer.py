@@ -38,11 +38,8 @@ from logit_store.arrays import (
     check_store_target,
     child_array,
     create_corpus_arrays,
-    inner_chunk,
     listed_done_units,
     open_root,
-    slot_of,
-    table_slot,
     unit_arrays,
 )
 from logit_store.encodings import SparseTargets
@@ -160,8 +157,7 @@ def create_store(
                 **spec.identity(),
                 "source": spec.source,
                 "index": spec.index,
-                "layout": layouts[spec.name].to_dict(),
-                "table_slot": table_slot(stored, layouts[spec.name]),
+                **layouts[spec.name].to_attrs(),
             }
     return StoreWriter(url, root, stored, {s.name: s for s in specs}, layouts, storage_options)
 
@@ -255,25 +251,26 @@ class StoreWriter:
         layout, meta = self.layouts[unit.corpus], self.meta
         _check_unit(unit, data, layout, meta)
         records = EncodedRecords.of(data.records)
-        u = unit.index
+        u, arrays = unit.index, unit_arrays(meta)
         refs: list[ObjectRef] = []
         writes: list[Any] = []
 
         def put(name: str, values: np.ndarray) -> None:
             arr = self._array(unit.corpus, name)
-            slot, used = slot_of(name, meta, layout), len(values)
-            if unit_arrays(meta)[name][0] == "sequence":
+            axis, used = arrays[name][0], len(values)
+            slot = layout.slot(axis)
+            if axis == "sequence":
                 rows = slot
             elif used == 0:
                 return
             else:
-                rows = min(slot, round_up(used, inner_chunk(name, meta, layout)))
+                rows = min(slot, round_up(used, layout.chunk(axis)))
             if arr.dtype.kind in "OTU":
                 full = np.full((rows,), "", dtype=object)
             else:
                 full = np.zeros((rows, *arr.shape[1:]), dtype=arr.dtype)
             full[:used] = values
-            writes.append(arr.async_array.setitem(slice(u * slot, u * slot + rows), full))
+            writes.append(arr.async_array.setitem(layout.rows(axis, u, rows), full))
             refs.append((name, arr, (u,) + (0,) * (arr.ndim - 1)))
 
         put("lengths", data.lengths.astype(np.int32))
