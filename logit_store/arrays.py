@@ -74,6 +74,29 @@ def unit_arrays(meta: StoreMeta) -> dict[str, tuple[str, Any]]:
     return UNIT_ARRAYS | {name: (_axis(spec), spec.dtype) for name, spec in stored}
 
 
+# What zarr raises opening a node whose metadata object is missing (KeyError) or unreadable: bad
+# JSON (json.JSONDecodeError) or a schema it refuses (MetadataValidationError, both ValueErrors;
+# a missing field is a KeyError).
+METADATA_DAMAGE = (KeyError, ValueError)
+
+
+class StoreDamage(Exception):
+    """Internal: a stored object is missing, unreadable or inconsistent with its done record.
+    Readers turn it into a `StoreCorruptError` naming the corpus and unit, verify into a fault."""
+
+
+def read(array: zarr.Array, selection: Any, index: str = "basic") -> np.ndarray:
+    """`array[selection]` ("orthogonal": `array.oindex`, "coordinate": `array.vindex`), where
+    a damaged object is a StoreDamage: zarr's codecs raise ValueError for a failed crc32c, which
+    any truncated, garbled or replaced byte of a chunk fails first (the checksum is the outer
+    codec). Only the zarr read is guarded, so a bug in the code around it is not "damage"."""
+    indexer: Any = {"basic": array, "orthogonal": array.oindex, "coordinate": array.vindex}[index]
+    try:
+        return np.asarray(indexer[selection])
+    except ValueError as err:
+        raise StoreDamage(f"array {array.basename!r} cannot be read ({err})") from err
+
+
 def child_array(group: zarr.Group, name: str) -> zarr.Array:
     arr = group[name]
     if not isinstance(arr, zarr.Array):
@@ -143,9 +166,11 @@ def read_target_ids(
     array: Callable[[str], zarr.Array], layout: UnitLayout, u: int, n: int
 ) -> np.ndarray:
     """Stored rank gaps of unit u's first n positions -> absolute ids, via the unit's id table."""
-    gaps = np.asarray(array("target_ids")[layout.rows("position", u, n)])
+    gaps = read(array("target_ids"), layout.rows("position", u, n))
     used = int(np.cumsum(gaps, axis=1, dtype=np.int64).max()) + 1 if gaps.size else 0
-    table = np.asarray(array("id_table")[layout.rows("table", u, used)])
+    if used > layout.slot("table"):
+        raise StoreDamage("array 'target_ids' points past the unit's id table")
+    table = read(array("id_table"), layout.rows("table", u, used))
     return target_codec.ids_from_gaps(gaps, table)
 
 

@@ -26,10 +26,13 @@ from logit_store.arrays import (
     CORPORA_GROUP,
     CORPUS_KEY,
     META_KEY,
+    METADATA_DAMAGE,
+    StoreDamage,
     attrs_dict,
     child_array,
     listed_done_units,
     open_root,
+    read,
     read_target_ids,
 )
 from logit_store.batch import (
@@ -47,10 +50,6 @@ from logit_store.sequence_info import FIELDS, SequenceInfo
 from logit_store.summary import read_summary
 
 UNIT_CACHE = 4
-# What zarr and the decoders raise on a damaged store: a failed crc32c, a truncated object or
-# unreadable metadata (ValueError, JSONDecodeError), a deleted array (KeyError), ids past the id
-# table (IndexError).
-DAMAGE = (ValueError, KeyError, IndexError)
 
 
 class Corpus:
@@ -61,9 +60,12 @@ class Corpus:
         self._open()
 
     def _corpus_group(self) -> zarr.Group:
-        group = self.store.root[f"{CORPORA_GROUP}/{self.name}"]
+        try:
+            group = self.store.root[f"{CORPORA_GROUP}/{self.name}"]
+        except METADATA_DAMAGE as err:
+            raise StoreDamage(f"its group's metadata is missing or unreadable ({err})") from err
         if not isinstance(group, zarr.Group):
-            raise KeyError(f"{self.name} is not a group")
+            raise StoreDamage("its group is an array")
         return group
 
     def _damaged(self, where: str, err: Exception | str) -> StoreCorruptError:
@@ -75,7 +77,7 @@ class Corpus:
     def _open(self) -> None:
         try:
             self._open_group()
-        except DAMAGE as err:
+        except StoreDamage as err:
             raise self._damaged("", err) from err
 
     def _open_group(self) -> None:
@@ -84,11 +86,17 @@ class Corpus:
         self._arrays: dict[str, zarr.Array] = {}
         self._cache: OrderedDict[int, UnitBlock] = OrderedDict()
         self._done_records: dict[int, dict[str, Any]] = {}
-        self.attrs: dict[str, Any] = attrs_dict(group, CORPUS_KEY)
-        self.layout = UnitLayout.from_attrs(self.attrs)
+        try:  # attributes a writer set: parsed from stored JSON
+            self.attrs: dict[str, Any] = attrs_dict(group, CORPUS_KEY)
+            self.layout = UnitLayout.from_attrs(self.attrs)
+        except (KeyError, ValueError, TypeError) as err:
+            raise StoreDamage(f"its attributes are missing or malformed ({err!r})") from err
         self.n_units = self.layout.n_units
         self.done_units = listed_done_units(self.array("done"))
-        self.summary = read_summary(group, self.n_units)
+        try:
+            self.summary = read_summary(group, self.n_units)
+        except ValueError as err:  # a summary chunk failed its checksum (see `read`)
+            raise StoreDamage(f"its summary cannot be read ({err})") from err
         fresh = self.done_units[~self.summary.covers(self.done_units)]
         for u, record in zip(fresh.tolist(), self._read_done_records(fresh), strict=True):
             self._done_records[u] = record
@@ -100,7 +108,7 @@ class Corpus:
     def _read_done_records(self, units: np.ndarray) -> list[dict[str, Any]]:
         if not len(units):
             return []
-        raw = np.asarray(self.array("done").get_coordinate_selection(units), dtype=object)
+        raw = read(self.array("done"), units, "coordinate").astype(object)
         out = []
         for u, text in zip(units.tolist(), raw.tolist(), strict=True):
             try:
@@ -124,7 +132,7 @@ class Corpus:
         """(n_units, 32) content hashes of the units' source, when the index recorded them."""
         if "index_hashes" not in self.group:
             return None
-        return np.asarray(self.array("index_hashes")[...])
+        return read(self.array("index_hashes"), ...)
 
     def done_record(self, u: int) -> dict[str, Any]:
         """Unit u's done record (its counts, skips, labels and object manifest)."""
@@ -160,8 +168,8 @@ class Corpus:
         if name not in self._arrays:
             try:
                 self._arrays[name] = child_array(self.group, name)
-            except (KeyError, ValueError) as err:  # deleted or unreadable zarr.json
-                raise ValueError(
+            except METADATA_DAMAGE as err:  # deleted or unreadable zarr.json
+                raise StoreDamage(
                     f"array {name!r}: its metadata is missing or unreadable ({err})"
                 ) from err
         return self._arrays[name]
@@ -199,9 +207,9 @@ class Corpus:
             listed.items(), object_sizes(store, keys), strict=True
         ):
             if found is None:
-                raise ValueError(f"the stored object of array {name!r} is missing (deleted?)")
+                raise StoreDamage(f"the stored object of array {name!r} is missing (deleted?)")
             if found != size:
-                raise ValueError(
+                raise StoreDamage(
                     f"the stored object of array {name!r} has {found} bytes, its done record "
                     f"says {size} (truncated or replaced?)"
                 )
@@ -213,7 +221,7 @@ class Corpus:
         try:
             self._check_objects(u)
             block = self._read_unit(u)
-        except DAMAGE as err:
+        except StoreDamage as err:
             raise self._damaged(f", unit {u}", err) from err
         self._cache[u] = block
         if len(self._cache) > UNIT_CACHE:
@@ -223,33 +231,37 @@ class Corpus:
     def _read_unit(self, u: int) -> UnitBlock:
         g, layout, record = self.array, self.layout, self.done_record(u)
         sequences = layout.rows("sequence", u, int(record["n_sequences"]))
-        lengths = np.asarray(g("lengths")[sequences], dtype=np.int64)
-        n_positions = np.asarray(g("n_positions")[sequences], dtype=np.int64)
+        lengths = read(g("lengths"), sequences).astype(np.int64)
+        n_positions = read(g("n_positions"), sequences).astype(np.int64)
         n_tok, n_pos = int(lengths.sum()), int(n_positions.sum())
         if n_tok != record["n_tokens"] or n_pos != record["n_positions"]:
-            raise ValueError("its lengths do not add up to the counts of its done record")
+            raise StoreDamage("its lengths do not add up to the counts of its done record")
         tokens, positions = layout.rows("token", u, n_tok), layout.rows("position", u, n_pos)
         return UnitBlock(
             lengths=lengths,
             n_positions=n_positions,
             token_start=np.cumsum(lengths) - lengths,
             position_start=np.cumsum(n_positions) - n_positions,
-            input_ids=np.asarray(g("input_ids")[tokens], dtype=np.int64),
-            word_ids=np.asarray(g("word_ids")[tokens], dtype=np.int64),
-            positions=np.asarray(g("positions")[positions], dtype=np.int64),
-            masked_ids=np.asarray(g("masked_ids")[positions], dtype=np.int64),
+            input_ids=read(g("input_ids"), tokens).astype(np.int64),
+            word_ids=read(g("word_ids"), tokens).astype(np.int64),
+            positions=read(g("positions"), positions).astype(np.int64),
+            masked_ids=read(g("masked_ids"), positions).astype(np.int64),
             target_ids=read_target_ids(g, layout, u, n_pos),
             target_arrays={
-                name: np.asarray(g(name)[positions])
+                name: read(g(name), positions)
                 for name in self.store.meta.target_encoding.stored_arrays()
             },
         )
 
     def _records(self, units: np.ndarray, local: np.ndarray) -> list[SequenceInfo]:
-        arr, rows = self.array("records"), self.layout.start("sequence", units) + local
+        rows = self.layout.start("sequence", units) + local
         try:
-            return [SequenceInfo.from_json(str(np.asarray(arr[int(r)]).item())) for r in rows]
-        except DAMAGE as err:
+            texts = read(self.array("records"), rows, "coordinate").tolist()
+        except StoreDamage as err:
+            raise self._damaged("", err) from err
+        try:
+            return [SequenceInfo.from_json(str(text)) for text in texts]
+        except ValueError as err:  # not a record: replaced or garbled
             raise self._damaged(", array 'records'", err) from err
 
     def __getitem__(self, index: int) -> SequenceRecord:
@@ -312,9 +324,9 @@ class Corpus:
         units, sizes = self.done_units[which], self.units.n_sequences[which]
         rows = ragged_index(self.layout.start("sequence", units), sizes)
         try:
-            values = np.asarray(self.array(array).get_orthogonal_selection(rows))
-        except DAMAGE as err:
-            raise self._damaged(f", array {array!r}", err) from err
+            values = read(self.array(array), rows, "orthogonal")
+        except StoreDamage as err:
+            raise self._damaged("", err) from err
         values = values.astype(object).astype("U") if array == "split" else values.astype(np.int64)
         return dict(zip(which, np.split(values, np.cumsum(sizes)[:-1]), strict=True))
 
@@ -329,17 +341,19 @@ class Corpus:
         return np.concatenate(filled)
 
     def _sequence_column(self, array: str) -> np.ndarray:
-        arr = self.array(array)
         try:
+            arr = self.array(array)
             parts = [
-                np.asarray(arr[self.layout.rows("sequence", int(u), int(n))], dtype=object)
+                read(arr, self.layout.rows("sequence", int(u), int(n))).astype(object)
                 for u, n in zip(self.done_units, self.units.n_sequences, strict=True)
             ]
-            values = np.concatenate(parts) if parts else np.zeros(0, dtype=object)
-            if (values == "").any():  # written sequences always have a value
-                raise ValueError("entries of written sequences are empty (deleted object?)")
-        except DAMAGE as err:
-            raise self._damaged(f", array {array!r}", err) from err
+        except StoreDamage as err:
+            raise self._damaged("", err) from err
+        values = np.concatenate(parts) if parts else np.zeros(0, dtype=object)
+        if (values == "").any():  # written sequences always have a value
+            raise self._damaged(
+                f", array {array!r}", "entries of written sequences are empty (deleted object?)"
+            )
         return values
 
     def batch(self, indices: Any) -> SparseBatch:
@@ -403,7 +417,7 @@ class Store:
             if not isinstance(top, zarr.Group):
                 raise KeyError(f"{CORPORA_GROUP} is not a group")
             walk(top, "")
-        except DAMAGE as err:
+        except METADATA_DAMAGE as err:
             raise StoreCorruptError(
                 f"store {self.url}: a corpus group's metadata cannot be read ({err}). "
                 "Run `kdcache verify`."

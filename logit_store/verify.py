@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from logit_store.arrays import unit_arrays
+from logit_store.arrays import StoreDamage, read, unit_arrays
 from logit_store.errors import StoreCorruptError
 from logit_store.objects import object_bytes
-from logit_store.reader import DAMAGE, Corpus, open_store
+from logit_store.reader import Corpus, open_store
 from logit_store.sequence_info import SequenceInfo
 
 MAX_LISTED = 10
@@ -74,15 +74,11 @@ def _check_unit(corpus: Corpus, u: int, n_classes: int, vocab: int) -> list[str]
     if faults:
         return faults
     n_seq = int(record["n_sequences"])
-    try:
+    try:  # ids past the unit's id table are damage too (`read_target_ids`)
         block = corpus._read_unit(u)
-        records = np.asarray(corpus.array("records")[layout.rows("sequence", u)], dtype=object)
-        id_table = np.asarray(corpus.array("id_table")[layout.rows("table", u)])
-        gaps = np.asarray(
-            corpus.array("target_ids")[layout.rows("position", u, int(record["n_positions"]))]
-        )
-    except DAMAGE as err:  # a failed checksum, a truncated object or bad metadata
-        return [f"{where}: cannot be read ({type(err).__name__}: {err})"]
+        records = read(corpus.array("records"), layout.rows("sequence", u)).astype(object)
+    except StoreDamage as err:
+        return [f"{where}: {err}"]
     if (records[:n_seq] == "").any() or (records[n_seq:] != "").any():
         faults.append(f"{where}: array 'records' does not hold exactly {n_seq} records")
     else:
@@ -105,9 +101,6 @@ def _check_unit(corpus: Corpus, u: int, n_classes: int, vocab: int) -> list[str]
     masked = block.masked_ids
     if len(masked) and (masked.min() < 0 or masked.max() >= vocab):
         faults.append(f"{where}: array 'masked_ids' has ids outside [0, {vocab})")
-    ranks = np.cumsum(gaps, axis=1, dtype=np.int64)
-    if ranks.size and ranks.max() >= len(id_table):
-        return [*faults, f"{where}: array 'target_ids' points past the unit's id table"]
     encoding = meta.target_encoding
     targets = encoding.decode(block.target_ids, block.target_arrays)
     if len(targets.ids) and (targets.ids.max() >= n_classes):

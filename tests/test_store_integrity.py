@@ -1,5 +1,6 @@
-"""Where a store may be created on a local disk: never over a file, a folder of other files or
-another zarr group (faults of a store on every backend: test_store_backends.py)."""
+"""Where a store may be created on a local disk (never over a file, a folder of other files or
+another zarr group), and that only damage is reported as damage (faults of a store on every
+backend: test_store_backends.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,17 @@ from pathlib import Path
 
 import pytest
 import zarr
-from synthetic import synthetic_meta, synthetic_specs
+from synthetic import synthetic_meta, synthetic_specs, write_synthetic
 
-from logit_store import CorpusSpec, UserError, create_store
+from logit_store import (
+    CorpusSpec,
+    StoreCorruptError,
+    UserError,
+    create_store,
+    open_store,
+    target_codec,
+)
+from logit_store.verify import verify_store
 
 
 def test_create_store_refuses_paths_that_hold_something_else(tmp_path: Path) -> None:
@@ -32,3 +41,22 @@ def test_create_store_refuses_paths_that_hold_something_else(tmp_path: Path) -> 
     for name in ("..", "../up", "task/./x"):  # zarr refuses these paths with a raw ValueError
         with pytest.raises(UserError, match=r"no '\.' or '\.\.' segments"):
             CorpusSpec(name, n_units=1)
+
+
+def test_an_error_of_the_code_is_not_reported_as_store_damage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only what damage raises (a failed checksum, a missing or unreadable object, counts that
+    contradict a done record) becomes "store corrupt, run verify"; a bug in the code reading a
+    sound store reaches the user as itself."""
+    url = str(tmp_path / "s.zarr")
+    write_synthetic(url)
+
+    def bug(*args: object) -> None:
+        raise ValueError("a bug in the id decoder")
+
+    monkeypatch.setattr(target_codec, "ids_from_gaps", bug)
+    for read in (lambda: open_store(url)["task"][0], lambda: verify_store(url)):
+        with pytest.raises(ValueError, match="a bug in the id decoder") as err:
+            read()
+        assert not isinstance(err.value, StoreCorruptError)
