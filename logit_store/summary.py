@@ -11,7 +11,8 @@ reader would otherwise fetch one by one. At the end of a run the writer consolid
 and ``summary_units``' attributes hold the aggregated skips, skip examples, label and split
 names. The summary is derived data: a reader uses it for the units it covers (after checking
 that its per-sequence arrays add up to its per-unit counts) and reads the done records of units
-written since; a stale or missing summary only costs reads.
+written since; a stale, missing or damaged summary (an unreadable chunk, lengths that do not add
+up to the units' token counts, a split code out of range) only costs reads.
 """
 
 from __future__ import annotations
@@ -99,8 +100,10 @@ class Summary:
         parts: list[np.ndarray | None] = [None] * len(done_units)
         if not covered.any():
             return parts
-        values = self._values(array, codes)
         consolidated = np.flatnonzero(self.table[:, 0] == 1)
+        values = self._values(array, codes, consolidated)
+        if values is None:  # damaged: the units' own chunks hold the same values
+            return parts
         if covered.all() and np.array_equal(consolidated, done_units):
             return self._split_dense(values, n_sequences)
         sizes = self.table[consolidated, 1]
@@ -116,10 +119,27 @@ class Summary:
         """Names of split codes 1, 2, ... (code 0: none)."""
         return list(self.attrs.get("splits", []))
 
-    def _values(self, array: str, codes: bool) -> np.ndarray:
-        stored = self.group[f"summary_{array}"]
-        assert isinstance(stored, zarr.Array)
-        values = np.asarray(stored[...])
+    def _values(self, array: str, codes: bool, consolidated: np.ndarray) -> np.ndarray | None:
+        """The dense per-sequence array, or None when it cannot be read or contradicts the
+        per-unit counts (a deleted chunk reads as fill values: lengths 0, split code 0)."""
+        try:
+            stored = self.group[f"summary_{array}"]
+            assert isinstance(stored, zarr.Array)
+            values = np.asarray(stored[...])
+        except (ValueError, KeyError, IndexError, OSError):  # checksum, missing metadata
+            return None
+        sizes = self.table[consolidated, 1]
+        if len(values) != int(sizes.sum()):
+            return None
+        if array == "lengths":
+            starts = (np.cumsum(sizes) - sizes)[sizes > 0]
+            sums = np.add.reduceat(values.astype(np.int64), starts) if len(starts) else values[:0]
+            if len(values) and values.min() < 1:
+                return None
+            if not np.array_equal(sums, self.table[consolidated, 2][sizes > 0]):
+                return None
+        elif len(values) and (values.min() < 1 or values.max() > len(self.split_names)):
+            return None
         if array == "split" and not codes:
             values = np.array(["", *self.split_names])[values]
         return values
@@ -165,7 +185,7 @@ def consolidate(
     by_unit = {
         int(u): (lengths[i], splits[i])
         for i, u in enumerate(old.tolist())
-        if lengths[i] is not None
+        if lengths[i] is not None and splits[i] is not None  # else damaged: see below
     }
     for u, (record, seq_lengths, seq_splits) in fresh.items():
         table[u] = (1, record["n_sequences"], record["n_tokens"], record["n_positions"])
@@ -173,6 +193,9 @@ def consolidate(
     merged = UnitTable(table[:, 1], table[:, 2], table[:, 3])
     aggregate([summary.attrs], merged)
     aggregate((r for r, _, _ in fresh.values()), merged)
+    # A damaged old summary leaves its units out of by_unit while `table` still claims them:
+    # the new summary's per-sequence arrays are then shorter than claimed and `read_summary`
+    # ignores it (readers use the done records; nothing is counted twice).
     order = sorted(by_unit)
     all_lengths = np.concatenate([by_unit[u][0] for u in order]).astype(np.int32)
     all_splits = np.concatenate([by_unit[u][1] for u in order]).astype(str)
