@@ -7,6 +7,7 @@ reader side (`open_store`) by students, similarity and the CLI.
 import warnings
 
 from logit_store.arrays import check_store_target
+from logit_store.batch import SequenceRecord, SparseBatch
 from logit_store.encodings import (
     ENCODINGS,
     Sampled,
@@ -23,15 +24,10 @@ from logit_store.errors import StoreCorruptError, StoreMismatchError, UserError
 from logit_store.layout import Unit
 from logit_store.meta import FORMAT_VERSION, CorpusSpec, StoreMeta
 from logit_store.provenance import tokenizer_hash
-from logit_store.reader import (
-    Corpus,
-    SequenceRecord,
-    SparseBatch,
-    Store,
-    open_store,
-)
+from logit_store.reader import Corpus
 from logit_store.sequence_info import SequenceInfo
 from logit_store.source_index import stored_corpus_index
+from logit_store.store import Store, open_store
 from logit_store.writer import (
     EncodedRecords,
     StoreWriter,

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from logit_store.cli_options import StorageOption, console, print_skip_examples, storage_options
 from logit_store.inspect import inspect_summary
-from logit_store.reader import open_store
+from logit_store.store import open_store
 from logit_store.verify import verify_store
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from logit_store.reader import Store
+from logit_store.store import Store
 
 POSITION_ARRAYS = ("positions", "masked_ids")
 

@@ -15,8 +15,9 @@ import numpy as np
 from logit_store.arrays import StoreDamage, read, unit_arrays
 from logit_store.errors import StoreCorruptError
 from logit_store.objects import object_bytes
-from logit_store.reader import Corpus, open_store
+from logit_store.reader import Corpus
 from logit_store.sequence_info import SequenceInfo
+from logit_store.store import open_store
 
 MAX_LISTED = 10
 

@@ -47,8 +47,8 @@ from logit_store.errors import StoreCorruptError, StoreMismatchError, UserError
 from logit_store.layout import Unit, UnitLayout, round_up
 from logit_store.meta import CorpusSpec, StoreMeta
 from logit_store.objects import ObjectRef, create_once, manifest, read_object
-from logit_store.reader import open_store
 from logit_store.sequence_info import SequenceInfo, label_names
+from logit_store.store import open_store
 from logit_store.summary import consolidate
 
 STORE_ID_KEY = "kdcache.json"
