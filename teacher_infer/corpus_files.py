@@ -5,8 +5,9 @@
 * ``.csv`` / ``.tsv``: the csv module finds where (possibly multi-line, quoted) rows end.
 * ``.parquet``: row ranges; a unit's hash is over its rows' canonical JSON.
 
-Refused here (`CorpusError`): a FIFO, device or socket, a UTF-16/32 file (byte-order mark), an
-unreadable Parquet file, a CSV quote that never closes, a file with no text field.
+Refused here (`CorpusError`): a FIFO, device or socket, a broken symbolic link, a UTF-16/32 file
+(a byte-order mark, or the NUL-byte pattern of one without it), an unreadable Parquet file, a
+CSV quote that never closes, a file with no text field.
 """
 
 from __future__ import annotations
@@ -65,7 +66,13 @@ class SourceFile:
 
 
 def _check_regular(path: Path) -> os.stat_result:
-    st = path.stat()
+    try:
+        st = path.stat()
+    except OSError as error:  # a broken symbolic link in a folder, a vanished file
+        link = " (a symbolic link to a missing file?)" if path.is_symlink() else ""
+        raise CorpusError(
+            f"{path}: cannot be read ({error.strerror}){link}; fix or remove it"
+        ) from error
     if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
         return st
     what = (
@@ -92,6 +99,33 @@ def _check_encoding(path: Path, head: bytes) -> None:
                 f"{path}: is {name} text (byte-order mark {bom.hex(' ')}); kdcache reads UTF-8: "
                 f"convert it first, e.g. iconv -f {name} -t UTF-8 FILE > FILE.utf8"
             )
+    if path.suffix.lower() == ".parquet" or len(head) < 8:
+        return
+    guess = _nul_pattern(head)
+    if guess is not None:  # NUL bytes are valid UTF-8: without this they would become text
+        raise CorpusError(
+            f"{path}: looks like {guess} text without a byte-order mark (NUL bytes in a regular "
+            f"pattern); kdcache reads UTF-8: convert it first, e.g. iconv -f {guess} -t UTF-8 "
+            "FILE > FILE.utf8"
+        )
+
+
+def _nul_pattern(head: bytes) -> str | None:
+    """The UTF-16/32 variant whose NUL-byte pattern `head` shows (mostly-ASCII text in it has
+    NUL high bytes at fixed offsets mod 2 or 4), or None: a stray NUL in UTF-8 text is no
+    pattern and is read as it is."""
+    data = np.frombuffer(head[: len(head) - len(head) % 4], dtype=np.uint8).reshape(-1, 4)
+    nul = (data == 0).mean(axis=0)  # share of NUL bytes at each offset mod 4
+    patterns = {
+        "UTF-32LE": (False, True, True, True),
+        "UTF-32BE": (True, True, True, False),
+        "UTF-16LE": (False, True, False, True),
+        "UTF-16BE": (True, False, True, False),
+    }
+    for name, zero in patterns.items():
+        if all((share >= 0.3) if z else (share < 0.05) for share, z in zip(nul, zero, strict=True)):
+            return name
+    return None
 
 
 def _scan_lines(path: Path, unit_size: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -340,7 +374,7 @@ def path_index(path: Path, unit_size: int, log: SkipLog) -> tuple[list, list, li
             log.skip(str(file), 1, "empty_file")
             continue
         with file.open("rb") as handle:
-            _check_encoding(file, handle.read(4))
+            _check_encoding(file, handle.read(4096))
         i = len(described)
         if suffix in (".txt", ".jsonl"):
             u, h, f = _line_units(file, i, unit_size, suffix[1:])
