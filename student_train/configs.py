@@ -134,6 +134,10 @@ class FinetuneConfig:
         if not 0 <= self.warmup_ratio < 1 or not 0 <= self.dropout < 1:
             raise UserError("warmup_ratio and dropout must be in [0, 1)")
 
+    def student_folder(self, teacher_id: str) -> str:
+        """The encoder's folder: `student`, or the store's teacher (`teacher_id`) for TEACHER."""
+        return teacher_id if self.student == TEACHER else self.student
+
 
 @dataclass(frozen=True)
 class InitConfig:

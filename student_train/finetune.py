@@ -38,7 +38,7 @@ from rich.table import Table
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
 from logit_store import UserError, open_store
-from student_train.configs import TEACHER, FinetuneConfig
+from student_train.configs import FinetuneConfig
 from student_train.device import adamw, autocast
 from student_train.evaluate import dc_metrics, icner_metrics, per_label_accuracy
 from student_train.heads import (
@@ -199,7 +199,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     if cfg.corpus not in store.corpora:
         raise UserError(f"--corpus {cfg.corpus!r} is not in {cfg.store} (corpora: {store.corpora})")
     corpus = store[cfg.corpus]
-    model_dir = resolve_model_dir(store.meta.teacher_id if cfg.student == TEACHER else cfg.student)
+    model_dir = resolve_model_dir(cfg.student_folder(store.meta.teacher_id))
     record = run_identity(cfg, store)
     if run_status(out, record) == "done":
         if saved_model_complete(out / MODEL_DIR, cfg.task):

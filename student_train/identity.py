@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from logit_store import Store
-from student_train.configs import TEACHER, DistillConfig, FinetuneConfig, RunConfig, settings
+from student_train.configs import DistillConfig, FinetuneConfig, RunConfig, settings
 from student_train.heads import model_fingerprint, resolve_model_dir
 
 DISTILL_STORE_FIELDS = ("teacher_hash", "tokenizer_hash", "encoding", "k", "n_samples", "masking")
@@ -35,9 +35,9 @@ def encoder_fingerprint(
 ) -> str:
     """The identity of the encoder a finetuning starts from; `planned` maps run folders a sweep
     has planned but not yet run to their config hashes (what the folder will be known by)."""
-    folder = store.meta.teacher_id if cfg.student == TEACHER else cfg.student
-    if folder in (planned or {}):
-        return f"run:{(planned or {})[folder]}"
+    folder, planned = cfg.student_folder(store.meta.teacher_id), planned or {}
+    if folder in planned:
+        return f"run:{planned[folder]}"
     return model_fingerprint(resolve_model_dir(folder), weights=cfg.init == "pretrained")
 
 
