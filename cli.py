@@ -123,8 +123,9 @@ def demo(
     from student_train.configs import FinetuneTarget, SweepConfig
     from student_train.report import print_report, run_report
     from student_train.sweep import run_sweep
-    from teacher_infer.adapt import AdaptConfig, print_metrics, run_adapt
-    from teacher_infer.precompute import PrecomputeConfig, run_precompute
+    from teacher_infer.adapt import print_metrics, run_adapt
+    from teacher_infer.configs import AdaptConfig, PrecomputeConfig
+    from teacher_infer.precompute import run_precompute
     from teacher_infer.run_summary import print_summary as print_precompute
 
     started, budget, root = time.perf_counter(), DEMO_BUDGETS[quick], Path(out).resolve()

@@ -40,9 +40,9 @@ import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from logit_store import TopKTargets
+from teacher_infer.configs import PrecomputeConfig
 from teacher_infer.corpora import read_corpus
 from teacher_infer.precompute import (
-    PrecomputeConfig,
     corpus_indexes,
     load_teacher_for,
     open_writer,

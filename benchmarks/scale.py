@@ -145,7 +145,8 @@ def first_units(teacher: Path, corpus: Path, out: Path, units: int, workers: int
 def host_ceiling(teacher: Path, corpus: Path, workers: int, k: int = 32) -> dict[str, Any]:
     """End-to-end tokens/s with the teacher forward and top-k replaced by constant tensors."""
     from logit_store import TopK, TopKTargets
-    from teacher_infer.precompute import PrecomputeConfig, run_precompute
+    from teacher_infer.configs import PrecomputeConfig
+    from teacher_infer.precompute import run_precompute
     from teacher_infer.teacher import Teacher
 
     rows = 1 << 16

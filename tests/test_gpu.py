@@ -16,10 +16,12 @@ from teacher_fixtures import save_tiny_xlmr_mlm, write_text_corpus
 from logit_store import open_store
 from logit_store.encodings import sampled_targets, topk_targets
 from logit_store.verify import verify_store
-from student_train.distill import DistillConfig, run_distill
+from student_train.configs import DistillConfig
+from student_train.distill import run_distill
 from student_train.runs import read_metrics
 from student_train.transfer_set import TransferSetSpec
-from teacher_infer.precompute import PrecomputeConfig, run_precompute
+from teacher_infer.configs import PrecomputeConfig
+from teacher_infer.precompute import run_precompute
 
 pytestmark = pytest.mark.gpu
 

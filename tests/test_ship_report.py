@@ -13,7 +13,8 @@ import torch
 from rich.console import Console
 from safetensors.torch import save_file
 
-from student_train.report import ReportConfig, print_report, run_report
+from student_train.configs import ReportConfig
+from student_train.report import print_report, run_report
 from student_train.report_size import count_parameters
 
 # student -> (hidden size of its fake weights, DC accuracy per seed)

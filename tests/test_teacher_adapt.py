@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 import cli
 from logit_store import UserError
 from teacher_infer import adapt
-from teacher_infer.adapt import AdaptConfig, mask_batch, masked_logits, run_adapt
+from teacher_infer.adapt import mask_batch, masked_logits, run_adapt
+from teacher_infer.configs import AdaptConfig
 from teacher_infer.corpus_records import CorpusText
 from teacher_infer.plan import MaskingSpec, PlannedUnit, plan_texts
 from teacher_infer.teacher import load_teacher

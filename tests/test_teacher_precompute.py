@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 
 import cli
 from logit_store import StoreMismatchError, UserError, open_store
-from teacher_infer.precompute import PrecomputeConfig, run_precompute
+from teacher_infer.configs import PrecomputeConfig
+from teacher_infer.precompute import run_precompute
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ from synthetic import assert_same_store
 from teacher_fixtures import precompute_inputs
 
 from logit_store import consolidate_store, open_store
+from teacher_infer.configs import PrecomputeConfig
 from teacher_infer.corpus_records import CorpusError
 from teacher_infer.precompute import (
-    PrecomputeConfig,
     compute_units,
     corpus_indexes,
     load_teacher_for,

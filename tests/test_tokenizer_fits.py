@@ -18,7 +18,8 @@ import cli
 from logit_store import UserError
 from similarity.encoder import SentenceEncoder
 from student_train.students import load_store_tokenizer
-from teacher_infer.adapt import AdaptConfig, run_adapt
+from teacher_infer.adapt import run_adapt
+from teacher_infer.configs import AdaptConfig
 from teacher_infer.teacher import check_tokenizer_fits, load_teacher
 
 NO_FIT = r"its tokenizer has 5 tokens but the model's vocabulary has 30522"
