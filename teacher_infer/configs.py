@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from logit_store import ENCODINGS, UserError
+from logit_store import ENCODINGS, Sampled, TopK, UserError
 
 
 @dataclass(frozen=True)
@@ -27,9 +27,9 @@ class PrecomputeConfig:
     corpora: tuple[tuple[str, str], ...]
     out: str
     mode: str = "mlm"
-    encoding: str = "topk"
-    k: int = 32
-    n_samples: int = 50
+    encoding: str = TopK.name  # the encodings' settings default to the encodings' own
+    k: int = TopK.k
+    n_samples: int = Sampled.n_samples
     max_length: int = 128
     mask_prob: float = 0.15
     seed: int = 0
@@ -38,7 +38,7 @@ class PrecomputeConfig:
     unit_size: int = 1024
     device: str = "auto"
     dtype: str = "auto"
-    value_dtype: str = "q8"
+    value_dtype: str = TopK.value_dtype
     storage_options: Mapping[str, str] = field(default_factory=dict)
     progress: bool = True
     workers: int | None = None
