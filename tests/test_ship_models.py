@@ -28,8 +28,7 @@ from transformers import (
     RobertaConfig,
 )
 
-from logit_store import UserError, open_store
-from logit_store.provenance import tokenizer_hash
+from logit_store import UserError, open_store, tokenizer_hash
 from student_train.configs import FinetuneConfig
 from student_train.finetune import run_finetune
 from student_train.heads import check_token_classifier

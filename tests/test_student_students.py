@@ -12,8 +12,7 @@ import torch
 from student_stores import synthetic_meta
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
-from logit_store import UserError
-from logit_store.provenance import tokenizer_hash
+from logit_store import UserError, tokenizer_hash
 from student_train.students import (
     build_student,
     load_store_tokenizer,

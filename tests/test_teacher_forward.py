@@ -17,7 +17,7 @@ from transformers import (
     XLMRobertaForMaskedLM,
 )
 
-from logit_store.provenance import tokenizer_hash
+from logit_store import tokenizer_hash
 from teacher_infer.teacher import Teacher, teacher_hash
 
 
