@@ -260,6 +260,9 @@ class Corpus:
             texts = read(self.array("records"), rows, "coordinate").tolist()
         except StoreDamage as err:
             raise self._damaged("", err) from err
+        return self._decode_records(texts)
+
+    def _decode_records(self, texts: Any) -> list[SequenceInfo]:
         try:
             return [SequenceInfo.from_json(str(text)) for text in texts]
         except ValueError as err:  # not a record: replaced or garbled
@@ -296,10 +299,7 @@ class Corpus:
         assert name in FIELDS, f"{name!r} is not a field of the stored records"
         if name == "split":
             return list(self.split_array())
-        try:
-            infos = [SequenceInfo.from_json(r) for r in self._sequence_column("records")]
-        except ValueError as err:
-            raise self._damaged(", array 'records'", err) from err
+        infos = self._decode_records(self._sequence_column("records"))
         return [getattr(info, name) for info in infos]
 
     def split_mask(self, splits: tuple[str, ...] | list[str]) -> np.ndarray:
