@@ -25,3 +25,12 @@ class StoreMismatchError(UserError):
 
 class StoreCorruptError(UserError):
     """A chunk failed its checksum or the store is internally inconsistent."""
+
+
+class DamagedIndexError(StoreCorruptError):
+    """A corpus's stored source index is unreadable or contradicts its identity; `source_hash`
+    is the identity's, so a fresh index of the same source can stand in for it."""
+
+    def __init__(self, message: str, source_hash: str) -> None:
+        super().__init__(message)
+        self.source_hash = source_hash

@@ -2,7 +2,9 @@
 
 A store keeps the index it was created from, so every rank, Ray actor and rerun reads it
 instead of re-reading the sources: only when a file's size or time changed (or the source was
-moved) is it indexed anew, and then its content must be the store's, unit for unit.
+moved) is it indexed anew, and then its content must be the store's, unit for unit. A damaged
+stored index (a deleted or corrupt `index_units` / `index_hashes` chunk) is replaced by a fresh
+one when the source still hashes to the store's source hash.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from logit_store import CorpusSpec, stored_corpus_index
+from logit_store.errors import DamagedIndexError
 from teacher_infer.corpus_index import CorpusIndex, index_source
 from teacher_infer.corpus_records import CorpusError
 
@@ -42,7 +45,11 @@ def index_corpora(
     corpus and its content differs (naming the first changed unit's file and line)."""
     indexes = {}
     for name, source in corpora:
-        stored = stored_corpus_index(out, name, storage_options)
+        try:
+            stored = stored_corpus_index(out, name, storage_options)
+        except DamagedIndexError as err:  # the source itself must be the store's, unit for unit
+            indexes[name] = _reindexed(source, unit_size, seed, err)
+            continue
         old = None
         if stored is not None and stored[0]:
             attrs, arrays = stored
@@ -56,6 +63,18 @@ def index_corpora(
             raise _first_change(old, new)
         indexes[name] = new
     return indexes
+
+
+def _reindexed(source: str, unit_size: int, seed: int, err: DamagedIndexError) -> CorpusIndex:
+    """A fresh index standing in for a damaged stored one: it is the same index when the source
+    still hashes to the store's source hash (indexing is deterministic)."""
+    new = index_source(source, unit_size, seed=seed)
+    if new.source_hash != err.source_hash:
+        raise CorpusError(
+            f"{err}, and {source} no longer hashes to the source the store was written from "
+            "(it changed); restore it, or write the corpus to a new --out store"
+        )
+    return new
 
 
 def corpus_spec(name: str, index: CorpusIndex) -> CorpusSpec:
