@@ -30,7 +30,7 @@ def _expected_objects(corpus: Corpus, record: dict[str, Any]) -> list[str]:
     return [n for n, (axis, _) in unit_arrays(corpus.store.meta).items() if used[axis]]
 
 
-def _check_objects(corpus: Corpus, u: int, record: dict[str, Any], where: str) -> list[str]:
+def _check_objects(corpus: Corpus, record: dict[str, Any], where: str) -> list[str]:
     """Every object of the unit exists with the size and crc32 its done record lists."""
     listed = record["objects"]
     faults = [
@@ -71,7 +71,7 @@ def _check_unit(corpus: Corpus, u: int, n_classes: int, vocab: int) -> list[str]
     except StoreCorruptError as err:
         return [str(err)]
     faults = _check_identity(corpus, u, record, where)
-    faults += _check_objects(corpus, u, record, where)
+    faults += _check_objects(corpus, record, where)
     if faults:
         return faults
     n_seq = int(record["n_sequences"])
