@@ -17,7 +17,7 @@ from typing import Any
 from student_train.runs import MODEL_DIR, WEIGHTS_FILE
 
 WITHIN_POINTS = 1.0
-"""The gap `print_size` names the smallest student for."""
+"""The gap to the teacher within which `size_lines` and the size plot name the smallest student."""
 
 
 def count_parameters(folder: Path) -> int | None:
