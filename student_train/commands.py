@@ -1,9 +1,8 @@
 """`kdcache finetune`, `distill`, `sweep`, `predict` and `export` (registered on the app in cli.py).
 
 Every default here is read from the command's config class (`student_train.configs`, through
-`config_defaults`), so it is stated once. `distill --mix` takes
-a transfer set's sources and weights; `sweep --task-share` the shares of task data its grid
-crosses.
+`config_defaults`), so it is stated once. `distill --mix` takes a transfer set's sources and
+weights; `sweep --task-share` the shares of task data its grid crosses.
 """
 
 from __future__ import annotations

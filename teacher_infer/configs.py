@@ -1,9 +1,8 @@
 """The settings of `kdcache precompute` and `teacher-adapt`, each default stated once and checked
 on construction (a UserError naming the flag).
 
-The command line reads its defaults from these classes (`logit_store.cli_options.
-config_defaults`); this module imports no model code, so the command line can read it when it
-starts.
+The command line reads its defaults from these classes (`cli_options.config_defaults`); this
+module imports no model code, so the command line can read it when it starts.
 """
 
 from __future__ import annotations
