@@ -7,7 +7,8 @@ a slot of a size fixed by the store's settings alone, never by other units:
     sequence axis  [u * S, (u + 1) * S)   S = unit_size                 per-sequence arrays
     token axis     [u * T, (u + 1) * T)   T = unit_size * max_length    rounded up to chunks
     position axis  [u * P, (u + 1) * P)   P = T, or S for a sequence-classification teacher
-    table axis     [u * Q, (u + 1) * Q)   Q = min(classes, P * W)       the unit's id table
+    table axis     [u * Q, (u + 1) * Q)   Q = min(classes, P * W)       the unit's id table,
+                                                                        in whole chunks past one
 
 so a rank can write unit u knowing only u. Sharded arrays have one shard per unit slot; a unit
 writes only the inner chunks it uses (the rest of its shard is absent and costs no bytes), and
