@@ -36,10 +36,13 @@ from logit_store.writer import (
     create_store,
 )
 
-# The create-once identity objects (writer.py) sit beside zarr's own metadata; zarr warns about
-# keys it does not know when it walks a group.
+# The create-once identity objects (writer.py) sit beside zarr's own metadata, and a writer
+# killed mid-write leaves zarr's temporary `zarr.UUID.partial` file; zarr warns about keys it does
+# not know when it walks a group.
 warnings.filterwarnings(
-    "ignore", message=r"Object at (.*/)?kdcache(_identity)?\.json is not recognized"
+    "ignore",
+    message=r"Object at (.*/)?(kdcache(_identity)?\.json|zarr\.[0-9a-f]+\.partial) "
+    r"is not recognized",
 )
 
 __all__ = [
