@@ -19,7 +19,7 @@ from zarr.core.sync import sync
 
 from logit_store import target_codec
 from logit_store.encodings import StoredArray
-from logit_store.errors import StoreCorruptError, UserError
+from logit_store.errors import DamagedAttributesError, StoreCorruptError, UserError
 from logit_store.layout import UnitLayout
 from logit_store.meta import CorpusSpec, StoreMeta
 from logit_store.objects import CREATE_ONCE_PREFIX
@@ -107,7 +107,11 @@ def child_array(group: zarr.Group, name: str) -> zarr.Array:
 def attrs_dict(group: zarr.Group | zarr.Array, key: str) -> dict[str, Any]:
     value = group.attrs[key]
     if not isinstance(value, dict):
-        raise ValueError(f"attribute {key} is not a mapping")
+        raise DamagedAttributesError(
+            f"{group.store_path}: attribute {key} in its zarr.json is not a mapping (got "
+            f"{type(value).__name__}): the store's metadata is damaged; restore zarr.json from a "
+            "copy, or recompute into a new --out store"
+        )
     return dict(value)
 
 

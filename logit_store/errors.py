@@ -27,6 +27,11 @@ class StoreCorruptError(UserError):
     """A chunk failed its checksum or the store is internally inconsistent."""
 
 
+class DamagedAttributesError(StoreCorruptError, ValueError):
+    """A kdcache attribute of a store's metadata is not the mapping a writer sets. A ValueError
+    too, so readers that name the damaged corpus still catch it."""
+
+
 class DamagedIndexError(StoreCorruptError):
     """A corpus's stored source index is unreadable or contradicts its identity; `source_hash`
     is the identity's, so a fresh index of the same source can stand in for it."""
