@@ -49,12 +49,13 @@ from logit_store import (
     open_store,
 )
 from logit_store.encodings import topk_targets
+from student_train.batch_stream import stream_batches
 from student_train.configs import DistillConfig
 from student_train.device import adamw
 from student_train.distill import run_distill, train_step
 from student_train.losses import DistillLoss, dense_kd_loss
 from student_train.students import build_student
-from student_train.transfer_set import TransferSetSpec, plan_transfer_set, stream_batches
+from student_train.transfer_set import TransferSetSpec, plan_transfer_set
 from teacher_infer.teacher import mlm_logits_at
 
 VOCAB, K, MASK, CLS, SEP = 30522, 32, 103, 101, 102

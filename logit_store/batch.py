@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from logit_store.encodings import SampledTargets, SparseTargets, TopKTargets, empty_targets
 from logit_store.meta import StoreMeta
 from logit_store.sequence_info import SequenceInfo
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ class SparseBatch:
 
     def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> SparseBatch:
         """The batch with `fn` applied to every tensor, targets included."""
+        import torch
+
         fields = {k: fn(v) for k, v in vars(self).items() if isinstance(v, torch.Tensor)}
         return replace(self, targets=self.targets.map(fn), **fields)
 
@@ -104,6 +108,8 @@ def assemble_batch(
     unit_block: Callable[[int], UnitBlock],
 ) -> SparseBatch:
     """Sequences `idx` (in unit `units`, at `local` within it) as padded torch tensors."""
+    import torch
+
     lengths = np.zeros(len(idx), dtype=np.int64)
     stored = meta.target_encoding.stored_arrays()
     parts: dict[str, list[np.ndarray]] = {

@@ -12,12 +12,14 @@ error.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-import torch
 
 from logit_store.encodings.base import SparseTargets, as_tensor, kl_rows
+
+if TYPE_CHECKING:
+    import torch
 
 T = TypeVar("T", bound=SparseTargets)
 
@@ -50,6 +52,8 @@ def fidelity(
     `exact` is the unquantized encoding of the same logits (for the quantization-only error);
     both must list ids in the same order (sort by id, as the store does, before comparing).
     """
+    import torch
+
     p = torch.softmax(logits.double(), dim=-1)
     q = stored.distribution(p.shape[-1])
     m = 0.5 * (p + q)
@@ -65,5 +69,7 @@ def fidelity(
 
 def sort_by_id(t: T) -> T:
     """Reorder each row by ascending id (the store's order), keeping (P, W) arrays aligned."""
+    import torch
+
     order = as_tensor(t.ids).argsort(dim=-1)
     return t.map(lambda x: torch.gather(as_tensor(x), 1, order) if x.ndim == 2 else as_tensor(x))

@@ -22,6 +22,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from transformers import PreTrainedModel
 
 from logit_store import SparseBatch, Store, open_store
+from student_train.batch_stream import stream_batches
 from student_train.checkpoints import load_checkpoint, save_checkpoint
 from student_train.configs import DistillConfig
 from student_train.device import adamw, autocast
@@ -37,7 +38,7 @@ from student_train.runs import (
     run_status,
 )
 from student_train.students import build_student, load_store_tokenizer, save_student
-from student_train.transfer_set import TransferSet, plan_transfer_set, stream_batches
+from student_train.transfer_set import TransferSet, plan_transfer_set
 from teacher_infer.teacher import mlm_logits_at, resolve_device
 
 

@@ -32,9 +32,9 @@ from logit_store import UserError, open_store
 from student_train.configs import ExportConfig
 from student_train.evaluate import accuracy, icner_metrics
 from student_train.saved_model import TaskModelFolder, load_task_model
+from student_train.task_batches import collate
 from student_train.task_data import (
     TaskSplit,
-    collate,
     read_task_split,
     sorted_batches,
     word_level_tags,

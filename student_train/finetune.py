@@ -60,10 +60,10 @@ from student_train.runs import (
     run_status,
 )
 from student_train.saved_model import save_task_model, saved_model_complete, store_tokenizer
+from student_train.task_batches import collate
 from student_train.task_data import (
     TaskSplit,
     check_task_corpus,
-    collate,
     label_vocab,
     length_grouped_batches,
     read_task_split,

@@ -8,12 +8,9 @@ import torch
 from student_stores import write_store
 
 from logit_store import Store, UserError, open_store
+from student_train.batch_stream import stream_batches
 from student_train.configs import SweepConfig
-from student_train.transfer_set import (
-    TransferSetSpec,
-    plan_transfer_set,
-    stream_batches,
-)
+from student_train.transfer_set import TransferSetSpec, plan_transfer_set
 
 
 @pytest.fixture(scope="module")

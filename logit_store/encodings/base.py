@@ -19,10 +19,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Any, ClassVar, Protocol, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 
 import numpy as np
-import torch
 
 # the `about` attribute of `target_values` (format 2 stores carry this text)
 TARGET_VALUES_ABOUT = (
@@ -30,13 +29,20 @@ TARGET_VALUES_ABOUT = (
     "order, or sampled counts"
 )
 
+if TYPE_CHECKING:
+    import torch
+
 
 def as_tensor(x: object) -> torch.Tensor:
+    import torch
+
     return x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
 
 
 def kl_rows(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """sum p log(p/q) per row, with 0 log 0 = 0 and p > 0 = q giving inf."""
+    import torch
+
     ratio = torch.where(p > 0, p / q, torch.ones_like(p))
     return torch.where(p > 0, p * torch.log(ratio), torch.zeros_like(p)).sum(-1)
 

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
 
 from logit_store.encodings.base import TARGET_VALUES_ABOUT, SparseTargets, StoredArray, as_tensor
 from logit_store.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ class SampledTargets(SparseTargets):
         return np.asarray(self.counts) == 0
 
     def distribution(self, vocab: int) -> torch.Tensor:
+        import torch
+
         ids = as_tensor(self.ids).long()
         q = torch.zeros(ids.shape[0], vocab, dtype=torch.float64)
         return q.scatter_add_(1, ids, as_tensor(self.counts).double() / self.n_samples)
@@ -49,6 +53,8 @@ def sampled_targets(
 
     Rows are padded to the largest number of unique ids m in the batch with id 0, count 0.
     """
+    import torch
+
     probs = torch.softmax(logits.float(), dim=-1)
     draws = torch.multinomial(probs, n_samples, replacement=True, generator=generator)
     draws, _ = draws.sort(dim=-1)

@@ -18,10 +18,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
 
 from logit_store.encodings.base import (
     TARGET_VALUES_ABOUT,
@@ -32,6 +31,9 @@ from logit_store.encodings.base import (
 )
 from logit_store.errors import UserError
 
+if TYPE_CHECKING:
+    import torch
+
 VALUE_DTYPES = ("q8", "fp16")
 # Log-probabilities below -Q8_RANGE (p < 1.1e-7) are clamped to -Q8_RANGE by the q8 codec.
 Q8_RANGE = 16.0
@@ -39,6 +41,8 @@ Q8_RANGE = 16.0
 
 def log1mexp(x: torch.Tensor) -> torch.Tensor:
     """log(1 - exp(x)) for x <= 0, accurate over the whole range."""
+    import torch
+
     x = x.clamp(max=0.0)
     return torch.where(x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
 
@@ -55,6 +59,8 @@ class TopKTargets(SparseTargets):
         assert tuple(self.tail_logmass.shape) == tuple(self.ids.shape[:1])
 
     def distribution(self, vocab: int) -> torch.Tensor:
+        import torch
+
         ids = as_tensor(self.ids).long()
         q = torch.zeros(ids.shape[0], vocab, dtype=torch.float64)
         rest = vocab - ids.shape[1]
@@ -69,6 +75,8 @@ class TopKTargets(SparseTargets):
 def bucket_kl(exact: TopKTargets, stored: TopKTargets) -> torch.Tensor:
     """KL over the k + 1 buckets (top-k ids and the tail) between two top-k targets."""
 
+    import torch
+
     def buckets(t: TopKTargets) -> torch.Tensor:
         lp = torch.cat(
             [as_tensor(t.logprobs).double(), as_tensor(t.tail_logmass).double()[:, None]], 1
@@ -81,6 +89,8 @@ def bucket_kl(exact: TopKTargets, stored: TopKTargets) -> torch.Tensor:
 
 def topk_targets(logits: torch.Tensor, k: int) -> TopKTargets:
     """(P, V) logits -> top-k ids, log-probs (fp32, T=1) and the exact tail log-mass."""
+    import torch
+
     z = logits.float()
     lse = torch.logsumexp(z, dim=-1, keepdim=True)
     k = min(k, z.shape[-1])
