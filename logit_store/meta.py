@@ -18,7 +18,7 @@ import numpy as np
 
 from logit_store.encodings import SparseEncoding, encoding_from_meta
 from logit_store.encodings.topk import Q8_RANGE, TopK
-from logit_store.errors import StoreMismatchError, UserError
+from logit_store.errors import StoreCorruptError, StoreMismatchError, UserError
 
 FORMAT_VERSION = 2
 TOOL_VERSION = "kdcache 0.2.0"
@@ -26,6 +26,33 @@ MODES = ("mlm", "task")
 TASK_KINDS = (None, "sequence", "token")
 # path segments of letters, digits, '_', '.', '-', but not "." or ".." (zarr refuses those)
 _CORPUS_NAME = re.compile(r"^(?!\.\.?(/|$))[A-Za-z0-9_.-]+(/(?!\.\.?(/|$))[A-Za-z0-9_.-]+)*$")
+
+
+# Every field a format-2 writer has written since the format began (fields added later, such
+# as q8_range, keep their defaults when absent; `extra` is free-form).
+_FORMAT_2_FIELDS = (
+    "teacher_id",
+    "teacher_hash",
+    "tokenizer_id",
+    "tokenizer_hash",
+    "vocab_size",
+    "pad_token_id",
+    "mask_token_id",
+    "cls_token_id",
+    "sep_token_id",
+    "mode",
+    "task_kind",
+    "label_names",
+    "encoding",
+    "k",
+    "n_samples",
+    "value_dtype",
+    "masking",
+    "max_length",
+    "format_version",
+    "tool_version",
+    "store_id",
+)
 
 
 @dataclass(frozen=True)
@@ -108,8 +135,21 @@ class StoreMeta:
                 f"store format version {version!r} is not supported by this kdcache "
                 f"(reads version {FORMAT_VERSION}); install the kdcache that wrote it"
             )
+        missing = [name for name in _FORMAT_2_FIELDS if name not in data]
+        if missing:
+            raise StoreCorruptError(
+                f"the store metadata (attribute kdcache of zarr.json) lacks the field(s) "
+                f"{', '.join(missing)}: the store's metadata is damaged; restore zarr.json from a "
+                "copy, or recompute into a new --out store"
+            )
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except (TypeError, ValueError, KeyError) as err:  # a field of the wrong type
+            raise StoreCorruptError(
+                f"the store metadata (attribute kdcache of zarr.json) is damaged ({err!r}); "
+                "restore zarr.json from a copy, or recompute into a new --out store"
+            ) from err
 
     def differences(self, expected: dict[str, Any]) -> list[tuple[str, object, object]]:
         """(field, stored, expected) for every expected field that differs; `extra` is ignored."""
