@@ -218,7 +218,8 @@ def _csv_units(
     file = str(path)
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     consumed: list[int] = []  # line numbers fed to the csv reader since the last row
-    offsets = [0]  # byte offset after each line fed
+    offsets = [0]  # byte offset after each line fed since line `base` (offsets[0]: after it)
+    base = 0
 
     def lines() -> Iterator[str]:
         with path.open("rb") as handle:
@@ -230,11 +231,14 @@ def _csv_units(
 
     reader = csv.reader(lines(), delimiter=delimiter, strict=True)
     header: list[str] | None = None
-    row_starts: list[tuple[int, int]] = []  # (byte offset, first line) of every data row
+    picks: list[tuple[int, int]] = []  # (byte offset, first line) of every unit's first row
+    n_rows = 0
     for fields in csv_rows(reader, file, consumed, SkipLog()):
         first_line = consumed[0]
         consumed.clear()
-        start = offsets[first_line - 1]
+        start = offsets[first_line - 1 - base]
+        base += len(offsets) - 1  # the last line fed: the next row starts after it
+        del offsets[:-1]  # so memory holds the current row's lines, never the file's
         if header is None:
             if not any(value.strip() for value in fields):
                 continue
@@ -242,13 +246,13 @@ def _csv_units(
             hint = "" if len(header) > 1 else delimiter_hint(header[0], path.suffix.lower())
             converter = row_converter(header, f"{file}:{first_line}{hint}")
             continue
-        row_starts.append((start, first_line))
+        if n_rows % unit_size == 0:
+            picks.append((start, first_line))
+        n_rows += 1
     if header is None:
         raise CorpusError(f"{file}: no header row with a 'text' column (the file is empty)")
     end = offsets[-1]
-    picks = row_starts[::unit_size]
     cuts = np.array([s for s, _ in picks] + [end], dtype=np.int64)
-    n_rows = len(row_starts)
     units = np.array(
         [
             [file_index, cuts[i], cuts[i + 1], picks[i][1], min(unit_size, n_rows - i * unit_size)]

@@ -28,6 +28,10 @@ from teacher_infer.massive import MASSIVE_FIELDS, massive_row
 RowConverter = Callable[[Mapping[str, Any], str, int, str], CorpusText]
 """(row, file, line, default split) -> CorpusText; raises `RowProblem` for a bad row."""
 FILE_SUFFIXES = (".txt", ".jsonl", ".csv", ".tsv", ".parquet")
+# The csv module refuses fields over 128 KiB by default; a long text in a CSV cell is kept (and
+# truncated to --max-length) like a long line of a .txt file. Memory per field stays bounded.
+CSV_FIELD_LIMIT = 1 << 26
+csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
 
 
 def row_converter(columns: Collection[str], where: str) -> RowConverter:
