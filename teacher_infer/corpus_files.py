@@ -350,6 +350,27 @@ def rows_digest(rows: list[dict[str, Any]]) -> np.ndarray:
     return np.frombuffer(hashlib.sha256(blob).digest(), dtype=np.uint8)
 
 
+def _not_read(folder: Path, file: Path) -> str | None:
+    """Why a file of a corpus folder is not read (a skip reason), or None."""
+    if any(part.startswith(".") for part in file.relative_to(folder).parts):
+        return "hidden_file"
+    if file.suffix.lower() not in FILE_SUFFIXES:
+        return "unsupported_file"
+    return None
+
+
+def folder_corpus_files(folder: Path) -> list[str]:
+    """The non-empty files of a corpus folder that indexing reads (the paths it records)."""
+    out = []
+    for file in folder.rglob("*"):
+        try:
+            if _not_read(folder, file) is None and file.is_file() and file.stat().st_size:
+                out.append(str(file))
+        except OSError:
+            out.append(str(file))  # unreadable now: indexing it again says why
+    return sorted(out)
+
+
 def path_index(path: Path, unit_size: int, log: SkipLog) -> tuple[list, list, list[SourceFile]]:
     if not path.exists():
         raise CorpusError(f"{path}: no such file or folder")
@@ -368,9 +389,10 @@ def path_index(path: Path, unit_size: int, log: SkipLog) -> tuple[list, list, li
         )
         files = []
         for file in listed:
-            if any(part.startswith(".") for part in file.relative_to(path).parts):
+            reason = _not_read(path, file)
+            if reason == "hidden_file":
                 log.skip(str(file), 1, "hidden_file", "names starting with '.' are not read")
-            elif file.suffix.lower() not in FILE_SUFFIXES:
+            elif reason == "unsupported_file":
                 log.skip(str(file), 1, "unsupported_file", f"suffix {file.suffix!r}")
             else:
                 _check_regular(file)

@@ -34,6 +34,7 @@ import numpy as np
 from teacher_infer.corpus_datasets import demo_texts, hf_splits, row_source, rows_slice
 from teacher_infer.corpus_files import (
     SourceFile,
+    folder_corpus_files,
     parquet_row_blocks,
     path_index,
     read_csv_unit,
@@ -101,8 +102,13 @@ class CorpusIndex:
         )
 
     def changed_files(self) -> list[str]:
-        """Files of a path source whose size or modification time differ from the index."""
+        """Files of a path source whose size or modification time differ from the index, and
+        for a folder source the files added to or removed from it since."""
         changed = []
+        if not self.source.startswith(("demo:", "hf:")) and Path(self.source).is_dir():
+            now = set(folder_corpus_files(Path(self.source)))
+            then = {f.path for f in self.files}
+            changed.extend(sorted(now ^ then))
         for f in self.files:
             if f.kind in ("hf", "demo"):
                 continue

@@ -75,3 +75,20 @@ def test_a_damaged_index_and_a_changed_source_are_refused_saying_both(
         index_corpora((("x", str(text)),), str(url), UNIT, 0, None)
     message = str(caught.value)
     assert "'index_units'" in message and "no longer hashes" in message and "\n" not in message
+
+
+def test_a_file_added_to_a_corpus_folder_is_not_ignored_on_resume(tmp_path: Path) -> None:
+    """A rerun used the stored index when the indexed files were unchanged, so a file added to
+    a corpus folder was silently left out and the store reported complete."""
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "a.txt").write_text("".join(f"first file line {i}\n" for i in range(10)))
+    (folder / "empty.txt").write_text("")
+    (folder / "notes.md").write_text("not a corpus file\n")
+    url = tmp_path / "s.zarr"
+    create_store(str(url), synthetic_meta(), [corpus_spec("x", index_source(str(folder), UNIT))])
+    corpora = (("x", str(folder)),)
+    assert index_corpora(corpora, str(url), UNIT, 0, None)["x"].n_units == 3  # unchanged
+    (folder / "b.txt").write_text("an added line\n")
+    with pytest.raises(CorpusError, match=r"b\.txt:1: the source changed since the store"):
+        index_corpora(corpora, str(url), UNIT, 0, None)
