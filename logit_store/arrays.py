@@ -159,11 +159,16 @@ def open_root(
     except Exception as err:
         if not remote:
             raise
-        raise UserError(
-            f"{url}: cannot open ({type(err).__name__}: {err}). Credentials and endpoint come "
-            "from the environment (e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
-            "AWS_ENDPOINT_URL) or --storage-option KEY=VALUE (e.g. endpoint_url=http://HOST:9000)"
-        ) from err
+        raise _unreachable(url, err) from err
+
+
+def _unreachable(url: str, err: Exception) -> UserError:
+    """One line for a store URL that cannot be reached, and where its settings come from."""
+    return UserError(
+        f"{url}: cannot open ({type(err).__name__}: {err}). Credentials and endpoint come "
+        "from the environment (e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+        "AWS_ENDPOINT_URL) or --storage-option KEY=VALUE (e.g. endpoint_url=http://HOST:9000)"
+    )
 
 
 def read_target_ids(
@@ -183,13 +188,19 @@ def check_store_target(url: str, storage_options: dict[str, Any] | None) -> None
     of other files, another zarr group), before anything is written there. A store whose
     creation was interrupted (only ``zarr.json``, ``kdcache.json`` and ``corpora/``) is
     accepted, so it resumes."""
-    fs, path = fsspec.core.url_to_fs(url, **fsspec_options(url, storage_options))
     try:
+        fs, path = fsspec.core.url_to_fs(url, **fsspec_options(url, storage_options))
         if fs.isfile(path):
             raise UserError(f"{url}: is a file, not a store folder; choose another --out path")
         entries = {name.rstrip("/").rsplit("/", 1)[-1] for name in fs.ls(path, detail=False)}
     except FileNotFoundError:
         return
+    except UserError:
+        raise
+    except Exception as err:  # credentials, endpoint, options, filesystem package
+        if protocol(url) is None:
+            raise
+        raise _unreachable(url, err) from err
     entries = {e for e in entries if not e.startswith(CREATE_ONCE_PREFIX)}  # a racing creator's
     if entries <= {"zarr.json", "kdcache.json", CORPORA_GROUP}:
         return
