@@ -52,7 +52,7 @@ def hf_splits(spec: str) -> tuple[tuple[str, Any], ...]:
         loaded = datasets.load_dataset(path, split=split, **kwargs)
     except Exception as error:  # any loader failure is the user's dataset spec: report it
         raise CorpusError(
-            f"{spec}: datasets.load_dataset failed: {type(error).__name__}: {error}"
+            f"{spec}: datasets.load_dataset failed: {_cause(error)}{_hint(spec)}"
         ) from error
     if isinstance(loaded, datasets.DatasetDict):
         parts = sorted(loaded.items())
@@ -90,6 +90,36 @@ class LabelledRows:
                 if isinstance(row.get(column), int) and row[column] >= 0:
                     row[column] = feature.int2str(row[column])
         return rows
+
+
+def _cause(error: BaseException) -> str:
+    """The error and the causes it wraps (datasets hides a file's parse error behind "An error
+    occurred while generating the dataset"), on one line."""
+    parts, seen = [], set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        parts.append(f"{type(current).__name__}: {current}")
+        current = current.__cause__ or current.__context__
+    return " <- ".join(" ".join(p.split()) for p in parts[:3])
+
+
+def _hint(spec: str) -> str:
+    """For a local file read through a `datasets` builder: kdcache's own reader skips and
+    counts bad lines, datasets refuses the whole file."""
+    path, kwargs, _ = parse_hf(spec)
+    if path in HF_FILE_BUILDERS and Path(str(kwargs.get("data_files", ""))).suffix.lower() in (
+        ".jsonl",
+        ".csv",
+        ".tsv",
+        ".txt",
+        ".parquet",
+    ):
+        return (
+            f"; to skip and count bad rows instead, pass the file itself: "
+            f"--corpus NAME={kwargs['data_files']}"
+        )
+    return ""
 
 
 def parse_hf(spec: str) -> tuple[str, dict[str, Any], str | None]:
