@@ -1,13 +1,13 @@
-"""Corpus files cut into units: the indexing pass over a path and the reading of one unit.
+"""Corpus files cut into units: the indexing pass over a path (a unit's lines are read by
+`corpus_lines.py`; what a file must be is checked by `corpus_checks.py`).
 
 * ``.txt`` / ``.jsonl``: one vectorised newline scan per file (`SCAN_BLOCK` bytes at a time)
   keeps one byte offset and one sha256 per unit, never one per line.
 * ``.csv`` / ``.tsv``: the csv module finds where (possibly multi-line, quoted) rows end.
 * ``.parquet``: row ranges; a unit's hash is over its rows' canonical JSON.
 
-Refused here (`CorpusError`): a FIFO, device or socket, a broken symbolic link, a UTF-16/32 file
-(a byte-order mark, or the NUL-byte pattern of one without it), an unreadable Parquet file, a
-CSV quote that never closes, a file with no text field.
+Refused here (`CorpusError`): an unreadable Parquet file, a CSV quote that never closes, a file
+with no text field.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
-import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,18 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from teacher_infer.corpus_checks import check_encoding, check_regular
 from teacher_infer.corpus_formats import FILE_SUFFIXES, csv_rows, delimiter_hint, row_converter
-from teacher_infer.corpus_records import CorpusError, CorpusText, SkipLog, row_to_text
+from teacher_infer.corpus_records import CorpusError, SkipLog
 from teacher_infer.massive import massive_row
 
 SCAN_BLOCK = 1 << 26  # bytes read at once by the newline scan (64 MiB)
-_BOMS = (  # (mark, encoding); longest first: the UTF-32 LE mark starts with the UTF-16 LE one
-    (b"\xff\xfe\x00\x00", "UTF-32LE"),
-    (b"\x00\x00\xfe\xff", "UTF-32BE"),
-    (b"\xff\xfe", "UTF-16LE"),
-    (b"\xfe\xff", "UTF-16BE"),
-)
-Take = Any  # (k, converter, row, line) -> None: convert row k of a unit, counting problems
 
 
 @dataclass(frozen=True)
@@ -63,69 +55,6 @@ class SourceFile:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SourceFile:
         return cls(**{**data, "header": tuple(data.get("header", ()))})
-
-
-def _check_regular(path: Path) -> os.stat_result:
-    try:
-        st = path.stat()
-    except OSError as error:  # a broken symbolic link in a folder, a vanished file
-        link = " (a symbolic link to a missing file?)" if path.is_symlink() else ""
-        raise CorpusError(
-            f"{path}: cannot be read ({error.strerror}){link}; fix or remove it"
-        ) from error
-    if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
-        return st
-    what = (
-        "a FIFO (named pipe)"
-        if stat.S_ISFIFO(st.st_mode)
-        else "a character device"
-        if stat.S_ISCHR(st.st_mode)
-        else "a block device"
-        if stat.S_ISBLK(st.st_mode)
-        else "a socket"
-        if stat.S_ISSOCK(st.st_mode)
-        else "not a regular file"
-    )
-    raise CorpusError(
-        f"{path}: is {what}, not a corpus file; corpora are read twice (index, then units): "
-        "write the text to a regular file first"
-    )
-
-
-def _check_encoding(path: Path, head: bytes) -> None:
-    for bom, name in _BOMS:
-        if head.startswith(bom):
-            raise CorpusError(
-                f"{path}: is {name} text (byte-order mark {bom.hex(' ')}); kdcache reads UTF-8: "
-                f"convert it first, e.g. iconv -f {name} -t UTF-8 FILE > FILE.utf8"
-            )
-    if path.suffix.lower() == ".parquet" or len(head) < 8:
-        return
-    guess = _nul_pattern(head)
-    if guess is not None:  # NUL bytes are valid UTF-8: without this they would become text
-        raise CorpusError(
-            f"{path}: looks like {guess} text without a byte-order mark (NUL bytes in a regular "
-            f"pattern); kdcache reads UTF-8: convert it first, e.g. iconv -f {guess} -t UTF-8 "
-            "FILE > FILE.utf8"
-        )
-
-
-def _nul_pattern(head: bytes) -> str | None:
-    """The UTF-16/32 variant whose NUL-byte pattern `head` shows (mostly-ASCII text in it has
-    NUL high bytes at fixed offsets mod 2 or 4), or None: a stray NUL in UTF-8 text is no
-    pattern and is read as it is."""
-    data = np.frombuffer(head[: len(head) - len(head) % 4], dtype=np.uint8).reshape(-1, 4)
-    nul = (data == 0).mean(axis=0)  # share of NUL bytes at each offset mod 4
-    patterns = {
-        "UTF-32LE": (False, True, True, True),
-        "UTF-32BE": (True, True, True, False),
-        "UTF-16LE": (False, True, False, True),
-        "UTF-16BE": (True, False, True, False),
-    }
-    for name, zero in patterns.items():
-        if all((share >= 0.3) if z else (share < 0.05) for share, z in zip(nul, zero, strict=True)):
-            return name
-    return None
 
 
 def _scan_lines(path: Path, unit_size: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -374,7 +303,7 @@ def folder_corpus_files(folder: Path) -> list[str]:
 def path_index(path: Path, unit_size: int, log: SkipLog) -> tuple[list, list, list[SourceFile]]:
     if not path.exists():
         raise CorpusError(f"{path}: no such file or folder")
-    _check_regular(path)
+    check_regular(path)
     if path.is_file():
         if path.suffix.lower() not in FILE_SUFFIXES:
             raise CorpusError(
@@ -395,7 +324,7 @@ def path_index(path: Path, unit_size: int, log: SkipLog) -> tuple[list, list, li
             elif reason == "unsupported_file":
                 log.skip(str(file), 1, "unsupported_file", f"suffix {file.suffix!r}")
             else:
-                _check_regular(file)
+                check_regular(file)
                 files.append(file)
         if not files:
             raise CorpusError(f"{path}: no {', '.join(FILE_SUFFIXES)} files in this folder")
@@ -408,7 +337,7 @@ def path_index(path: Path, unit_size: int, log: SkipLog) -> tuple[list, list, li
             log.skip(str(file), 1, "empty_file")
             continue
         with file.open("rb") as handle:
-            _check_encoding(file, handle.read(4096))
+            check_encoding(file, handle.read(4096))
         i = len(described)
         if suffix in (".txt", ".jsonl"):
             u, h, f = _line_units(file, i, unit_size, suffix[1:])
@@ -420,82 +349,3 @@ def path_index(path: Path, unit_size: int, log: SkipLog) -> tuple[list, list, li
         hashes.append(h)
         described.append(f)
     return units, hashes, described
-
-
-def _decode(raw: bytes, file: str, lineno: int, log: SkipLog) -> str | None:
-    try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        log.skip(
-            file,
-            lineno,
-            "invalid_utf8",
-            f"byte {error.start}: {raw[error.start : error.start + 1]!r}",
-        )
-        return None
-    if lineno == 1:
-        line = line.removeprefix("\ufeff")
-    return line.rstrip("\r")
-
-
-def read_line_unit(
-    f: SourceFile, lines: list[bytes], first_line: int, log: SkipLog, take: Any
-) -> None:
-    convert = massive_row if f.rows == "massive" else row_to_text
-    for k, raw in enumerate(lines):
-        lineno = first_line + k
-        line = _decode(raw, f.path, lineno, log)
-        if line is None:
-            continue
-        if not line.strip():
-            log.skip(f.path, lineno, "empty_line")
-            continue
-        if f.kind == "txt":
-            take(k, _txt_row, {"text": line}, lineno)
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            log.skip(f.path, lineno, "malformed_json", error.msg)
-            continue
-        except RecursionError:
-            log.skip(f.path, lineno, "malformed_json", "nested too deeply")
-            continue
-        if not isinstance(row, dict):
-            log.skip(f.path, lineno, "not_an_object", f"got a JSON {type(row).__name__}")
-            continue
-        take(k, convert, row, lineno)
-
-
-def _txt_row(row: Mapping[str, Any], file: str, line: int, split: str) -> CorpusText:
-    return CorpusText(text=row["text"].strip(), id=f"{file}:{line}", file=file, line=line)
-
-
-def read_csv_unit(
-    f: SourceFile, lines: list[bytes], first_line: int, log: SkipLog, take: Any
-) -> None:
-    consumed: list[int] = []
-    header = list(f.header)
-    convert = massive_row if f.rows == "massive" else row_to_text
-
-    def feed() -> Iterator[str]:
-        for k, raw in enumerate(lines):
-            lineno = first_line + k
-            line = _decode(raw, f.path, lineno, log)
-            if line is None:
-                continue
-            consumed.append(lineno)
-            yield line + "\n"
-
-    reader = csv.reader(feed(), delimiter="\t" if f.kind == "tsv" else ",", strict=True)
-    for k, fields in enumerate(csv_rows(reader, f.path, consumed, log)):
-        lineno = consumed[0]
-        consumed.clear()
-        if not any(value.strip() for value in fields):
-            log.skip(f.path, lineno, "empty_line")
-        elif len(fields) != len(header):
-            log.skip(
-                f.path, lineno, "malformed_row", f"{len(fields)} fields, header has {len(header)}"
-            )
-        else:
-            take(k, convert, dict(zip(header, fields, strict=True)), lineno)

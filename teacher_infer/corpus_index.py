@@ -17,7 +17,8 @@ process re-reads a whole file to know that its own units are unchanged.
 
 Skips follow the reader policy of `teacher_infer.corpora` (counted per unit, first few kept as
 examples); the indexing pass itself counts the hidden, unsupported and empty files of a folder.
-File formats are cut and read in `corpus_files.py`, demo and `hf:` rows in `corpus_datasets.py`.
+File formats are checked in `corpus_checks.py`, cut in `corpus_files.py` and read in
+`corpus_lines.py`; demo and `hf:` rows in `corpus_datasets.py`.
 """
 
 from __future__ import annotations
@@ -37,11 +38,10 @@ from teacher_infer.corpus_files import (
     folder_corpus_files,
     parquet_row_blocks,
     path_index,
-    read_csv_unit,
-    read_line_unit,
     row_units,
     rows_digest,
 )
+from teacher_infer.corpus_lines import read_csv_unit, read_line_unit
 from teacher_infer.corpus_records import CorpusError, CorpusText, RowProblem, SkipLog, row_to_text
 from teacher_infer.massive import massive_row
 
