@@ -20,7 +20,7 @@ from logit_store.encodings import (
     encoding_from_meta,
     log1mexp,
 )
-from logit_store.errors import StoreCorruptError, StoreMismatchError, UserError
+from logit_store.errors import DamagedIndexError, StoreCorruptError, StoreMismatchError, UserError
 from logit_store.layout import Unit
 from logit_store.meta import FORMAT_VERSION, CorpusSpec, StoreMeta
 from logit_store.provenance import tokenizer_hash
@@ -50,6 +50,7 @@ __all__ = [
     "FORMAT_VERSION",
     "Corpus",
     "CorpusSpec",
+    "DamagedIndexError",
     "EncodedRecords",
     "Sampled",
     "SampledTargets",

@@ -13,8 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from logit_store import CorpusSpec, stored_corpus_index
-from logit_store.errors import DamagedIndexError
+from logit_store import CorpusSpec, DamagedIndexError, stored_corpus_index
 from teacher_infer.corpus_index import CorpusIndex, index_source
 from teacher_infer.corpus_records import CorpusError
 
