@@ -29,6 +29,7 @@ from transformers.utils import logging as hf_logging
 from logit_store import StoreMeta, UserError, tokenizer_hash
 from student_train.configs import Init
 from student_train.runs import CONFIG_FILE, MODEL_DIR, read_json
+from teacher_infer.teacher import readable_weights
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
@@ -138,7 +139,8 @@ def load_classifier(
         with quiet_transformers():
             if init == "random":
                 return AutoModelForSequenceClassification.from_config(config)
-            model = AutoModelForSequenceClassification.from_pretrained(model_dir, config=config)
+            with readable_weights(model_dir):
+                model = AutoModelForSequenceClassification.from_pretrained(model_dir, config=config)
     except ValueError as err:  # an architecture without a sequence-classification class
         raise UserError(f"{model_dir}: no AutoModelForSequenceClassification ({err})") from err
     return model

@@ -36,7 +36,7 @@ from transformers import (
 )
 
 from logit_store import StoreMeta, UserError, tokenizer_hash
-from teacher_infer.teacher import check_tokenizer_fits
+from teacher_infer.teacher import check_tokenizer_fits, readable_weights
 
 FROM_TEACHER = "from-teacher:"
 _LAYER_KEY = re.compile(r"\.layer\.(\d+)\.")
@@ -151,9 +151,10 @@ def parse_teacher_layers(spec: str, n_teacher_layers: int) -> tuple[int, ...]:
 
 def _from_teacher(spec: str, meta: StoreMeta) -> PreTrainedModel:
     try:
-        teacher, info = AutoModelForMaskedLM.from_pretrained(
-            meta.teacher_id, output_loading_info=True
-        )
+        with readable_weights(meta.teacher_id):
+            teacher, info = AutoModelForMaskedLM.from_pretrained(
+                meta.teacher_id, output_loading_info=True
+            )
     except (OSError, ValueError) as err:
         raise UserError(
             f"--student {spec}: cannot load the teacher {meta.teacher_id!r}: {err}"

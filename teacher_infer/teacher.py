@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import (
     AutoModelForMaskedLM,
@@ -81,6 +82,19 @@ def _not_a_model(name_or_path: str, flag: str) -> UserError | None:
     return None
 
 
+@contextlib.contextmanager
+def readable_weights(folder: str | Path) -> Iterator[None]:
+    """While active, a weights file that cannot be read (truncated, garbled: safetensors refuses
+    its header) is a UserError naming it, not a SafetensorError traceback."""
+    try:
+        yield
+    except SafetensorError as err:
+        raise UserError(
+            f"{folder}/model.safetensors: cannot be read ({err}); re-save it or rerun the "
+            "command that wrote it"
+        ) from err
+
+
 def load_tokenizer(name_or_path: str, flag: str = "--teacher") -> Any:
     """The model's tokenizer; a missing folder or hub name is a UserError naming `flag`."""
     problem = _not_a_model(name_or_path, flag)
@@ -136,7 +150,8 @@ def load_model(
     else:
         auto = AutoModelForSequenceClassification
     try:
-        model, info = auto.from_pretrained(name_or_path, output_loading_info=True)
+        with readable_weights(name_or_path):
+            model, info = auto.from_pretrained(name_or_path, output_loading_info=True)
     except (OSError, ValueError) as err:
         raise UserError(f"--teacher {name_or_path!r}: cannot load a {mode} model: {err}") from err
     missing = sorted(info.get("missing_keys", []))

@@ -1,0 +1,42 @@
+"""Faults found by the acceptance drill (second round): each is one clear line, never a traceback
+or a silent wrong result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cli_calls import kdcache
+from teacher_fixtures import precompute_args, precompute_inputs, save_tiny_bert_mlm
+
+from logit_store import UserError
+from student_train.heads import load_classifier
+from teacher_infer.teacher import load_model
+
+
+def _truncate_weights(folder: Path) -> Path:
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    return folder
+
+
+def test_a_truncated_teacher_is_one_line_naming_its_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    files = precompute_inputs(tmp_path, n_generic=8, n_task=8)
+    _truncate_weights(files["bert"])
+    code, _, err = kdcache(monkeypatch, capsys, precompute_args(files, str(tmp_path / "store")))
+    assert code == 2
+    line = err.strip().splitlines()[-1]  # after the fixture's save progress bar
+    assert "Traceback" not in err
+    assert line.startswith(f"error: {files['bert']}/model.safetensors: cannot be read (")
+    assert line.endswith("; re-save it or rerun the command that wrote it")
+
+
+def test_a_garbled_model_is_a_user_error_for_teacher_and_student_loads(tmp_path: Path) -> None:
+    folder = save_tiny_bert_mlm(tmp_path / "bert")
+    (folder / "model.safetensors").write_bytes(b"\xff" * 64)
+    with pytest.raises(UserError, match=r"bert/model\.safetensors: cannot be read \(.*header"):
+        load_model(str(folder), "mlm")
+    with pytest.raises(UserError, match=r"bert/model\.safetensors: cannot be read"):
+        load_classifier(folder, "pretrained", 0, ("a", "b"), 0.1)
