@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import constants, try_to_load_from_cache
 from safetensors import SafetensorError
 from torch import nn
 from transformers import (
@@ -79,7 +80,20 @@ def _not_a_model(name_or_path: str, flag: str) -> UserError | None:
         return UserError(f"{flag} {name_or_path!r}: is a file; give the model's folder")
     if not path.exists() and name_or_path.startswith(("/", "./", "../", "~")):
         return UserError(f"{flag} {name_or_path!r}: no such folder")
+    if not path.exists() and constants.HF_HUB_OFFLINE and not _in_hub_cache(name_or_path):
+        return UserError(
+            f"{flag} {name_or_path!r}: no such folder, and not in the Hugging Face cache "
+            "(offline); give a model folder"
+        )
     return None
+
+
+def _in_hub_cache(name: str) -> bool:
+    """Whether the local Hugging Face cache holds a model `name`'s config."""
+    try:
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except ValueError:  # HFValidationError: not a hub model name at all
+        return False
 
 
 @contextlib.contextmanager

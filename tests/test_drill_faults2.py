@@ -40,3 +40,22 @@ def test_a_garbled_model_is_a_user_error_for_teacher_and_student_loads(tmp_path:
         load_model(str(folder), "mlm")
     with pytest.raises(UserError, match=r"bert/model\.safetensors: cannot be read"):
         load_classifier(folder, "pretrained", 0, ("a", "b"), 0.1)
+
+
+@pytest.mark.parametrize("name", ["no-such-teacher", "no such/teacher folder"])
+def test_a_missing_teacher_folder_is_one_line_offline(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    name: str,
+) -> None:
+    files = precompute_inputs(tmp_path, n_generic=8, n_task=8)
+    args = precompute_args(files, str(tmp_path / "store"))
+    args[args.index("--teacher") + 1] = name
+    monkeypatch.chdir(tmp_path)
+    code, _, err = kdcache(monkeypatch, capsys, args)
+    assert code == 2
+    assert err.strip().splitlines()[-1] == (
+        f"error: --teacher {name!r}: no such folder, and not in the Hugging Face cache "
+        "(offline); give a model folder"
+    )
