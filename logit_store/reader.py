@@ -126,6 +126,12 @@ class Corpus:
                     f"written by another store (store id {record.get('store_id')!r}, this store "
                     f"is {self.store.meta.store_id!r})",
                 )
+            if record.get("teacher_hash") != self.store.meta.teacher_hash:
+                raise self._damaged(
+                    f", unit {u}",
+                    f"written by another teacher (teacher hash {record.get('teacher_hash')!r}, "
+                    f"this store's is {self.store.meta.teacher_hash!r})",
+                )
             out.append(record)
         return out
 

@@ -3,13 +3,18 @@ or a silent wrong result."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+import zarr
 from cli_calls import kdcache
+from synthetic import write_synthetic
 from teacher_fixtures import precompute_args, precompute_inputs, save_tiny_bert_mlm
 
-from logit_store import UserError
+from logit_store import StoreCorruptError, UserError, open_store
+from logit_store.arrays import CORPORA_GROUP
+from logit_store.writer import consolidate_store
 from student_train.heads import load_classifier
 from teacher_infer.teacher import load_model
 
@@ -59,3 +64,26 @@ def test_a_missing_teacher_folder_is_one_line_offline(
         f"error: --teacher {name!r}: no such folder, and not in the Hugging Face cache "
         "(offline); give a model folder"
     )
+
+
+def _set_done_record(url: str, corpus: str, u: int, **fields: str) -> None:
+    done = zarr.open_array(f"{url}/{CORPORA_GROUP}/{corpus}/done", mode="r+")
+    done[u] = json.dumps({**json.loads(str(done[u])), **fields})
+
+
+@pytest.mark.parametrize("consolidated", [False, True])
+def test_a_unit_written_by_another_teacher_is_refused_when_read(
+    tmp_path: Path, consolidated: bool
+) -> None:
+    url = str(tmp_path / "s.zarr")
+    write_synthetic(url)
+    if consolidated:  # the summary covers the unit: its record is read with its data
+        consolidate_store(url)
+    _set_done_record(url, "task", 2, teacher_hash="f" * 64)
+    with pytest.raises(
+        StoreCorruptError, match=r"'task', unit 2: written by another teacher"
+    ) as err:
+        task = open_store(url)["task"]
+        for i in range(len(task)):
+            task[i]
+    assert "kdcache verify" in str(err.value) and "\n" not in str(err.value)
