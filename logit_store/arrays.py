@@ -85,6 +85,9 @@ class StoreDamage(Exception):
     Readers turn it into a `StoreCorruptError` naming the corpus and unit, verify into a fault."""
 
 
+_CHECKSUM_FAILED = "Stored and computed checksum do not match"  # zarr's Crc32cCodec
+
+
 def read(array: zarr.Array, selection: Any, index: str = "basic") -> np.ndarray:
     """`array[selection]` ("orthogonal": `array.oindex`, "coordinate": `array.vindex`), where
     a damaged object is a StoreDamage: zarr's codecs raise ValueError for a failed crc32c, which
@@ -94,6 +97,8 @@ def read(array: zarr.Array, selection: Any, index: str = "basic") -> np.ndarray:
     try:
         return np.asarray(indexer[selection])
     except ValueError as err:
+        if _CHECKSUM_FAILED in str(err):  # its message shows raw checksum bytes: not kept
+            raise StoreDamage(f"array {array.basename!r} failed its checksum") from err
         raise StoreDamage(f"array {array.basename!r} cannot be read ({err})") from err
 
 

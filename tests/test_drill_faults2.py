@@ -87,3 +87,20 @@ def test_a_unit_written_by_another_teacher_is_refused_when_read(
         for i in range(len(task)):
             task[i]
     assert "kdcache verify" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_failed_chunk_checksum_names_the_array_not_its_bytes(tmp_path: Path) -> None:
+    url = str(tmp_path / "s.zarr")
+    write_synthetic(url)
+    chunk = tmp_path / "s.zarr" / CORPORA_GROUP / "task" / "target_values" / "c" / "1" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size: only the checksum tells
+    chunk.write_bytes(bytes(data))
+    task = open_store(url)["task"]
+    with pytest.raises(StoreCorruptError) as err:
+        for i in range(len(task)):
+            task[i]
+    assert str(err.value) == (
+        f"store {url}, corpus 'task', unit 1: array 'target_values' failed its checksum. "
+        "Run `kdcache verify` to list every damaged array."
+    )
