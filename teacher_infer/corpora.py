@@ -59,6 +59,7 @@ __all__ = [
     "CorpusStream",
     "CorpusText",
     "ReadReport",
+    "no_text_read",
     "read_corpus",
     "stream_corpus",
 ]
@@ -113,12 +114,17 @@ def read_corpus(source: str, *, seed: int = 0) -> tuple[list[CorpusText], ReadRe
     texts = list(stream)
     report = stream.report()
     if not texts:
-        reasons = ", ".join(f"{reason}: {count}" for reason, count in report.skipped.items())
-        raise CorpusError(
-            f"{source}: no text could be read"
-            + (f" (skipped {reasons}; e.g. {report.examples[0]})" if reasons else "")
-        )
+        raise no_text_read(source, report.skipped, report.examples)
     return texts, report
+
+
+def no_text_read(source: str, skipped: dict[str, int], examples: list[str]) -> CorpusError:
+    """The error for a source that yielded no text, naming its skips and a first example."""
+    reasons = ", ".join(f"{reason}: {count}" for reason, count in skipped.items())
+    return CorpusError(
+        f"{source}: no text could be read"
+        + (f" (skipped {reasons}; e.g. {examples[0]})" if reasons else "")
+    )
 
 
 def write_sample(source: str, per_split: dict[str, int], path: Path, seed: int = 0) -> str:

@@ -1,15 +1,29 @@
-"""Acceptance drill, shipping a student: a failed ONNX write (disk full) leaves no partial
-file, and the error is one line."""
+"""Acceptance drill, shipping a student: predict streams its input in chunks (same output as
+predicting it whole), counts DC words past max_length and leaves no partial --out; a failed
+ONNX write (disk full) leaves no partial file."""
 
 from __future__ import annotations
 
 import errno
+import io
+import json
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from cli_calls import kdcache
 from task_stores import finetune_briefly
+from transformers import AutoTokenizer
+
+import student_train.predict as predict_module
+import teacher_infer.corpora as corpora
+from student_train.configs import PredictConfig
+from student_train.predict import load_predictor, run_predict
+from teacher_infer.corpora import read_corpus
+
+WORDS = ["the", "market", "rose", "as", "the", "team", "won", "the", "final", "and", "voters"]
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +37,116 @@ def _one_error(err: str) -> str:
     assert "Traceback" not in err
     (line,) = [line for line in err.splitlines() if line.startswith("error: ")]
     return line
+
+
+def _write_lines(path: Path, n: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    texts = [" ".join(rng.choice(WORDS, size=rng.integers(1, 50))) for _ in range(n)]
+    path.write_text("\n".join(texts) + "\n")
+
+
+def _whole_input_output(model: Path, source: str) -> str:
+    """What predict wrote before it streamed: every text read, predicted and joined at once."""
+    texts, _ = read_corpus(source)
+    rows = load_predictor(model).predict([t.text for t in texts])
+    for row in rows:
+        row.pop("tags", None)
+    lines = [
+        json.dumps({"id": t.id, "text": t.text, **row}, ensure_ascii=False)
+        for t, row in zip(texts, rows, strict=True)
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def test_predict_streams_chunks_with_the_whole_input_output(
+    finetuned: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "in.txt"
+    _write_lines(source, 50, seed=1)
+    for task in ("dc", "icner"):
+        out = tmp_path / f"{task}.jsonl"
+        summary = run_predict(PredictConfig(str(finetuned[task]), str(source), str(out)), None)  # type: ignore[arg-type]
+        assert out.read_text() == _whole_input_output(finetuned[task], str(source))
+        assert summary["texts"] == 50 and summary["skipped"] == {}
+
+    # small chunks and small corpus units: the reader is consumed chunk by chunk and each
+    # chunk's lines are written before the next is read
+    monkeypatch.setattr(predict_module, "CHUNK", 8)
+    monkeypatch.setattr(corpora, "STREAM_UNIT", 8)
+    streams: list[Any] = []
+
+    def stream_corpus(source: str) -> Any:
+        streams.append(corpora.stream_corpus(source))
+        return streams[-1]
+
+    monkeypatch.setattr(predict_module, "stream_corpus", stream_corpus)
+    stdout = io.StringIO()
+    seen: list[tuple[int, int, int]] = []  # (chunk size, texts read so far, lines written so far)
+    predict = predict_module.Predictor.predict
+
+    def spy(self: Any, texts: list[str]) -> list[dict[str, Any]]:
+        seen.append((len(texts), streams[0].n_read, len(stdout.getvalue().splitlines())))
+        return predict(self, texts)
+
+    monkeypatch.setattr(predict_module.Predictor, "predict", spy)
+    summary = run_predict(PredictConfig(str(finetuned["dc"]), str(source)), stdout)
+    assert [size for size, _, _ in seen] == [8] * 6 + [2]
+    for i, (_, n_read, written) in enumerate(seen):
+        assert n_read <= 8 * (i + 2)  # the reader is at most one unit ahead of the chunk
+        assert written == 8 * i  # every earlier chunk is already written
+    want = _whole_input_output(finetuned["dc"], str(source)).splitlines()
+    got = [json.loads(line) for line in stdout.getvalue().splitlines()]
+    assert [(r["id"], r["text"], r["domain"]) for r in got] == [
+        (r["id"], r["text"], r["domain"]) for r in map(json.loads, want)
+    ]
+    assert [r["probability"] for r in got] == pytest.approx(
+        [json.loads(line)["probability"] for line in want], abs=1e-5
+    )
+    assert summary["texts"] == 50
+
+
+def test_predict_counts_dc_words_past_max_length_and_leaves_no_partial_out(
+    finetuned: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    source = tmp_path / "in.txt"
+    long_words = WORDS * 5
+    source.write_text("stock market\n" + " ".join(long_words) + "\n")
+    tok = AutoTokenizer.from_pretrained(finetuned["dc"] / "model")
+    enc = tok(long_words, is_split_into_words=True, truncation=True, max_length=32)
+    past = len(long_words) - len({w for w in enc.word_ids() if w is not None})
+    assert past > 20
+    for task in ("dc", "icner"):
+        code, out, err = kdcache(monkeypatch, capsys, ["predict", "--model", str(finetuned[task]),
+                                                    "--input", str(source)])  # fmt: skip
+        assert code == 0, err
+        assert len(out.splitlines()) == 2
+        (count,) = [line for line in err.splitlines() if "words past max_length" in line]
+        assert int(count.rsplit(": ", 1)[1]) == past
+
+    monkeypatch.setattr(predict_module, "CHUNK", 1)
+    full = Path("/dev/full")  # every write fails with ENOSPC
+    if full.exists():
+        args = ["predict", "--model", str(finetuned["dc"]), "--input", str(source)]
+        code, _, err = kdcache(monkeypatch, capsys, [*args, "--out", str(full)])
+        assert code == 2 and "cannot write" in _one_error(err) and full.exists()
+    out_file = tmp_path / "preds.jsonl"
+    calls = []
+    predict = predict_module.Predictor.predict
+
+    def fails_second(self: Any, texts: list[str]) -> list[dict[str, Any]]:
+        calls.append(texts)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return predict(self, texts)
+
+    monkeypatch.setattr(predict_module.Predictor, "predict", fails_second)
+    args = ["predict", "--model", str(finetuned["dc"]), "--input", str(source)]
+    code, _, err = kdcache(monkeypatch, capsys, [*args, "--out", str(out_file)])
+    assert code == 2 and "No space left on device" in _one_error(err)
+    assert not out_file.exists()
 
 
 def test_export_write_failure_leaves_no_partial_file(
