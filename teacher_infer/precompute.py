@@ -3,17 +3,18 @@
     config = PrecomputeConfig(teacher="path", corpora=(("task", "demo:atis"),), out="store.zarr")
     summary = run_precompute(config)
 
-Steps: load the teacher (hashing weights and tokenizer); index every corpus (one cheap pass by
-one process, `corpus_index.py`: units of `unit_size` records; a rerun reuses the index stored
-in the store after checking the files' sizes and times); `create_store`, which is create-once
-and refuses an existing store written with another teacher, tokenizer, setting or source,
-naming the field; then compute every *pending* unit. Worker processes read, tokenize, mask and
-batch units ahead of the device (`unit_pipeline.py`, `--workers`); the device runs the teacher
-and top-k / sampling (`unit_targets.py`); background writer threads encode, compress and write
-each unit through a bounded queue, so the teacher never waits for storage and memory stays
-flat. Resuming is rerunning the same command: done units are skipped, and units are batched
-only internally, so the result equals an uninterrupted run's. At the end the done records are
-consolidated into the store's summary (`logit_store/summary.py`).
+Steps: index every corpus (one cheap pass by one process, `corpus_index.py`: units of
+`unit_size` records; a rerun reuses the index stored in the store after checking the files'
+sizes and times), so a corpus error comes before the slow part; load the teacher (hashing
+weights and tokenizer); `create_store`, which is create-once and refuses an existing store
+written with another teacher, tokenizer, setting or source, naming the field; then compute
+every *pending* unit. Worker processes read, tokenize, mask and batch units ahead of the device
+(`unit_pipeline.py`, `--workers`); the device runs the teacher and top-k / sampling
+(`unit_targets.py`); background writer threads encode, compress and write each unit through a
+bounded queue, so the teacher never waits for storage and memory stays flat. Resuming is
+rerunning the same command: done units are skipped, and units are batched only internally, so
+the result equals an uninterrupted run's. At the end the done records are consolidated into the
+store's summary (`logit_store/summary.py`).
 
 Under `torchrun` (WORLD_SIZE > 1) rank 0 indexes and creates the store, all ranks wait at a
 barrier, read the stored index and the pending units and meet again (so all split the same
@@ -195,9 +196,10 @@ def run_precompute(config: PrecomputeConfig, console: Console | None = None) -> 
     options = dict(config.storage_options) or None
     check_store_target(config.out, options)  # before the slow steps
     rank, world, device = init_distributed(config.device)
+    if rank == 0:  # a corpus error before the slow teacher load
+        indexes = corpus_indexes(config)
     teacher, meta, masking = load_teacher_for(config, device)
     if rank == 0:
-        indexes = corpus_indexes(config)
         writer = open_writer(config, meta, indexes)
     barrier(world)
     if rank != 0:

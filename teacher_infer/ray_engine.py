@@ -55,8 +55,8 @@ def prepare_store(
 ) -> tuple[list[Unit], dict[str, list[int]], dict[str, Any]]:
     """Create or join the store (a Ray task): its pending units, the records of every unit and
     the teacher's summary fields."""
+    indexes = corpus_indexes(config)  # a corpus error before the slow teacher load
     teacher, meta, _ = load_teacher_for(config, config.device)
-    indexes = corpus_indexes(config)
     writer = open_writer(config, meta, indexes)
     pending = [unit for name, _ in config.corpora for unit in writer.pending(name)]
     records = {name: [int(n) for n in index.units[:, 4]] for name, index in indexes.items()}

@@ -11,6 +11,7 @@ from rich.table import Table
 from logit_store import open_store
 from logit_store.cli_options import print_skip_examples
 from teacher_infer.configs import PrecomputeConfig
+from teacher_infer.corpora import CorpusError, no_text_read
 from teacher_infer.teacher import Teacher
 
 
@@ -28,12 +29,19 @@ def describe_run(
     teacher: dict[str, Any], config: PrecomputeConfig, computed: dict[str, int]
 ) -> dict[str, Any]:
     """The summary fields every engine reports: `teacher_fields`, and per-corpus counts read
-    back from the store (`computed`: units computed per corpus by this run)."""
+    back from the store (`computed`: units computed per corpus by this run). A corpus whose
+    units are all done and hold no sequence (every record skipped: empty lines, malformed
+    JSON) is refused as `read_corpus` refuses it, not reported as a store of 0 sequences."""
     store = open_store(config.out, storage_options=dict(config.storage_options) or None)
     corpora = {}
-    for name, _ in config.corpora:
+    for name, source in config.corpora:
         corpus = store[name]
         info = corpus.info
+        if corpus.complete and not info["counts"]["sequences"]:
+            raise CorpusError(
+                f"{no_text_read(source, info['skipped'], info['skip_examples'])}; fix the "
+                f"corpus and write it to a new --out store (store {config.out} holds none of it)"
+            )
         corpora[name] = {
             "sequences": info["counts"]["sequences"],
             "tokens": info["counts"]["tokens"],

@@ -16,6 +16,7 @@ from logit_store import StoreCorruptError, UserError, open_store
 from logit_store.arrays import CORPORA_GROUP
 from logit_store.writer import consolidate_store
 from student_train.heads import load_classifier
+from teacher_infer import precompute
 from teacher_infer.teacher import load_model
 
 
@@ -104,3 +105,50 @@ def test_a_failed_chunk_checksum_names_the_array_not_its_bytes(tmp_path: Path) -
         f"store {url}, corpus 'task', unit 1: array 'target_values' failed its checksum. "
         "Run `kdcache verify` to list every damaged array."
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "skips"),
+    [
+        ("e.txt", "\n\n\n", "empty_line: 3"),
+        ("bad.jsonl", '{"x\n{"text": 3}\nnot json\n', "bad_field: 1, malformed_json: 2"),
+    ],
+)
+def test_a_corpus_with_no_sequence_left_is_refused(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    name: str,
+    content: str,
+    skips: str,
+) -> None:
+    files = precompute_inputs(tmp_path, n_generic=8, n_task=8)
+    corpus = tmp_path / name
+    corpus.write_text(content)
+    out = str(tmp_path / "store")
+    args = precompute_args(files, out)
+    args[args.index("--corpus") + 1] = f"generic={corpus}"
+    code, _, err = kdcache(monkeypatch, capsys, args)
+    assert code == 2
+    line = err.strip().splitlines()[-1]
+    assert line.startswith(
+        f"error: {corpus}: no text could be read (skipped {skips}; e.g. {corpus}:1: "
+    )
+    assert line.endswith(
+        f"; fix the corpus and write it to a new --out store (store {out} holds none of it)"
+    )
+
+
+def test_a_corpus_error_comes_before_the_teacher_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    files = precompute_inputs(tmp_path, n_generic=8, n_task=8)
+    args = precompute_args(files, str(tmp_path / "store"))
+    args[args.index("--corpus") + 1] = f"generic={tmp_path / 'missing.txt'}"
+    monkeypatch.setattr(precompute, "load_teacher", _no_teacher_load)
+    code, _, err = kdcache(monkeypatch, capsys, args)
+    assert code == 2 and "missing.txt" in err.strip().splitlines()[-1]
+
+
+def _no_teacher_load(*_args: object) -> None:
+    raise AssertionError("the teacher was loaded before the corpora were indexed")
