@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from logit_store.cli_options import StorageOption, console, print_skip_examples, storage_options
@@ -37,7 +38,7 @@ def verify(
     faults = verify_store(store, storage_options(storage_option), progress=console.print)
     if faults:
         for fault in faults:
-            console.print(f"[red]FAULT[/red] {fault}")
+            console.print(f"[red]FAULT[/red] {escape(fault)}", soft_wrap=True)  # one line each
         raise typer.Exit(1)
     console.print("[green]OK[/green] store is complete and consistent")
 

@@ -45,7 +45,7 @@ def stored_corpus_index(
         ) from err
     index = dict(attrs.get("index", {}))
     if index:
-        problem = _index_problem(attrs, index, arrays)
+        problem = index_problem(attrs, index, arrays)
         if problem:
             raise DamagedIndexError(
                 f"store {url}, corpus {name!r}: its source index is damaged ({problem})",
@@ -54,7 +54,7 @@ def stored_corpus_index(
     return index, arrays
 
 
-def _index_problem(
+def index_problem(
     attrs: dict[str, Any], index: dict[str, Any], arrays: dict[str, np.ndarray]
 ) -> str | None:
     """What contradicts the corpus's identity in its stored index (a deleted chunk reads as

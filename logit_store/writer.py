@@ -53,6 +53,7 @@ from logit_store.summary import consolidate
 
 STORE_ID_KEY = "kdcache.json"
 CORPUS_ID_KEY = "kdcache_identity.json"
+CORPUS_ID_FIELDS = ("source_hash", "unit_size", "n_units")  # the keys of `CorpusSpec.identity`
 
 
 @dataclass(frozen=True)
@@ -84,16 +85,34 @@ def _identity_json(data: dict[str, Any]) -> bytes:
     return json.dumps(data, sort_keys=True).encode()
 
 
+def identity_remedy(url: str, key: str) -> str:
+    """What to do about a missing, unreadable or contradicting identity object `key`: restore
+    it, or recreate it from the metadata that holds the same fields (written from it at
+    creation, so the store id and settings are the ones every writer checked)."""
+    if key == STORE_ID_KEY:
+        source = f"the attribute {META_KEY!r} of {url}/zarr.json (the store metadata and id)"
+    else:
+        fields = ", ".join(CORPUS_ID_FIELDS)
+        corpus = key.removesuffix(f"/{CORPUS_ID_KEY}")
+        source = f"{fields} of the attribute {CORPUS_KEY!r} of {url}/{corpus}/zarr.json"
+    return (
+        f"restore {key} from a copy of the store, or recreate it from the store's metadata: "
+        f"write {source} as one JSON object to {url}/{key}"
+    )
+
+
 def _read_identity(url: str, key: str, options: dict[str, Any] | None) -> dict[str, Any]:
     raw = read_object(url, key, options)
     if raw is None:
-        raise StoreCorruptError(f"store {url}: {key} is missing; run `kdcache verify`")
+        raise StoreCorruptError(f"store {url}: {key} is missing; {identity_remedy(url, key)}")
     try:
         value = json.loads(raw)
         if not isinstance(value, dict):
             raise ValueError("not an object")
     except ValueError as err:
-        raise StoreCorruptError(f"store {url}: {key} cannot be read ({err})") from err
+        raise StoreCorruptError(
+            f"store {url}: {key} cannot be read ({err}); {identity_remedy(url, key)}"
+        ) from err
     return value
 
 

@@ -280,6 +280,66 @@ class StoreConformance:
         assert code == 2 and "root metadata cannot be read" in err
         assert "Traceback" not in err
 
+    @pytest.mark.parametrize("damage", ["deleted lengths", "garbled units", "changed count"])
+    def test_a_damaged_or_stale_summary_is_named_by_verify(
+        self,
+        backend: Backend,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture,
+        damage: str,
+    ) -> None:
+        """verify said OK for a damaged summary (readers fall back to the units); it names it
+        and the remedy, which then works."""
+        url = backend.copy()
+        consolidate_store(url)
+        if damage == "deleted lengths":
+            backend.delete(url, "corpora/task/summary_lengths/c/0")
+            want = "(unit 0: array 'summary_lengths' differs from the unit's lengths)"
+        elif damage == "garbled units":
+            (shard,) = backend.keys(url, "corpora/task/summary_units/c")
+            data = bytearray(backend.read(url, shard))
+            data[len(data) // 2] ^= 0xFF
+            backend.write(url, shard, bytes(data))
+            want = "is damaged (array 'summary_units'"
+        else:
+            units = zarr.open_array(f"{url}/corpora/task/summary_units", mode="r+")
+            table = np.asarray(units[...])
+            table[4, 3] += 1
+            units[...] = table
+            want = "(unit 4: sequences, tokens, positions"
+        code, out, _ = kdcache(monkeypatch, capsys, ["verify", url])
+        (line,) = [line for line in out.splitlines() if line.startswith("FAULT")]
+        assert code == 1 and line.startswith("FAULT corpus 'task': its summary") and want in line
+        assert "delete corpora/task/summary_units and rerun the precompute command" in line
+        backend.delete(url, "corpora/task/summary_units")
+        consolidate_store(url)  # what the precompute command's final step does
+        assert verify_store(url) == []
+
+    def test_damaged_identity_objects_are_named_by_verify_and_the_remedy_works(
+        self, backend: Backend, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    ) -> None:
+        url = backend.copy()
+        identity = "corpora/task/kdcache_identity.json"
+        changed = {**json.loads(backend.read(url, identity)), "n_units": 9}
+        backend.write(url, identity, json.dumps(changed).encode())
+        backend.write(url, "kdcache.json", b"{not json")
+        code, out, _ = kdcache(monkeypatch, capsys, ["verify", url])
+        faults = [line for line in out.splitlines() if line.startswith("FAULT")]
+        assert code == 1 and len(faults) == 2, out
+        assert faults[0].startswith(f"FAULT store {url}: kdcache.json cannot be read (")
+        assert f"write the attribute 'kdcache' of {url}/zarr.json" in faults[0]
+        assert faults[1].startswith(f"FAULT store {url}: {identity} disagrees with the metadata")
+        assert "on n_units" in faults[1]
+        with pytest.raises(StoreCorruptError, match=r"kdcache\.json cannot be read .* recreate"):
+            create_store(url, synthetic_meta(), synthetic_specs())  # the resume
+        root = json.loads(backend.read(url, "zarr.json"))["attributes"]
+        backend.write(url, "kdcache.json", json.dumps(root["kdcache"]).encode())
+        task = json.loads(backend.read(url, "corpora/task/zarr.json"))["attributes"]
+        ident = {k: task["kdcache_corpus"][k] for k in ("source_hash", "unit_size", "n_units")}
+        backend.write(url, identity, json.dumps(ident).encode())
+        assert verify_store(url) == []
+        create_store(url, synthetic_meta(), synthetic_specs())
+
     def test_inspect_reports_sizes_and_completeness(
         self, backend: Backend, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
     ) -> None:
