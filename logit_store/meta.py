@@ -122,23 +122,24 @@ class StoreMeta:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StoreMeta:
+    def from_dict(cls, data: dict[str, Any], url: str) -> StoreMeta:
+        """The metadata `data` of the store at `url` (named by its errors)."""
         version = data.get("format_version")
         if version == 1:
             raise UserError(
-                "store format 1 (whole-corpus plans, kdcache 0.1) is not read by this kdcache "
-                f"(format {FORMAT_VERSION}: streaming units); recompute it with `kdcache "
+                f"{url}: store format 1 (whole-corpus plans, kdcache 0.1) is not read by this "
+                f"kdcache (format {FORMAT_VERSION}: streaming units); recompute it with `kdcache "
                 "precompute ... --out NEW_PATH`, or read it with kdcache 0.1"
             )
         if version != FORMAT_VERSION:
             raise UserError(
-                f"store format version {version!r} is not supported by this kdcache "
+                f"{url}: store format version {version!r} is not supported by this kdcache "
                 f"(reads version {FORMAT_VERSION}); install the kdcache that wrote it"
             )
         missing = [name for name in _FORMAT_2_FIELDS if name not in data]
         if missing:
             raise StoreCorruptError(
-                f"the store metadata (attribute kdcache of zarr.json) lacks the field(s) "
+                f"{url}: the store metadata (attribute kdcache of zarr.json) lacks the field(s) "
                 f"{', '.join(missing)}: the store's metadata is damaged; restore zarr.json from a "
                 "copy, or recompute into a new --out store"
             )
@@ -147,8 +148,8 @@ class StoreMeta:
             return cls(**{k: v for k, v in data.items() if k in known})
         except (TypeError, ValueError, KeyError) as err:  # a field of the wrong type
             raise StoreCorruptError(
-                f"the store metadata (attribute kdcache of zarr.json) is damaged ({err!r}); "
-                "restore zarr.json from a copy, or recompute into a new --out store"
+                f"{url}: the store metadata (attribute kdcache of zarr.json) is damaged "
+                f"({err!r}); restore zarr.json from a copy, or recompute into a new --out store"
             ) from err
 
     def differences(self, expected: dict[str, Any]) -> list[tuple[str, object, object]]:

@@ -24,7 +24,7 @@ def stored_corpus_index(
     except UserError:
         return None
     if META_KEY in root.attrs:
-        StoreMeta.from_dict(attrs_dict(root, META_KEY))  # refuses an older format in one line
+        StoreMeta.from_dict(attrs_dict(root, META_KEY), url)  # refuses an older format in one line
     try:
         group = root[f"{CORPORA_GROUP}/{name}"]
         if not isinstance(group, zarr.Group) or CORPUS_KEY not in group.attrs:

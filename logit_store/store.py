@@ -35,7 +35,7 @@ class Store:
                 f"{url}: not a kdcache store, or its creation never finished "
                 "(no kdcache metadata); rerun the precompute command that writes it"
             )
-        self.meta = StoreMeta.from_dict(attrs_dict(self.root, META_KEY))
+        self.meta = StoreMeta.from_dict(attrs_dict(self.root, META_KEY), url)
         self._corpora: dict[str, Corpus] = {}
 
     def __getstate__(self) -> dict[str, Any]:

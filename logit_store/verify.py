@@ -278,7 +278,9 @@ def verify_store(
     except StoreCorruptError as err:
         return [str(err)]
     meta = store.meta.to_dict()
-    faults = _identity_object(store, STORE_ID_KEY, meta, lambda d: StoreMeta.from_dict(d).to_dict())
+    faults = _identity_object(
+        store, STORE_ID_KEY, meta, lambda d: StoreMeta.from_dict(d, url).to_dict()
+    )
     try:
         names = store.corpora
     except StoreCorruptError as err:

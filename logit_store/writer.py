@@ -123,13 +123,13 @@ def _claim_store(url: str, meta: StoreMeta, options: dict[str, Any] | None) -> S
     if _root_exists(url, options):
         root = open_root(url, "r", options)
         if META_KEY in root.attrs:  # refuses an older format, or other settings, first
-            StoreMeta.from_dict(attrs_dict(root, META_KEY)).check(meta, where=f"store {url}")
+            StoreMeta.from_dict(attrs_dict(root, META_KEY), url).check(meta, where=f"store {url}")
     wanted = {**meta.to_dict(), "store_id": uuid.uuid4().hex}
     if not create_once(url, STORE_ID_KEY, _identity_json(wanted), options):
-        stored = StoreMeta.from_dict(_read_identity(url, STORE_ID_KEY, options))
+        stored = StoreMeta.from_dict(_read_identity(url, STORE_ID_KEY, options), url)
         stored.check(meta, where=f"store {url}")
         return stored
-    return StoreMeta.from_dict(wanted)
+    return StoreMeta.from_dict(wanted, url)
 
 
 def _root_exists(url: str, options: dict[str, Any] | None) -> bool:

@@ -13,7 +13,8 @@ from synthetic import write_synthetic
 from teacher_fixtures import precompute_args, precompute_inputs, save_tiny_bert_mlm
 
 from logit_store import StoreCorruptError, UserError, open_store
-from logit_store.arrays import CORPORA_GROUP
+from logit_store.arrays import CORPORA_GROUP, META_KEY, attrs_dict
+from logit_store.source_index import stored_corpus_index
 from logit_store.writer import consolidate_store
 from student_train.heads import load_classifier
 from teacher_infer import precompute
@@ -152,3 +153,40 @@ def test_a_corpus_error_comes_before_the_teacher_load(
 
 def _no_teacher_load(*_args: object) -> None:
     raise AssertionError("the teacher was loaded before the corpora were indexed")
+
+
+def _set_meta(url: str, **fields: object) -> None:
+    root = zarr.open_group(url, mode="r+")
+    meta = {**attrs_dict(root, META_KEY), **fields}
+    root.attrs[META_KEY] = {k: v for k, v in meta.items() if v is not None}
+
+
+@pytest.mark.parametrize(
+    ("fields", "error", "message"),
+    [
+        ({"format_version": 3}, UserError, "store format version 3 is not supported"),
+        ({"format_version": 1}, UserError, "store format 1 (whole-corpus plans"),
+        (
+            {"k": None},
+            StoreCorruptError,
+            "the store metadata (attribute kdcache of zarr.json) lacks",
+        ),
+        (
+            {"k": "many"},
+            StoreCorruptError,
+            "the store metadata (attribute kdcache of zarr.json) is",
+        ),
+    ],
+)
+def test_a_metadata_error_names_the_store(
+    tmp_path: Path, fields: dict[str, object], error: type[Exception], message: str
+) -> None:
+    url = str(tmp_path / "s.zarr")
+    write_synthetic(url)
+    _set_meta(url, **fields)
+    with pytest.raises(error) as err:
+        open_store(url)
+    assert str(err.value).startswith(f"{url}: {message}")
+    with pytest.raises(error) as err:  # a precompute into it: its first look at the store
+        stored_corpus_index(url, "task")
+    assert str(err.value).startswith(f"{url}: {message}")

@@ -16,13 +16,13 @@ from logit_store.meta import StoreMeta
 
 def test_a_complete_meta_round_trips() -> None:
     meta = synthetic_meta()
-    assert StoreMeta.from_dict(meta.to_dict()) == meta
+    assert StoreMeta.from_dict(meta.to_dict(), "s.zarr") == meta
 
 
 def test_a_field_added_after_format_2_may_be_absent() -> None:
     data = synthetic_meta().to_dict()
     del data["q8_range"], data["extra"]
-    assert StoreMeta.from_dict(data).k == 8
+    assert StoreMeta.from_dict(data, "s.zarr").k == 8
 
 
 @pytest.mark.parametrize("name", ["k", "encoding", "max_length", "teacher_hash", "masking"])
@@ -30,10 +30,10 @@ def test_a_missing_field_is_refused_naming_it(name: str) -> None:
     data = synthetic_meta().to_dict()
     del data[name]
     with pytest.raises(StoreCorruptError, match=rf"lacks the field\(s\) {name}\b"):
-        StoreMeta.from_dict(data)
+        StoreMeta.from_dict(data, "s.zarr")
 
 
 def test_a_field_of_the_wrong_type_is_one_line() -> None:
     data = {**synthetic_meta().to_dict(), "vocab_size": "many"}
     with pytest.raises(StoreCorruptError, match=r"\(attribute kdcache of zarr.json\) is damaged"):
-        StoreMeta.from_dict(data)
+        StoreMeta.from_dict(data, "s.zarr")

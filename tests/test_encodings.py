@@ -26,7 +26,7 @@ def test_metadata_round_trip_and_validation(name: str) -> None:
     encoding = meta.target_encoding
     assert type(encoding) is ENCODINGS[name] and encoding.name == name
     assert encoding_from_meta(meta.to_dict() | encoding.to_meta()) == encoding
-    assert StoreMeta.from_dict(meta.to_dict()).target_encoding == encoding
+    assert StoreMeta.from_dict(meta.to_dict(), "s.zarr").target_encoding == encoding
     assert encoding.fitted(3).width(3) <= 3 and encoding.width(VOCAB) == meta.width
     with pytest.raises(UserError, match="must be"):
         synthetic_meta(name, k=0, n_samples=0)
