@@ -158,7 +158,7 @@ def _no_teacher_load(*_args: object) -> None:
 def _set_meta(url: str, **fields: object) -> None:
     root = zarr.open_group(url, mode="r+")
     meta = {**attrs_dict(root, META_KEY), **fields}
-    root.attrs[META_KEY] = {k: v for k, v in meta.items() if v is not None}
+    root.attrs[META_KEY] = {k: v for k, v in meta.items() if k not in fields or v is not None}
 
 
 @pytest.mark.parametrize(
