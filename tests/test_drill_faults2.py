@@ -15,6 +15,7 @@ from teacher_fixtures import precompute_args, precompute_inputs, save_tiny_bert_
 from logit_store import StoreCorruptError, UserError, open_store
 from logit_store.arrays import CORPORA_GROUP, META_KEY, attrs_dict
 from logit_store.source_index import stored_corpus_index
+from logit_store.verify import verify_store
 from logit_store.writer import consolidate_store
 from student_train.heads import load_classifier
 from teacher_infer import precompute
@@ -89,6 +90,7 @@ def test_a_unit_written_by_another_teacher_is_refused_when_read(
         for i in range(len(task)):
             task[i]
     assert "kdcache verify" in str(err.value) and "\n" not in str(err.value)
+    assert [f for f in verify_store(url) if "written by another teacher" in f]
 
 
 def test_a_failed_chunk_checksum_names_the_array_not_its_bytes(tmp_path: Path) -> None:
