@@ -36,7 +36,7 @@ from transformers import (
 )
 
 from logit_store import StoreMeta, UserError, tokenizer_hash
-from teacher_infer.teacher import check_tokenizer_fits, readable_weights
+from teacher_infer.teacher import check_tokenizer_fits, not_a_model, readable_weights
 
 FROM_TEACHER = "from-teacher:"
 _LAYER_KEY = re.compile(r"\.layer\.(\d+)\.")
@@ -150,6 +150,9 @@ def parse_teacher_layers(spec: str, n_teacher_layers: int) -> tuple[int, ...]:
 
 
 def _from_teacher(spec: str, meta: StoreMeta) -> PreTrainedModel:
+    problem = not_a_model(meta.teacher_id, f"--student {spec}: the store's teacher")
+    if problem is not None:
+        raise problem
     try:
         with readable_weights(meta.teacher_id):
             teacher, info = AutoModelForMaskedLM.from_pretrained(

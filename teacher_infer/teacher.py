@@ -71,7 +71,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def _not_a_model(name_or_path: str, flag: str) -> UserError | None:
+def not_a_model(name_or_path: str, flag: str) -> UserError | None:
     """A clear error when `name_or_path` is a local path that holds no model, else None."""
     path = Path(name_or_path).expanduser()
     if path.is_dir() and not (path / "config.json").is_file():
@@ -111,7 +111,7 @@ def readable_weights(folder: str | Path) -> Iterator[None]:
 
 def load_tokenizer(name_or_path: str, flag: str = "--teacher") -> Any:
     """The model's tokenizer; a missing folder or hub name is a UserError naming `flag`."""
-    problem = _not_a_model(name_or_path, flag)
+    problem = not_a_model(name_or_path, flag)
     if problem is not None:
         raise problem
     try:

@@ -4,12 +4,13 @@ or a silent wrong result."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import zarr
 from cli_calls import kdcache
-from synthetic import write_synthetic
+from synthetic import synthetic_meta, write_synthetic
 from teacher_fixtures import precompute_args, precompute_inputs, save_tiny_bert_mlm
 
 from logit_store import StoreCorruptError, UserError, open_store
@@ -18,6 +19,7 @@ from logit_store.source_index import stored_corpus_index
 from logit_store.verify import verify_store
 from logit_store.writer import consolidate_store
 from student_train.heads import load_classifier
+from student_train.students import build_student
 from teacher_infer import precompute
 from teacher_infer.teacher import load_model
 
@@ -192,3 +194,22 @@ def test_a_metadata_error_names_the_store(
     with pytest.raises(error) as err:  # a precompute into it: its first look at the store
         stored_corpus_index(url, "task")
     assert str(err.value).startswith(f"{url}: {message}")
+
+
+@pytest.mark.parametrize(
+    ("teacher", "problem"),
+    [
+        ("/moved/bert", "no such folder"),
+        ("moved-bert", "no such folder, and not in the Hugging Face cache (offline); give a"),
+    ],
+)
+def test_a_student_from_a_missing_teacher_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, teacher: str, problem: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    meta = replace(synthetic_meta(), teacher_id=teacher)
+    with pytest.raises(UserError) as err:
+        build_student("from-teacher:1", meta)
+    assert str(err.value).startswith(
+        f"--student from-teacher:1: the store's teacher {teacher!r}: {problem}"
+    )
