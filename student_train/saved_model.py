@@ -17,6 +17,7 @@ first sub-token, as evaluation does)::
 
 from __future__ import annotations
 
+import copy
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from logit_store import StoreMeta, UserError, tokenizer_hash
 from student_train.heads import TaskModel, label_config, quiet_transformers
 from student_train.runs import WEIGHTS_FILE, read_json
 from student_train.task_data import TASKS, Task
+from teacher_infer.teacher import readable_weights
 
 SLOTS_DIR = "slots"
 TOKENIZER_FILE = "tokenizer_config.json"
@@ -55,7 +57,8 @@ def save_task_model(
     model: TaskModel, folder: Path, tag_names: tuple[str, ...], tokenizer: Any, info: dict[str, Any]
 ) -> None:
     """Write `model` as the folders of the module docstring (replacing an older copy); `info`
-    becomes config.kdcache."""
+    becomes config.kdcache. The tokenizer is saved with `model_max_length` = info's max_length
+    (the store's; at most the model's positions)."""
     shutil.rmtree(folder, ignore_errors=True)
     classifier = model.classifier
     classifier.config.kdcache = info
@@ -73,6 +76,11 @@ def save_task_model(
         tagger.save_pretrained(folder / SLOTS_DIR)
         parts.append(folder / SLOTS_DIR)
     if tokenizer is not None:
+        # plain `tok(text, truncation=True)` then truncates as the model was finetuned (and as
+        # `predict` does), never past its positions
+        tokenizer = copy.deepcopy(tokenizer)
+        positions = int(classifier.config.max_position_embeddings)
+        tokenizer.model_max_length = min(int(info.get("max_length") or positions), positions)
         for part in parts:
             tokenizer.save_pretrained(part)
 
@@ -156,10 +164,12 @@ def load_task_model(path: str | Path) -> TaskModelFolder:
             f"{' and slots/' if task == 'icner' else ''}); rerun the finetune that wrote it"
         )
     with quiet_transformers():
-        classifier = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+        with readable_weights(folder):
+            classifier = AutoModelForSequenceClassification.from_pretrained(folder).eval()
         tagger = None
         if task == "icner":
-            tagger = AutoModelForTokenClassification.from_pretrained(folder / SLOTS_DIR).eval()
+            with readable_weights(folder / SLOTS_DIR):
+                tagger = AutoModelForTokenClassification.from_pretrained(folder / SLOTS_DIR).eval()
     tokenizer = None
     if (folder / TOKENIZER_FILE).is_file():
         tokenizer = AutoTokenizer.from_pretrained(folder)

@@ -1,6 +1,7 @@
-"""Acceptance drill, shipping a student: predict streams its input in chunks (same output as
-predicting it whole), counts DC words past max_length and leaves no partial --out; a failed
-ONNX write (disk full) leaves no partial file."""
+"""Acceptance drill, shipping a student: the saved tokenizer truncates a long text to the length
+the model was finetuned at, so plain transformers runs it and agrees with `kdcache predict`;
+predict streams its input in chunks (same output as predicting it whole), counts DC words past
+max_length and leaves no partial --out; a failed ONNX write (disk full) leaves no partial file."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 import torch
 from cli_calls import kdcache
 from task_stores import finetune_briefly
-from transformers import AutoTokenizer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import student_train.predict as predict_module
 import teacher_infer.corpora as corpora
@@ -43,6 +44,26 @@ def _write_lines(path: Path, n: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     texts = [" ".join(rng.choice(WORDS, size=rng.integers(1, 50))) for _ in range(n)]
     path.write_text("\n".join(texts) + "\n")
+
+
+def test_plain_transformers_truncates_a_long_text_like_predict(
+    finetuned: dict[str, Path], tmp_path: Path
+) -> None:
+    long_text = " ".join(WORDS * 20)  # ~300 tokens: past the model's 64 positions
+    for task in ("dc", "icner"):
+        folder = finetuned[task] / "model"
+        tok = AutoTokenizer.from_pretrained(folder)
+        assert tok.model_max_length == 32  # the store's max_length, not 512
+        if task == "icner":
+            assert AutoTokenizer.from_pretrained(folder / "slots").model_max_length == 32
+        model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+        enc = tok(long_text, truncation=True, return_tensors="pt")
+        with torch.no_grad():
+            probs = torch.softmax(model(**enc).logits, dim=-1)[0]
+        (row,) = load_predictor(finetuned[task]).predict([long_text])
+        best = int(probs.argmax())
+        assert row["domain" if task == "dc" else "intent"] == model.config.id2label[best]
+        assert row["probability"] == pytest.approx(float(probs[best]), abs=1e-5)
 
 
 def _whole_input_output(model: Path, source: str) -> str:
