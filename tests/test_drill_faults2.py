@@ -11,7 +11,8 @@ import pytest
 import zarr
 from cli_calls import kdcache
 from synthetic import synthetic_meta, write_synthetic
-from teacher_fixtures import precompute_args, precompute_inputs, save_tiny_bert_mlm
+from teacher_fixtures import TINY, precompute_args, precompute_inputs, save_tiny_bert_mlm
+from transformers import BertConfig, BertForSequenceClassification
 
 from logit_store import StoreCorruptError, UserError, open_store
 from logit_store.arrays import CORPORA_GROUP, META_KEY, attrs_dict
@@ -19,6 +20,7 @@ from logit_store.source_index import stored_corpus_index
 from logit_store.verify import verify_store
 from logit_store.writer import consolidate_store
 from student_train.heads import load_classifier
+from student_train.saved_model import load_task_model
 from student_train.students import build_student
 from teacher_infer import precompute
 from teacher_infer.teacher import load_model
@@ -194,6 +196,15 @@ def test_a_metadata_error_names_the_store(
     with pytest.raises(error) as err:  # a precompute into it: its first look at the store
         stored_corpus_index(url, "task")
     assert str(err.value).startswith(f"{url}: {message}")
+
+
+def test_a_garbled_finetuned_model_is_a_user_error(tmp_path: Path) -> None:
+    model = BertForSequenceClassification(BertConfig(vocab_size=64, **TINY))  # 2 labels
+    model.config.kdcache = {"task": "dc"}
+    model.save_pretrained(tmp_path / "model")
+    (tmp_path / "model" / "model.safetensors").write_bytes(b"\xff" * 64)
+    with pytest.raises(UserError, match=r"model/model\.safetensors: cannot be read \(.*re-save"):
+        load_task_model(tmp_path)
 
 
 @pytest.mark.parametrize(
