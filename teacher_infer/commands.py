@@ -84,7 +84,7 @@ def precompute(
         int | None,
         typer.Option(
             help="Host processes that read, tokenize and batch units ahead of the teacher "
-            "(default: the cores available less one; 0: in the main process)."
+            "(default: the cores available, at most 8; 0: in the main process)."
         ),
     ] = PRECOMPUTE["workers"],
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = PRECOMPUTE["device"],
