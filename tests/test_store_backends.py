@@ -213,6 +213,93 @@ class StoreConformance:
             create_store(url, synthetic_meta(), synthetic_specs())
         assert backend.keys(url) == ["zarr.json"]
 
+    @ENCODINGS
+    def test_a_deleted_object_is_named_by_verify_and_refused_by_readers(
+        self, backend: Backend, encoding: str
+    ) -> None:
+        url = backend.copy(encoding)
+        assert verify_store(url) == []
+        backend.delete(url, "corpora/task/target_values/c/1/0")
+        assert verify_store(url) == [
+            "corpus 'task' unit 1: array 'target_values' has no stored object (deleted?)"
+        ]
+        task = open_store(url)["task"]
+        task[0]  # other units still read
+        with pytest.raises(StoreCorruptError, match=r"unit 1: .*'target_values'.* missing"):
+            task[8]
+
+    def test_inspect_reports_sizes_and_completeness(
+        self, backend: Backend, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    ) -> None:
+        url = backend.url("s.zarr")
+        write_synthetic(url, units=[0, 1])
+        code, out, err = kdcache(monkeypatch, capsys, ["inspect", url, "--json"])
+        assert code == 0, err
+        summary = json.loads(out)
+        task = {c["name"]: c for c in summary["corpora"]}["task"]
+        assert summary["encoding"] == "topk" and summary["k"] == 8 and not summary["complete"]
+        assert task["units_done"] == 2 and task["units_total"] == 5
+        assert 0 < task["target_bytes_per_position"] < 200
+        _, table, _ = kdcache(monkeypatch, capsys, ["inspect", url])
+        assert "incomplete" in table and "2/5" in table
+
+    def test_verify_passes_then_names_the_array_with_a_flipped_byte(
+        self, backend: Backend, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    ) -> None:
+        url = backend.copy()
+        code, out, err = kdcache(monkeypatch, capsys, ["verify", url])
+        assert code == 0, out + err
+        shard = backend.keys(url, "corpora/task/target_values/c")[-1]
+        data = bytearray(backend.read(url, shard))
+        data[len(data) // 3] ^= 0x01
+        backend.write(url, shard, bytes(data))
+        code, out, _ = kdcache(monkeypatch, capsys, ["verify", url])
+        assert code == 1
+        assert "corpus 'task'" in out and "'target_values'" in out
+
+    def test_verify_reports_missing_units(
+        self, backend: Backend, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    ) -> None:
+        url = backend.url("s.zarr")
+        write_synthetic(url, units=[0])
+        code, out, _ = kdcache(monkeypatch, capsys, ["verify", url])
+        assert code == 1 and "units not written" in out
+
+    def test_no_store_is_a_one_line_user_error(
+        self, backend: Backend, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    ) -> None:
+        for command in ("inspect", "verify"):  # no store at all is a user error, not a fault
+            code, _, err = kdcache(monkeypatch, capsys, [command, backend.url("nope.zarr")])
+            assert code == 2, command
+            assert "Traceback" not in err and "no kdcache store here" in err
+
+    @ENCODINGS
+    def test_a_forked_worker_reads_the_parents_open_store(
+        self, backend: Backend, encoding: str
+    ) -> None:
+        """DataLoader workers are forked; an object store's clients are bound to the parent's
+        event loop."""
+        url = backend.written(encoding)
+        store = open_store(url)
+        store["task"].batch([0])  # the parent opens the arrays and reads unit 0
+        ctx = multiprocessing.get_context("fork")
+        receive, send = ctx.Pipe(duplex=False)
+        child = ctx.Process(target=_child_reads, args=(store, encoding, send))
+        child.start()
+        assert receive.poll(60), "the forked reader failed or hung"
+        input_ids, values = receive.recv()
+        child.join(30)
+        assert child.exitcode == 0
+        expected = open_store(url)["task"].batch([9, 17])
+        np.testing.assert_array_equal(input_ids, expected.input_ids.numpy())
+        np.testing.assert_array_equal(values, getattr(expected.targets, VALUES[encoding]).numpy())
+
+
+class StoreDamageConformance:
+    """Damage the store's own logic names the same on every backend (verify's checks, the
+    readers' refusals, the remedies); the local folder and memory:// run them, S3 keeps the
+    object-level cases of `StoreConformance` (a flipped byte, a deleted object)."""
+
     def test_an_emptied_object_is_named_by_verify_and_refused_by_readers(
         self, backend: Backend
     ) -> None:
@@ -233,21 +320,6 @@ class StoreConformance:
         faults = verify_store(url)
         assert any("unit 2: array 'input_ids'" in f for f in faults), faults
         assert not any("unit 1" in f for f in faults)
-
-    @ENCODINGS
-    def test_a_deleted_object_is_named_by_verify_and_refused_by_readers(
-        self, backend: Backend, encoding: str
-    ) -> None:
-        url = backend.copy(encoding)
-        assert verify_store(url) == []
-        backend.delete(url, "corpora/task/target_values/c/1/0")
-        assert verify_store(url) == [
-            "corpus 'task' unit 1: array 'target_values' has no stored object (deleted?)"
-        ]
-        task = open_store(url)["task"]
-        task[0]  # other units still read
-        with pytest.raises(StoreCorruptError, match=r"unit 1: .*'target_values'.* missing"):
-            task[8]
 
     def test_a_deleted_done_array_is_reported_and_a_resume_recreates_it(
         self, backend: Backend
@@ -340,72 +412,6 @@ class StoreConformance:
         assert verify_store(url) == []
         create_store(url, synthetic_meta(), synthetic_specs())
 
-    def test_inspect_reports_sizes_and_completeness(
-        self, backend: Backend, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
-    ) -> None:
-        url = backend.url("s.zarr")
-        write_synthetic(url, units=[0, 1])
-        code, out, err = kdcache(monkeypatch, capsys, ["inspect", url, "--json"])
-        assert code == 0, err
-        summary = json.loads(out)
-        task = {c["name"]: c for c in summary["corpora"]}["task"]
-        assert summary["encoding"] == "topk" and summary["k"] == 8 and not summary["complete"]
-        assert task["units_done"] == 2 and task["units_total"] == 5
-        assert 0 < task["target_bytes_per_position"] < 200
-        _, table, _ = kdcache(monkeypatch, capsys, ["inspect", url])
-        assert "incomplete" in table and "2/5" in table
-
-    def test_verify_passes_then_names_the_array_with_a_flipped_byte(
-        self, backend: Backend, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
-    ) -> None:
-        url = backend.copy()
-        code, out, err = kdcache(monkeypatch, capsys, ["verify", url])
-        assert code == 0, out + err
-        shard = backend.keys(url, "corpora/task/target_values/c")[-1]
-        data = bytearray(backend.read(url, shard))
-        data[len(data) // 3] ^= 0x01
-        backend.write(url, shard, bytes(data))
-        code, out, _ = kdcache(monkeypatch, capsys, ["verify", url])
-        assert code == 1
-        assert "corpus 'task'" in out and "'target_values'" in out
-
-    def test_verify_reports_missing_units(
-        self, backend: Backend, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
-    ) -> None:
-        url = backend.url("s.zarr")
-        write_synthetic(url, units=[0])
-        code, out, _ = kdcache(monkeypatch, capsys, ["verify", url])
-        assert code == 1 and "units not written" in out
-
-    def test_no_store_is_a_one_line_user_error(
-        self, backend: Backend, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
-    ) -> None:
-        for command in ("inspect", "verify"):  # no store at all is a user error, not a fault
-            code, _, err = kdcache(monkeypatch, capsys, [command, backend.url("nope.zarr")])
-            assert code == 2, command
-            assert "Traceback" not in err and "no kdcache store here" in err
-
-    @ENCODINGS
-    def test_a_forked_worker_reads_the_parents_open_store(
-        self, backend: Backend, encoding: str
-    ) -> None:
-        """DataLoader workers are forked; an object store's clients are bound to the parent's
-        event loop."""
-        url = backend.written(encoding)
-        store = open_store(url)
-        store["task"].batch([0])  # the parent opens the arrays and reads unit 0
-        ctx = multiprocessing.get_context("fork")
-        receive, send = ctx.Pipe(duplex=False)
-        child = ctx.Process(target=_child_reads, args=(store, encoding, send))
-        child.start()
-        assert receive.poll(60), "the forked reader failed or hung"
-        input_ids, values = receive.recv()
-        child.join(30)
-        assert child.exitcode == 0
-        expected = open_store(url)["task"].batch([9, 17])
-        np.testing.assert_array_equal(input_ids, expected.input_ids.numpy())
-        np.testing.assert_array_equal(values, getattr(expected.targets, VALUES[encoding]).numpy())
-
 
 class SharedStoreConformance(StoreConformance):
     """What backends that other processes reach also run: writer processes, racing creators."""
@@ -464,14 +470,14 @@ class SharedStoreConformance(StoreConformance):
             assert {r["teacher_hash"] for r in records} == {winner}
 
 
-class TestLocalFolder(SharedStoreConformance):
+class TestLocalFolder(SharedStoreConformance, StoreDamageConformance):
     @pytest.fixture(scope="class")
     @classmethod
     def backend(cls, tmp_path_factory: pytest.TempPathFactory) -> Backend:
         return Backend(str(tmp_path_factory.mktemp("stores")))
 
 
-class TestMemory(StoreConformance):
+class TestMemory(StoreConformance, StoreDamageConformance):
     @pytest.fixture(scope="class")
     @classmethod
     def backend(cls) -> Backend:
