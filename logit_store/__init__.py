@@ -10,6 +10,7 @@ from logit_store.arrays import check_store_target
 from logit_store.batch import SequenceRecord, SparseBatch
 from logit_store.encodings import (
     ENCODINGS,
+    VALUE_DTYPES,
     Sampled,
     SampledTargets,
     SparseEncoding,
@@ -48,6 +49,7 @@ warnings.filterwarnings(
 __all__ = [
     "ENCODINGS",
     "FORMAT_VERSION",
+    "VALUE_DTYPES",
     "Corpus",
     "CorpusSpec",
     "DamagedIndexError",

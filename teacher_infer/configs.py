@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from logit_store import ENCODINGS, Sampled, TopK, UserError
+from logit_store import ENCODINGS, VALUE_DTYPES, Sampled, TopK, UserError
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class PrecomputeConfig:
             "encoding": tuple(ENCODINGS),
             "positions": ("masked", "all"),
             "dtype": ("auto", *DTYPES),
-            "value_dtype": ("q8", "fp16"),
+            "value_dtype": VALUE_DTYPES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -9,7 +9,14 @@ from typing import Any
 
 from logit_store.encodings.base import SparseEncoding, SparseTargets, StoredArray, empty_targets
 from logit_store.encodings.sampled import Sampled, SampledTargets, sampled_targets
-from logit_store.encodings.topk import TopK, TopKTargets, bucket_kl, log1mexp, topk_targets
+from logit_store.encodings.topk import (
+    VALUE_DTYPES,
+    TopK,
+    TopKTargets,
+    bucket_kl,
+    log1mexp,
+    topk_targets,
+)
 from logit_store.errors import UserError
 
 ENCODINGS: dict[str, type[SparseEncoding]] = {TopK.name: TopK, Sampled.name: Sampled}
@@ -25,6 +32,7 @@ def encoding_from_meta(meta: Mapping[str, Any]) -> SparseEncoding:
 
 __all__ = [
     "ENCODINGS",
+    "VALUE_DTYPES",
     "Sampled",
     "SampledTargets",
     "SparseEncoding",
