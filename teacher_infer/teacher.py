@@ -28,6 +28,7 @@ from huggingface_hub import constants, try_to_load_from_cache
 from safetensors import SafetensorError
 from torch import nn
 from transformers import (
+    AutoConfig,
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
@@ -116,8 +117,31 @@ def load_tokenizer(name_or_path: str, flag: str = "--teacher") -> Any:
         raise problem
     try:
         return AutoTokenizer.from_pretrained(name_or_path)
-    except (OSError, ValueError) as err:
-        raise UserError(f"{flag} {name_or_path!r}: cannot load its tokenizer: {err}") from err
+    except Exception as err:  # garbled tokenizer files fail in many ways (JSON, KeyError, Rust)
+        raise UserError(
+            f"{flag} {name_or_path!r}: cannot load its tokenizer ({one_line(err)}); put the "
+            "model's own tokenizer files (tokenizer.json or vocab) in the folder"
+        ) from err
+
+
+def load_config(name_or_path: str, flag: str) -> Any:
+    """The model's config; a missing, garbled or type-less config.json is a UserError naming it."""
+    problem = not_a_model(name_or_path, flag)
+    if problem is not None:
+        raise problem
+    try:
+        return AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        where = Path(name_or_path) / "config.json" if Path(name_or_path).is_dir() else name_or_path
+        raise UserError(
+            f"{flag} {name_or_path!r}: {where} is not a readable model config "
+            f"({one_line(err)}); re-save the model (save_pretrained) or give another model folder"
+        ) from err
+
+
+def one_line(err: BaseException) -> str:
+    """An exception's message on one line (transformers' messages span several)."""
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 def check_tokenizer_fits(tokenizer: Any, vocab_size: int, where: str) -> None:
@@ -180,8 +204,6 @@ def load_model(
 
 def infer_task_kind(name_or_path: str) -> str:
     """'token' for a token-classification checkpoint, else 'sequence'."""
-    from transformers import AutoConfig
-
     archs = AutoConfig.from_pretrained(name_or_path).architectures or []
     return "token" if any(a.endswith("ForTokenClassification") for a in archs) else "sequence"
 
