@@ -29,6 +29,24 @@ from logit_store.storage_options import fsspec_options, protocol
 META_KEY = "kdcache"
 CORPUS_KEY = "kdcache_corpus"
 CORPORA_GROUP = "corpora"
+# the root's create-once record of each corpus it ever created, outside the corpus's group, so a
+# deleted group is a fault `verify` names: kdcache_corpus.<name, "/" written as "~">.json
+CORPUS_RECORD_PREFIX, CORPUS_RECORD_SUFFIX = "kdcache_corpus.", ".json"
+
+
+def corpus_record_key(name: str) -> str:
+    """The root object that records corpus `name` (its segments never hold "~")."""
+    return f"{CORPUS_RECORD_PREFIX}{name.replace('/', '~')}{CORPUS_RECORD_SUFFIX}"
+
+
+def recorded_corpus(key: str) -> str | None:
+    """The corpus name a root object `key` records, or None for another object."""
+    if not (key.startswith(CORPUS_RECORD_PREFIX) and key.endswith(CORPUS_RECORD_SUFFIX)):
+        return None
+    name = key[len(CORPUS_RECORD_PREFIX) : -len(CORPUS_RECORD_SUFFIX)]
+    return name.replace("~", "/") or None
+
+
 INDEX_CHUNK = 65536  # rows of the source-index arrays per chunk (written once, at creation)
 SUMMARY_CHUNK = 1 << 20  # sequences per chunk of the consolidated per-sequence summary
 
@@ -207,6 +225,7 @@ def check_store_target(url: str, storage_options: dict[str, Any] | None) -> None
             raise
         raise _unreachable(url, err) from err
     entries = {e for e in entries if not e.startswith(CREATE_ONCE_PREFIX)}  # a racing creator's
+    entries = {e for e in entries if recorded_corpus(e) is None}
     if entries <= {"zarr.json", "kdcache.json", CORPORA_GROUP}:
         return
     with contextlib.suppress(UserError, KeyError):

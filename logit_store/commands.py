@@ -35,7 +35,11 @@ def verify(
     storage_option: StorageOption = None,
 ) -> None:
     """Read every chunk (checksums) and check completeness and internal consistency."""
-    faults = verify_store(store, storage_options(storage_option), progress=console.print)
+
+    def progress(line: str) -> None:
+        console.print(escape(line), soft_wrap=True)  # one line each, as the faults
+
+    faults = verify_store(store, storage_options(storage_option), progress=progress)
     if faults:
         for fault in faults:
             console.print(f"[red]FAULT[/red] {escape(fault)}", soft_wrap=True)  # one line each
@@ -85,6 +89,12 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         )
     console.print(table)
     print_skip_examples(summary["corpora"], console)
+    for name in summary.get("lost_corpora", []):
+        console.print(
+            f"[red]lost[/red]       corpus {escape(repr(name))}: its group is gone (deleted?); "
+            "`kdcache verify` says how to compute it again",
+            soft_wrap=True,
+        )
     state = (
         "[green]complete[/green]"
         if summary["complete"]

@@ -19,6 +19,7 @@ def inspect_summary(store: Store) -> dict[str, Any]:
     meta = store.meta
     target_arrays = ("target_ids", "id_table", *meta.target_encoding.stored_arrays())
     corpora = []
+    lost = store.lost_corpora
     for name in store.corpora:
         c = store[name]
         info = c.info
@@ -61,7 +62,8 @@ def inspect_summary(store: Store) -> dict[str, Any]:
         **meta.target_encoding.summary(),
         "masking": meta.masking,
         "max_length": meta.max_length,
-        "complete": all(c["complete"] for c in corpora),
+        "complete": all(c["complete"] for c in corpora) and not lost,
         "corpora": corpora,
+        "lost_corpora": lost,  # recorded by the root, their group gone (`Store.lost_corpora`)
         "extra": meta.extra,
     }

@@ -3,6 +3,8 @@
 * `create_once(url, key, data)` writes an object only if none exists, atomically: a hard link of
   a finished temporary file on local disk, ``If-None-Match: *`` on S3 (s3fs ``mode="create"``).
   Exactly one of several racing writers wins; the others read the winner's object.
+* `object_names(url, prefix)` lists the objects directly in a store's root by name prefix (the
+  root's per-corpus records, `arrays.corpus_record_key`).
 * `manifest(...)` reads back the objects a unit just wrote and records each one's key, size and
   crc32, which the unit's done record keeps; `object_sizes` re-reads only the sizes (one
   concurrent round of requests), enough to detect a truncated, emptied or deleted object before
@@ -65,6 +67,19 @@ def read_object(url: str, key: str, storage_options: dict[str, Any] | None) -> b
         return data
     except FileNotFoundError:
         return None
+
+
+def object_names(url: str, prefix: str, storage_options: dict[str, Any] | None) -> list[str]:
+    """Names of the objects directly in url that start with `prefix`, sorted, from a fresh
+    listing (object-store listings are cached per client)."""
+    fs, path = fsspec.core.url_to_fs(url, **fsspec_options(url, storage_options))
+    fs.invalidate_cache(path)
+    try:
+        entries = fs.ls(path, detail=False)
+    except FileNotFoundError:
+        return []
+    names = (str(entry).rstrip("/").rsplit("/", 1)[-1] for entry in entries)
+    return sorted(name for name in names if name.startswith(prefix))
 
 
 def object_key(arr: zarr.Array, coords: tuple[int, ...]) -> str:

@@ -1,11 +1,17 @@
 """An opened store: its metadata validated on open, its corpora by name (`reader.Corpus`).
 
 store = open_store("cache.zarr", expected={"tokenizer_hash": ...})
-store.corpora, store["task"], store.complete
+store.corpora, store["task"], store.complete, store.lost_corpora
+
+The root records every corpus it created (`arrays.corpus_record_key`), so a corpus whose group
+was deleted is not silently absent: `store[name]` (and `covering`) of a lost corpus is a
+StoreCorruptError that names it and says how to compute it again; the other corpora read as
+before. Stores written before those records list only the groups they hold.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -17,10 +23,13 @@ from logit_store.arrays import (
     META_KEY,
     METADATA_DAMAGE,
     attrs_dict,
+    corpus_record_key,
     open_root,
+    recorded_corpus,
 )
 from logit_store.errors import StoreCorruptError, UserError
 from logit_store.meta import StoreMeta
+from logit_store.objects import object_names, read_object
 from logit_store.reader import Corpus
 
 
@@ -85,16 +94,67 @@ class Store:
             ) from err
         return sorted(names)
 
+    @property
+    def recorded_corpora(self) -> list[str]:
+        """Names of the corpora the root records as created, sorted (empty for a store written
+        before those records existed)."""
+        names = (recorded_corpus(key) for key in object_names(self.url, "", self.storage_options))
+        return sorted(name for name in names if name is not None)
+
+    @property
+    def lost_corpora(self) -> list[str]:
+        """Recorded corpora whose group is gone (deleted, or its creation never finished)."""
+        present = set(self.corpora)
+        return [name for name in self.recorded_corpora if name not in present]
+
+    def lost_message(self, name: str) -> str:
+        """The one line for the lost corpus `name`: what is gone and how to compute it again."""
+        key = corpus_record_key(name)
+        source = "SOURCE"
+        raw = read_object(self.url, key, self.storage_options)
+        try:
+            record = json.loads(raw) if raw is not None else {}
+            source = str(record.get("source") or source)
+        except (ValueError, AttributeError):  # an unreadable record still names the corpus
+            pass
+        return (
+            f"store {self.url}: corpus {name!r} is lost: its group {CORPORA_GROUP}/{name} is "
+            f"gone (deleted?) but {key} records it; rerun the precompute command that wrote the "
+            f"store with --corpus {name}={source} to compute it again (or delete {key} if the "
+            "corpus was removed on purpose)"
+        )
+
+    def covering(self, name: str) -> list[str]:
+        """The corpora named `name` or under it (`task` covers `task/atis`), sorted; a lost one
+        among them is a StoreCorruptError naming it, never a silently smaller selection."""
+
+        def covered(names: list[str]) -> list[str]:
+            return [c for c in names if c == name or c.startswith(name + "/")]
+
+        lost = covered(self.lost_corpora)
+        if lost:
+            raise StoreCorruptError(self.lost_message(lost[0]))
+        return covered(self.corpora)
+
+    def has(self, name: str) -> bool:
+        """Whether the store holds corpus `name`; a lost one is a StoreCorruptError naming it."""
+        if name in self.corpora:
+            return True
+        if name in self.lost_corpora:
+            raise StoreCorruptError(self.lost_message(name))
+        return False
+
     def __getitem__(self, name: str) -> Corpus:
         if name not in self._corpora:
-            if name not in self.corpora:
+            if not self.has(name):
                 raise UserError(f"store {self.url} has no corpus {name!r}; it has {self.corpora}")
             self._corpora[name] = Corpus(self, name)
         return self._corpora[name]
 
     @property
     def complete(self) -> bool:
-        return all(self[name].complete for name in self.corpora)
+        """Every corpus has all its units, and none the root records is lost."""
+        return all(self[name].complete for name in self.corpora) and not self.lost_corpora
 
 
 def open_store(

@@ -4,7 +4,9 @@ Each fault is one line naming the corpus, array and unit, so a user knows exactl
 recompute (delete no unit by hand: a rerun of precompute rewrites units whose flag is unset).
 Derived data has its own lines: the consolidated summary and the stored source index (the line
 says which arrays to delete so that a rerun writes them anew), and the create-once identity
-objects (the line says how to recreate one from the metadata beside it).
+objects (the line says how to recreate one from the metadata beside it). A corpus the root
+records (`arrays.corpus_record_key`) whose group is gone is a fault too, naming the corpus and
+its source to compute it again.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from logit_store.arrays import (
     METADATA_DAMAGE,
     StoreDamage,
     child_array,
+    corpus_record_key,
     read,
     unit_arrays,
 )
@@ -283,8 +286,18 @@ def verify_store(
         names = store.corpora
     except StoreCorruptError as err:
         return [*faults, str(err)]
-    if not names:
+    recorded = store.recorded_corpora
+    faults += [store.lost_message(name) for name in recorded if name not in names]
+    if not names and not recorded:
         faults.append(f"store {url} holds no corpora")
+    unrecorded = [name for name in names if name not in recorded]
+    if unrecorded and progress is not None:  # written before the root recorded its corpora
+        progress(
+            f"note: the root of {url} records no {', '.join(map(repr, unrecorded))} "
+            f"({corpus_record_key(unrecorded[0])}, ...: written by an older kdcache), so a "
+            "deleted corpus group cannot be noticed; a rerun of the precompute command records "
+            "the corpora it names"
+        )
     for name in names:
         try:
             corpus = store[name]

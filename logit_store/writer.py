@@ -8,9 +8,11 @@ Creation is create-once: the store's metadata (with a fresh `store_id`) and each
 identity are objects written only if absent (`objects.create_once`), so of two writers started
 together with different settings one creates the store and the other is refused, naming the
 field; a writer also re-reads the store's identity before every unit, so a store replaced under
-it is never mixed into. A crash (even SIGKILL) before the done record leaves the unit pending;
-rerunning writes it again, so the result equals an uninterrupted run's. Different processes may
-write different units at the same time: each unit owns its slots (see `layout.py`).
+it is never mixed into. Each corpus, once its group is whole, also leaves a create-once record in
+the root (`arrays.corpus_record_key`), so a corpus group deleted later is a named loss. A crash
+(even SIGKILL) before the done record leaves the unit pending; rerunning writes it again, so the
+result equals an uninterrupted run's. Different processes may write different units at the same
+time: each unit owns its slots (see `layout.py`).
 
 The done record of a unit is its own object (JSON): the writer's store id and teacher hash, the
 unit's source hash, its counts and skips, the label and split names it holds, and the manifest
@@ -37,6 +39,7 @@ from logit_store.arrays import (
     attrs_dict,
     check_store_target,
     child_array,
+    corpus_record_key,
     create_corpus_arrays,
     listed_done_units,
     open_root,
@@ -149,6 +152,15 @@ def _claim_corpus(url: str, spec: CorpusSpec, options: dict[str, Any] | None) ->
             raise StoreMismatchError(f"corpus {spec.name!r} in store {url}", diffs)
 
 
+def _record_corpus(url: str, spec: CorpusSpec, options: dict[str, Any] | None) -> None:
+    """Leave the root's create-once record of corpus `spec.name` (its name and source, outside
+    its group), once the group is whole, so a deleted group is a loss readers and `verify` name.
+    One object per corpus: creators of different corpora never contend; a later claim (a
+    rerun, or a store written before these records) writes it if absent."""
+    record = {"name": spec.name, "source": spec.source}
+    create_once(url, corpus_record_key(spec.name), _identity_json(record), options)
+
+
 def create_store(
     url: str,
     meta: StoreMeta,
@@ -178,6 +190,7 @@ def create_store(
                 "index": spec.index,
                 **layouts[spec.name].to_attrs(),
             }
+        _record_corpus(url, spec, storage_options)
     return StoreWriter(url, root, stored, {s.name: s for s in specs}, layouts, storage_options)
 
 

@@ -133,7 +133,7 @@ def test_split(model: TaskModelFolder, store: str | None) -> TaskSplit:
     if not url or not corpus:
         raise UserError(f"{model.folder}: config.json names no store/corpus; pass --store")
     opened = open_store(url)
-    if corpus not in opened.corpora:
+    if not opened.has(corpus):
         raise UserError(f"{url}: has no corpus {corpus!r} (the model's test split); pass --store")
     return read_task_split(opened[corpus], corpus, model.task, "test")
 

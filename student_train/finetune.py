@@ -196,7 +196,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     written to OUT/metrics.json (or the stored ones if this exact config already completed)."""
     out, device = Path(cfg.out), resolve_device(cfg.device)
     store = open_store(cfg.store, storage_options=dict(cfg.storage_options) or None)
-    if cfg.corpus not in store.corpora:
+    if not store.has(cfg.corpus):
         raise UserError(f"--corpus {cfg.corpus!r} is not in {cfg.store} (corpora: {store.corpora})")
     corpus = store[cfg.corpus]
     model_dir = resolve_model_dir(cfg.student_folder(store.meta.teacher_id))

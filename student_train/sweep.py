@@ -96,7 +96,7 @@ def run_sweep(cfg: SweepConfig, console: Console | None = None) -> dict[str, Any
     if store.meta.mode != "mlm":
         raise UserError(f"--store {cfg.store}: mode {store.meta.mode!r}; a sweep distils from mlm")
     for name in (cfg.generic, *cfg.tasks):
-        if not any(c == name or c.startswith(name + "/") for c in store.corpora):
+        if not store.covering(name):  # a lost corpus under `name` is refused, naming it
             raise UserError(f"--generic/--task {name!r}: no such corpus in {store.corpora}")
     _check_transfer_sets(cfg, store)
     jobs = plan_sweep(cfg, store)

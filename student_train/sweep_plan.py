@@ -95,7 +95,7 @@ class _Planner:
     ) -> None:
         """Finetune the encoder at `upstream` (a run folder, or TEACHER) on `target`."""
         cfg, store = self.cfg, self.store
-        if target.corpus not in store.corpora:
+        if not store.has(target.corpus):
             raise UserError(
                 f"--finetune {target}: corpus not in the store (corpora: {store.corpora})"
             )

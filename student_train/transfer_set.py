@@ -191,7 +191,7 @@ def overlapping_sources(sources: list[str]) -> str | None:
 
 
 def source_corpora(store: Store, source: str) -> list[str]:
-    names = [c for c in store.corpora if c == source or c.startswith(source + "/")]
+    names = store.covering(source)  # a lost corpus under `source` is refused, naming it
     if not names:
         raise UserError(f"--mix source {source!r} matches no corpus; the store has {store.corpora}")
     return names
