@@ -33,7 +33,26 @@ class SequenceInfo:
         return {name: getattr(self, name) for name in FIELDS}
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False)
+        """The record as stored: ``json.dumps(self.to_dict(), ensure_ascii=False)``, exactly.
+
+        A record with an id, a line and no labels (every line of a plain-text corpus) is written
+        from a template: a cost per sequence that host workers pay for every unit."""
+        if (
+            self.domain is None
+            and self.intent is None
+            and self.locale is None
+            and self.tags is None
+            and isinstance(self.id, str)
+            and type(self.line) is int
+            and isinstance(self.split, str)
+            and isinstance(self.text, str)
+        ):
+            return (
+                f'{{"id": {_quoted(self.id)}, "line": {self.line}, "split": '
+                f'{_quoted(self.split)}, "domain": null, "intent": null, "locale": null, '
+                f'"tags": null, "text": {_quoted(self.text)}}}'
+            )
+        return _ENCODER.encode(self.to_dict())
 
     @classmethod
     def from_json(cls, text: str) -> SequenceInfo:
@@ -46,6 +65,8 @@ class SequenceInfo:
 
 
 FIELDS = tuple(f.name for f in fields(SequenceInfo))
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
+_quoted = json.encoder.encode_basestring  # a JSON string literal, as `_ENCODER` writes one
 LABEL_FIELDS = ("domain", "intent", "locale")  # labels whose names a unit's done record lists
 
 

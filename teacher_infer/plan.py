@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from logit_store import SequenceInfo
+from logit_store import EncodedRecords
 from teacher_infer.corpus_records import MAX_EXAMPLES, CorpusText
 
 TOKENIZE_BATCH = 512
@@ -65,9 +65,10 @@ class PlannedUnit:
     input_ids (T,) original ids; word_ids (T,) word index or -1; token_offsets (N + 1,)
     positions (P,) index within its sequence; masked_ids (P,) id the teacher sees there;
     position_offsets (N + 1,); teacher input = input_ids with masked_ids written at positions.
-    records: one `SequenceInfo` per sequence (`CorpusText.to_record`); skipped: reason -> count
-    of the texts dropped here ("truncated" counts kept-but-cut texts); examples: "FILE:LINE:
-    reason".
+    records: the sequences' records (`CorpusText.to_record`), encoded as the store keeps them
+    (encoding is a cost per sequence, paid here, in the host worker that planned the unit);
+    skipped: reason -> count of the texts dropped here ("truncated" counts kept-but-cut texts);
+    examples: "FILE:LINE: reason".
     """
 
     input_ids: np.ndarray
@@ -76,7 +77,7 @@ class PlannedUnit:
     positions: np.ndarray
     masked_ids: np.ndarray
     position_offsets: np.ndarray
-    records: list[SequenceInfo]
+    records: EncodedRecords
     skipped: dict[str, int]
     examples: list[str]
 
@@ -292,7 +293,7 @@ def plan_texts(
         positions=(flat_pos - token_offsets[pos_seq]).astype(np.int64),
         masked_ids=teacher_ids[flat_pos],
         position_offsets=np.concatenate([[0], np.cumsum(n_positions)]).astype(np.int64),
-        records=[texts[i].to_record() for i in keep.tolist()],
+        records=EncodedRecords.of([texts[i].to_record() for i in keep.tolist()]),
         skipped={"truncated": len(truncated), "empty_tokenization": len(dropped)},
         examples=examples,
     )

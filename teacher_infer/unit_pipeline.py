@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from logit_store import EncodedRecords, SparseTargets, UnitData
+from logit_store import SparseTargets, UnitData
 from teacher_infer.corpus_index import CorpusIndex, read_unit
 from teacher_infer.plan import MaskingSpec, PlannedUnit, plan_texts
 
@@ -56,7 +56,6 @@ class PreparedUnit:
     corpus: str
     index: int
     plan: PlannedUnit
-    records: EncodedRecords  # the plan's records, encoded here rather than by the writer
     batches: list[HostBatch]
     n_records: int
     skipped: dict[str, int]
@@ -73,7 +72,7 @@ class PreparedUnit:
             masked_ids=plan.masked_ids,
             n_positions=plan.n_positions,
             targets=targets,
-            records=self.records,
+            records=plan.records,
             skipped=self.skipped,
             examples=self.examples,
             n_records=self.n_records,
@@ -111,7 +110,6 @@ class UnitSource:
             corpus=corpus,
             index=u,
             plan=plan,
-            records=EncodedRecords.of(plan.records),
             batches=unit_batches(plan, self.token_budget, self.pad_id),
             n_records=int(index.units[u, 4]),
             skipped=skipped,

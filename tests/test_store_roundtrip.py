@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from synthetic import VOCAB, numpy_targets, synthetic_meta, zipf_logits
 
-from logit_store import SampledTargets, TopKTargets, target_codec
+from logit_store import SampledTargets, SequenceInfo, TopKTargets, target_codec
 from logit_store.encodings import bucket_kl, log1mexp, sampled_targets, topk_targets
 from logit_store.fidelity import fidelity, sort_by_id
 
@@ -115,3 +116,27 @@ def test_log1mexp_matches_float64_reference() -> None:
         [float(mpmath.log(1 - mpmath.exp(mpmath.mpf(float(v))))) for v in x], dtype=torch.float64
     )
     torch.testing.assert_close(log1mexp(x), ref, rtol=1e-12, atol=0.0)
+
+
+_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ident=st.one_of(st.none(), _TEXT),
+    line=st.one_of(st.none(), st.integers(-(2**70), 2**70), st.booleans()),
+    split=_TEXT,
+    domain=st.one_of(st.none(), _TEXT),
+    tags=st.one_of(st.none(), st.lists(_TEXT, max_size=3)),
+    text=_TEXT,
+)
+def test_a_record_is_stored_as_its_json_dump(
+    ident: str | None, line: int | None, split: str, domain: str | None, tags: list[str] | None,
+    text: str,
+) -> None:  # fmt: skip
+    """`SequenceInfo.to_json` (a template for unlabelled records) equals `json.dumps` exactly,
+    surrogates, control characters and big or boolean line numbers included."""
+    record = SequenceInfo(id=ident, line=line, split=split, domain=domain, tags=tags, text=text)
+    stored = record.to_json()
+    assert stored == json.dumps(record.to_dict(), ensure_ascii=False)
+    assert SequenceInfo.from_json(stored) == record

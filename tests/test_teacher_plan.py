@@ -9,6 +9,7 @@ import pytest
 from teacher_fixtures import WORDS, minilm_dir, save_tiny_xlmr_mlm
 from transformers import AutoTokenizer
 
+from logit_store import SequenceInfo
 from teacher_infer.corpus_index import index_source, read_unit
 from teacher_infer.corpus_records import CorpusText
 from teacher_infer.plan import MaskingSpec, PlannedUnit, plan_texts
@@ -106,7 +107,7 @@ def test_truncation_and_empty_tokenization_are_counted(bert_tok) -> None:
     assert plan.skipped == {"truncated": 1, "empty_tokenization": 1}
     assert plan.examples == ["f:1: truncated", "f:2: empty_tokenization"]
     assert plan.lengths.tolist() == [16, 5]
-    assert [r.id for r in plan.records] == ["long", "short"]
+    assert [SequenceInfo.from_json(r).id for r in plan.records.json] == ["long", "short"]
     assert plan.input_ids[15] == bert_tok.sep_token_id  # truncation keeps the closing special
 
 
@@ -130,7 +131,8 @@ def test_word_ids_map_word_level_tags_to_tokens(which: str, bert_tok, tmp_path: 
     pieces = [str(tok.convert_ids_to_tokens(int(i))) for i in plan.input_ids[1:-1]]
     city_pieces = "".join(p for p, t in zip(pieces, token_tags, strict=True) if t == "B-city")
     assert city_pieces.replace("▁", "").replace("#", "") == "bostondenver"
-    assert plan.records[0].tags == tags
+    assert SequenceInfo.from_json(plan.records.json[0]).tags == tags
+    assert plan.records.labels == {"tags": ["B-city", "O"]}
 
 
 def test_token_budget_batches_cover_once_within_budget() -> None:
