@@ -333,3 +333,5 @@ def export(
         console.print(
             f"  ONNX int8: {scores(int8)} -> {int8['onnx']} (vs fp32: {change})", highlight=False
         )
+    if "int8_failed" in summary:  # the fp32 graph is checked and kept; --quantize int8 is not met
+        raise UserError(summary["int8_failed"])

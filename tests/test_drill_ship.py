@@ -200,3 +200,50 @@ def test_export_write_failure_leaves_no_partial_file(
     assert code == 2 and "int8 quantization failed" in _one_error(err)
     assert not path.with_suffix(".int8.onnx").exists()
     assert path.is_file()  # the fp32 graph was written and checked before quantizing
+
+
+class OrtFail(Exception):
+    """Like onnxruntime's own `Fail`: not a RuntimeError, ValueError or OSError."""
+
+
+@pytest.mark.parametrize("where", ["quantize", "int8 session"])
+def test_a_failed_int8_step_keeps_the_checked_fp32_graph_and_says_so_in_one_line(
+    finetuned: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    where: str,
+) -> None:
+    import onnxruntime.quantization
+
+    import student_train.export as export_module
+
+    path = tmp_path / "x.onnx"
+    int8 = path.with_suffix(".int8.onnx")
+    real_session = export_module.session
+
+    def broken_quantize(source: str, target: str, **_: Any) -> None:
+        Path(target).write_bytes(b"\x08\x07partial graph")
+        raise KeyError("MatMul node without weights\n(second line)")
+
+    def broken_session(graph: Path, threads: int = 0) -> Any:
+        if graph == int8:
+            raise OrtFail("[ONNXRuntimeError] : 1 : FAIL : MatMulInteger is not implemented")
+        return real_session(graph, threads)
+
+    args = ["export", "--model", str(finetuned["icner"]), "--onnx", str(path), "--quantize", "int8"]
+    with monkeypatch.context() as patch:
+        if where == "quantize":
+            patch.setattr(onnxruntime.quantization, "quantize_dynamic", broken_quantize)
+        else:
+            patch.setattr(export_module, "session", broken_session)
+        code, out, err = kdcache(monkeypatch, capsys, args)
+    line = _one_error(err)
+    assert code == 2 and line.startswith(f"error: --onnx {path}: int8 quantization failed (")
+    assert ("MatMul node without weights" if where == "quantize" else "FAIL : MatMul") in line
+    assert line.endswith(
+        f"; {int8} removed, the checked fp32 {path} kept (its check is above); rerun without "
+        "--quantize, or quantize it with onnxruntime yourself"
+    )
+    assert "ONNX fp32:" in out and "max |logit diff|" in out and "ONNX int8" not in out
+    assert path.is_file() and not int8.exists()
