@@ -132,9 +132,14 @@ def load_config(name_or_path: str, flag: str) -> Any:
     try:
         return AutoConfig.from_pretrained(name_or_path)
     except (OSError, ValueError, TypeError, KeyError) as err:
-        where = Path(name_or_path) / "config.json" if Path(name_or_path).is_dir() else name_or_path
+        folder = Path(name_or_path).expanduser()
+        if not folder.is_dir():  # a hub name that could not be fetched
+            raise UserError(
+                f"{flag} {name_or_path!r}: cannot load its config ({one_line(err)}); give a "
+                "local model folder"
+            ) from err
         raise UserError(
-            f"{flag} {name_or_path!r}: {where} is not a readable model config "
+            f"{flag} {name_or_path!r}: {folder / 'config.json'} is not a readable model config "
             f"({one_line(err)}); re-save the model (save_pretrained) or give another model folder"
         ) from err
 
