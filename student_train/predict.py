@@ -161,17 +161,26 @@ class Inputs:
         return no_text_read(self.source, dict(sorted(self.skipped.items())), self.examples)
 
 
+def printable_id(text_id: str) -> str:
+    """`text_id` as valid UTF-8: a file name that is not UTF-8 reaches Python with lone
+    surrogates (os.fsdecode), which a UTF-8 file or terminal cannot hold; its bytes are
+    written as ``\\xNN`` escapes instead (``caf\\xe9.txt:1``), the way shells show them."""
+    return text_id.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _write_chunks(
     predictor: Predictor, chunks: Iterable[list[tuple[str, str]]], sink: TextIO
 ) -> int:
-    """Predict and write each chunk as JSONL lines; the number of texts written."""
+    """Predict and write each chunk as JSONL lines (valid UTF-8: `printable_id`); the number of
+    texts written."""
     n_texts = 0
     for chunk in chunks:
         results = predictor.predict([text for _, text in chunk])
         lines = []
         for (text_id, text), row in zip(chunk, results, strict=True):
             row.pop("tags", None)
-            lines.append(json.dumps({"id": text_id, "text": text, **row}, ensure_ascii=False))
+            record = {"id": printable_id(text_id), "text": text, **row}
+            lines.append(json.dumps(record, ensure_ascii=False))
         sink.write("\n".join(lines) + "\n")
         n_texts += len(chunk)
     return n_texts

@@ -1,0 +1,61 @@
+"""Acceptance drill against peers and independent re-implementations: `kdcache predict` over a
+corpus file whose name is not valid UTF-8 writes valid UTF-8 JSONL (the name's bytes as \\xNN
+escapes), to --out as to a strict UTF-8 standard output, instead of a UnicodeEncodeError."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import student_train.predict as predict_module
+from student_train.configs import PredictConfig
+from student_train.predict import printable_id, run_predict
+
+
+class _StubPredictor:
+    """Stands in for a loaded model: one DC label per text (the ids are what is tested)."""
+
+    truncated_words = 0
+
+    class model:  # mirrors Predictor.model.task
+        task = "dc"
+
+    def predict(self, texts: list[str]) -> list[dict[str, Any]]:
+        return [{"domain": "x", "probability": 1.0} for _ in texts]
+
+
+@pytest.fixture
+def latin1_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(predict_module, "load_predictor", lambda *a, **k: _StubPredictor())
+    name = os.path.join(os.fsencode(tmp_path), b"caf\xe9.txt")
+    with open(name, "wb") as f:
+        f.write(b"hello world\nsecond line\n")
+    return Path(os.fsdecode(name))
+
+
+def test_printable_id_escapes_the_bytes_of_a_non_utf8_name() -> None:
+    assert printable_id(os.fsdecode(b"d/caf\xe9.txt") + ":1") == "d/caf\\xe9.txt:1"
+    assert printable_id("d/café.txt:2") == "d/café.txt:2"
+
+
+def test_predict_out_of_a_non_utf8_file_name_is_valid_utf8(latin1_named: Path) -> None:
+    out = latin1_named.parent / "preds.jsonl"
+    summary = run_predict(PredictConfig("unused", str(latin1_named), str(out)), io.StringIO())
+    assert summary["texts"] == 2
+    rows = [json.loads(line) for line in out.read_bytes().decode("utf-8").splitlines()]
+    assert [r["id"].rsplit("/", 1)[-1] for r in rows] == ["caf\\xe9.txt:1", "caf\\xe9.txt:2"]
+    assert [r["text"] for r in rows] == ["hello world", "second line"]
+
+
+def test_predict_stdout_of_a_non_utf8_file_name_is_valid_utf8(latin1_named: Path) -> None:
+    raw = io.BytesIO()
+    strict = io.TextIOWrapper(raw, encoding="utf-8", errors="strict")  # a UTF-8 locale's stdout
+    run_predict(PredictConfig("unused", str(latin1_named)), strict)
+    strict.flush()
+    rows = [json.loads(line) for line in raw.getvalue().decode("utf-8").splitlines()]
+    assert rows[0]["id"].endswith("caf\\xe9.txt:1")
