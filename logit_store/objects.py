@@ -5,8 +5,9 @@
   Exactly one of several racing writers wins; the others read the winner's object.
 * `object_names(url, prefix)` lists the objects directly in a store's root by name prefix (the
   root's per-corpus records, `arrays.corpus_record_key`).
-* `manifest(...)` reads back the objects a unit just wrote and records each one's key, size and
-  crc32, which the unit's done record keeps; `object_sizes` re-reads only the sizes (one
+* `manifest(...)` records the key, size and crc32 of each object a unit just wrote, which the
+  unit's done record keeps: from what `WrittenObjects` saw go out (the writer's store), read
+  back only for an object it did not see; `object_sizes` re-reads only the sizes (one
   concurrent round of requests), enough to detect a truncated, emptied or deleted object before
   decoding it as fill values; `verify` compares the checksums too.
 """
@@ -17,13 +18,15 @@ import asyncio
 import os
 import tempfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import fsspec
 import zarr
-from zarr.core.buffer import default_buffer_prototype
+from zarr.abc.store import Store
+from zarr.core.buffer import Buffer, default_buffer_prototype
 from zarr.core.sync import sync
+from zarr.storage import WrapperStore
 
 from logit_store.storage_options import fsspec_options, protocol
 
@@ -87,22 +90,49 @@ def object_key(arr: zarr.Array, coords: tuple[int, ...]) -> str:
     return f"{arr.store_path.path}/{arr.metadata.encode_chunk_key(coords)}"
 
 
-def manifest(refs: Sequence[ObjectRef]) -> dict[str, list[Any]]:
-    """{array name: [key, size, crc32]} of each referenced object, read back concurrently."""
+class WrittenObjects(WrapperStore[Store]):
+    """A store that notes the size and crc32 of each object set through it (`written`, by key,
+    shared by the copies zarr makes of it), so a writer lists what it wrote without reading it
+    back; a deleted object is noted as absent (size 0)."""
+
+    def __init__(self, store: Store, written: dict[str, tuple[int, int]] | None = None) -> None:
+        super().__init__(store)
+        self.written: dict[str, tuple[int, int]] = {} if written is None else written
+
+    def _with_store(self, store: Store) -> WrittenObjects:
+        return WrittenObjects(store, self.written)
+
+    async def set(self, key: str, value: Buffer) -> None:
+        await self._store.set(key, value)
+        data = value.to_bytes()
+        self.written[key] = (len(data), zlib.crc32(data))
+
+    async def _set_many(self, values: Iterable[tuple[str, Buffer]]) -> None:
+        await asyncio.gather(*(self.set(key, value) for key, value in values))
+
+    async def delete(self, key: str) -> None:
+        await self._store.delete(key)
+        self.written[key] = (0, 0)
+
+
+def manifest(
+    refs: Sequence[ObjectRef], written: dict[str, tuple[int, int]]
+) -> dict[str, list[Any]]:
+    """{array name: [key, size, crc32]} of each referenced object: taken out of `written`
+    (`WrittenObjects`), read back (concurrently) for the objects it does not hold."""
+    keys = [object_key(arr, coords) for _, arr, coords in refs]
+    unseen = [(key, ref) for key, ref in zip(keys, refs, strict=True) if key not in written]
     prototype = default_buffer_prototype()
 
     async def fetch() -> list[Any]:
         return list(
-            await asyncio.gather(
-                *(a.store_path.store.get(object_key(a, c), prototype) for _, a, c in refs)
-            )
+            await asyncio.gather(*(a.store_path.store.get(k, prototype) for k, (_, a, _) in unseen))
         )
 
-    out: dict[str, list[Any]] = {}
-    for (name, arr, coords), buf in zip(refs, sync(fetch()), strict=True):
+    for (key, _), buf in zip(unseen, sync(fetch()) if unseen else [], strict=True):
         data = b"" if buf is None else buf.to_bytes()
-        out[name] = [object_key(arr, coords), len(data), zlib.crc32(data)]
-    return out
+        written[key] = (len(data), zlib.crc32(data))
+    return {name: [key, *written.pop(key)] for (name, _, _), key in zip(refs, keys, strict=True)}
 
 
 def object_bytes(store: Any, keys: Sequence[str]) -> list[bytes | None]:

@@ -49,7 +49,7 @@ from logit_store.encodings import SparseTargets
 from logit_store.errors import StoreCorruptError, StoreMismatchError, UserError
 from logit_store.layout import Unit, UnitLayout, round_up
 from logit_store.meta import CorpusSpec, StoreMeta
-from logit_store.objects import ObjectRef, create_once, manifest, read_object
+from logit_store.objects import ObjectRef, WrittenObjects, create_once, manifest, read_object
 from logit_store.sequence_info import SequenceInfo, label_names
 from logit_store.store import open_store
 from logit_store.summary import consolidate
@@ -242,7 +242,10 @@ class StoreWriter:
         layouts: dict[str, UnitLayout],
         storage_options: dict[str, Any] | None = None,
     ) -> None:
-        self.url, self.root, self.meta = url, root, meta
+        self.url, self.meta = url, meta
+        # the root again, through a store that notes what this writer sets (`manifest`)
+        self.written = WrittenObjects(root.store)
+        self.root = zarr.open_group(store=self.written, mode="r+", zarr_format=3)
         self.specs, self.layouts = specs, layouts
         self.storage_options = storage_options
         self._arrays: dict[tuple[str, str], zarr.Array] = {}
@@ -277,8 +280,8 @@ class StoreWriter:
     def write_unit(self, unit: Unit, data: UnitData) -> None:
         """Write all of a unit's objects, then its done record (readers never see half a unit).
 
-        The arrays are written concurrently (one batch of zarr requests), then read back for
-        the done record's manifest."""
+        The arrays are written concurrently (one batch of zarr requests); the done record's
+        manifest lists the size and crc32 of each object as it was written."""
         self.check_identity()
         layout, meta = self.layouts[unit.corpus], self.meta
         _check_unit(unit, data, layout, meta)
@@ -333,7 +336,7 @@ class StoreWriter:
             "examples": list(data.examples),
             "labels": records.labels,
             "splits": records.split_names,
-            "objects": manifest(refs),
+            "objects": manifest(refs, self.written.written),
         }
         # the done record: one object of its own, written last
         self._array(unit.corpus, "done")[u : u + 1] = np.array([json.dumps(done)], dtype=object)
