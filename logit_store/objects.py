@@ -115,7 +115,7 @@ class WrittenObjects(WrapperStore[Store]):
         self.written[key] = (0, 0)
 
 
-def manifest(
+async def manifest(
     refs: Sequence[ObjectRef], written: dict[str, tuple[int, int]]
 ) -> dict[str, list[Any]]:
     """{array name: [key, size, crc32]} of each referenced object: taken out of `written`
@@ -123,13 +123,10 @@ def manifest(
     keys = [object_key(arr, coords) for _, arr, coords in refs]
     unseen = [(key, ref) for key, ref in zip(keys, refs, strict=True) if key not in written]
     prototype = default_buffer_prototype()
-
-    async def fetch() -> list[Any]:
-        return list(
-            await asyncio.gather(*(a.store_path.store.get(k, prototype) for k, (_, a, _) in unseen))
-        )
-
-    for (key, _), buf in zip(unseen, sync(fetch()) if unseen else [], strict=True):
+    fetched = await asyncio.gather(
+        *(a.store_path.store.get(k, prototype) for k, (_, a, _) in unseen)
+    )
+    for (key, _), buf in zip(unseen, fetched, strict=True):
         data = b"" if buf is None else buf.to_bytes()
         written[key] = (len(data), zlib.crc32(data))
     return {name: [key, *written.pop(key)] for (name, _, _), key in zip(refs, keys, strict=True)}

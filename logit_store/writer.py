@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import zarr
+from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from logit_store import target_codec
@@ -105,7 +106,11 @@ def identity_remedy(url: str, key: str) -> str:
 
 
 def _read_identity(url: str, key: str, options: dict[str, Any] | None) -> dict[str, Any]:
-    raw = read_object(url, key, options)
+    return _identity(url, key, read_object(url, key, options))
+
+
+def _identity(url: str, key: str, raw: bytes | None) -> dict[str, Any]:
+    """The identity object `key` of the store at `url` from its bytes (None: it is missing)."""
     if raw is None:
         raise StoreCorruptError(f"store {url}: {key} is missing; {identity_remedy(url, key)}")
     try:
@@ -268,9 +273,10 @@ class StoreWriter:
         done = set(listed_done_units(self._array(corpus, "done")).tolist())
         return [u for u in self.units(corpus) if u.index not in done]
 
-    def check_identity(self) -> None:
-        """Refuse to write into a store that was deleted and created anew under this writer."""
-        stored = _read_identity(self.url, STORE_ID_KEY, self.storage_options)
+    def _check_identity(self, raw: bytes | None) -> None:
+        """Refuse to write into a store that was deleted and created anew under this writer
+        (`raw`: the store's identity object as just read)."""
+        stored = _identity(self.url, STORE_ID_KEY, raw)
         if stored.get("store_id") != self.meta.store_id:
             raise UserError(
                 f"store {self.url} was replaced by another writer (store id "
@@ -280,15 +286,15 @@ class StoreWriter:
     def write_unit(self, unit: Unit, data: UnitData) -> None:
         """Write all of a unit's objects, then its done record (readers never see half a unit).
 
-        The arrays are written concurrently (one batch of zarr requests); the done record's
-        manifest lists the size and crc32 of each object as it was written."""
-        self.check_identity()
+        One round of zarr requests: the store's identity is checked, the arrays are written
+        concurrently, then the done record, whose manifest lists the size and crc32 of each
+        object as it was written."""
         layout, meta = self.layouts[unit.corpus], self.meta
         _check_unit(unit, data, layout, meta)
         records = EncodedRecords.of(data.records)
         u, arrays = unit.index, unit_arrays(meta)
         refs: list[ObjectRef] = []
-        writes: list[Any] = []
+        writes: list[tuple[zarr.Array, slice, np.ndarray]] = []
 
         def put(name: str, values: np.ndarray) -> None:
             arr = self._array(unit.corpus, name)
@@ -305,7 +311,7 @@ class StoreWriter:
             else:
                 full = np.zeros((rows, *arr.shape[1:]), dtype=arr.dtype)
             full[:used] = values
-            writes.append(arr.async_array.setitem(layout.rows(axis, u, rows), full))
+            writes.append((arr, layout.rows(axis, u, rows), full))
             refs.append((name, arr, (u,) + (0,) * (arr.ndim - 1)))
 
         put("lengths", data.lengths.astype(np.int32))
@@ -319,10 +325,6 @@ class StoreWriter:
         for name, values in target_codec.encode(meta, data.targets).items():
             put(name, values)
 
-        async def write_all() -> None:
-            await asyncio.gather(*writes)
-
-        sync(write_all())
         spec = self.specs[unit.corpus]
         done = {
             "store_id": meta.store_id,
@@ -336,10 +338,18 @@ class StoreWriter:
             "examples": list(data.examples),
             "labels": records.labels,
             "splits": records.split_names,
-            "objects": manifest(refs, self.written.written),
         }
-        # the done record: one object of its own, written last
-        self._array(unit.corpus, "done")[u : u + 1] = np.array([json.dumps(done)], dtype=object)
+        done_array = self._array(unit.corpus, "done").async_array
+
+        async def write_all() -> None:
+            identity = await self.written.get(STORE_ID_KEY, default_buffer_prototype())
+            self._check_identity(None if identity is None else identity.to_bytes())
+            await asyncio.gather(*(a.async_array.setitem(rows, v) for a, rows, v in writes))
+            done["objects"] = await manifest(refs, self.written.written)
+            # the done record: one object of its own, written last
+            await done_array.setitem(slice(u, u + 1), np.array([json.dumps(done)], dtype=object))
+
+        sync(write_all())
 
 
 def _check_unit(unit: Unit, data: UnitData, layout: UnitLayout, meta: StoreMeta) -> None:
