@@ -21,6 +21,7 @@ check before it exits with code 2.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import warnings
@@ -192,7 +193,10 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
     try:
         export_onnx(model, path)
     except (RuntimeError, ValueError, OSError) as err:
-        path.unlink(missing_ok=True)  # a partial file (disk full) is not left behind
+        # a partial file (disk full) is not left behind; a path that cannot be written (a
+        # read-only disk, a file where a folder should be) cannot be removed either
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
         raise UserError(f"--onnx {path}: export failed ({err})") from err
     graph = JointGraph(model).eval()
 

@@ -106,7 +106,11 @@ def run_sweep(cfg: SweepConfig, console: Console | None = None) -> dict[str, Any
         except UserError as err:
             raise UserError(f"--finetune {target}: {err}") from err
     sources = {t.corpus: str(store[t.corpus].info.get("source", "")) for t in cfg.targets}
-    runs.mkdir(parents=True, exist_ok=True)
+    try:
+        runs.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file where a folder should be, a read-only disk, ...
+        message = f"{runs}: cannot create the sweep folder ({err}); give another --out"
+        raise UserError(message) from err
     # storage option values may hold credentials: record only their names
     config = {**asdict(cfg), "storage_options": sorted(cfg.storage_options)}
     write_json_atomic(runs / SWEEP_FILE, {"config": config, "runs": [job.run for job in jobs]})

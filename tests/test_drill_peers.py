@@ -1,6 +1,8 @@
 """Acceptance drill against peers and independent re-implementations: `kdcache predict` over a
 corpus file whose name is not valid UTF-8 writes valid UTF-8 JSONL (the name's bytes as \\xNN
-escapes), to --out as to a strict UTF-8 standard output, instead of a UnicodeEncodeError."""
+escapes), to --out as to a strict UTF-8 standard output, instead of a UnicodeEncodeError; an
+output path under a regular file (`sweep --out FILE/runs`, `export --onnx FILE/m.onnx`) is one
+line naming the flag, not a NotADirectoryError traceback."""
 
 from __future__ import annotations
 
@@ -11,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_calls import kdcache
+from sweep_stores import save_teacher, write_task_store
+from task_stores import finetune_briefly
 
 import student_train.predict as predict_module
 from student_train.configs import PredictConfig
@@ -59,3 +64,39 @@ def test_predict_stdout_of_a_non_utf8_file_name_is_valid_utf8(latin1_named: Path
     strict.flush()
     rows = [json.loads(line) for line in raw.getvalue().decode("utf-8").splitlines()]
     assert rows[0]["id"].endswith("caf\\xe9.txt:1")
+
+
+def _one_error(code: int, err: str) -> str:
+    assert code == 2 and "Traceback" not in err, err
+    (line,) = [line for line in err.splitlines() if line.startswith("error: ")]
+    return line
+
+
+def test_sweep_out_under_a_regular_file_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    url = str(tmp_path / "store.zarr")
+    write_task_store(url, save_teacher(tmp_path / "teacher"), {"generic": 20, "task/dc": 20})
+    (tmp_path / "notes.txt").write_text("a file, not a folder\n")
+    out = tmp_path / "notes.txt" / "runs"
+    args = [
+        "sweep", "--store", url, "--generic", "generic", "--task", "task/dc",
+        "--task-share", "0", "--seeds", "0", "--student", "from-teacher:1", "--size", "10",
+        "--finetune", "dc:task/dc", "--steps", "1", "--finetune-steps", "1", "--device", "cpu",
+        "--out", str(out),
+    ]  # fmt: skip
+    line = _one_error(*kdcache(monkeypatch, capsys, args)[::2])
+    assert str(out) in line and "cannot create the sweep folder" in line and "--out" in line
+
+
+def test_export_onnx_under_a_regular_file_is_one_line_naming_onnx(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    model = finetune_briefly(tmp_path)["dc"]
+    (tmp_path / "notes.txt").write_text("a file, not a folder\n")
+    path = tmp_path / "notes.txt" / "m.onnx"
+    code, _, err = kdcache(
+        monkeypatch, capsys, ["export", "--model", str(model), "--onnx", str(path)]
+    )
+    line = _one_error(code, err)
+    assert line.startswith(f"error: --onnx {path}: export failed")
