@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 from synthetic import assert_same_store
 from teacher_fixtures import precompute_args, precompute_inputs
+from typer.testing import CliRunner
 
+from cli import app
 from logit_store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,9 +35,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("resume")
     files = precompute_inputs(root, n_generic=400)
     files["reference"] = root / "reference.zarr"
-    subprocess.run(
-        _cli(files, files["reference"]), cwd=ROOT, env=ENV, check=True, capture_output=True
-    )
+    # the uninterrupted run in this process (one torch thread, as in the subprocesses): the
+    # tests' subprocesses are the point, the reference needs no interpreter of its own
+    result = CliRunner().invoke(app, precompute_args(files, str(files["reference"])))
+    assert result.exit_code == 0, result.output
     return files
 
 
