@@ -26,7 +26,9 @@ corpus source is a report's task, and per student::
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -266,6 +268,27 @@ def run_report(cfg: ReportConfig, similarity: list[dict[str, Any]] | None = None
     found = correlations(rows, targets, similarity or [], cfg.similarity_metric, warnings)
     report: dict[str, Any] = {"runs": str(runs), "targets": targets, "rows": table}
     report.update(correlations=found, warnings=warnings, plots={})
+    try:
+        _write_report(report, cfg, rows, runs)
+    except OSError as err:
+        if err.errno not in _NOT_WRITABLE:
+            raise  # a full disk: the command line's handler says what to do
+        raise UserError(
+            f"{err.filename or runs}: {os.strerror(err.errno)}; report writes report.json "
+            f"(and its PNGs, unless --plot / --similarity-plot put them elsewhere) into {runs}: "
+            "copy that folder to a writable place and report the copy"
+        ) from err
+    return report
+
+
+_NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _write_report(
+    report: dict[str, Any], cfg: ReportConfig, rows: list[dict[str, Any]], runs: Path
+) -> None:
+    """The report's PNGs (their paths into ``report["plots"]``), then RUNS/report.json."""
+    found, table, targets = report["correlations"], report["rows"], report["targets"]
     report["plots"]["sweep"] = plot_sweep(report, cfg.plot or str(runs / "report.png"))
     report["sizes"] = size_points(rows, table, targets, runs)
     if any(found["points"] for found in report["sizes"].values()):
@@ -275,7 +298,6 @@ def run_report(cfg: ReportConfig, similarity: list[dict[str, Any]] | None = None
         path = cfg.similarity_plot or str(runs / "report_similarity.png")
         report["plots"]["similarity"] = plot_correlations(report, path)
     write_json_atomic(runs / "report.json", report)
-    return report
 
 
 def _cell(stat: dict[str, Any] | None, percent: bool = False) -> str:

@@ -2,10 +2,12 @@
 corpus file whose name is not valid UTF-8 writes valid UTF-8 JSONL (the name's bytes as \\xNN
 escapes), to --out as to a strict UTF-8 standard output, instead of a UnicodeEncodeError; an
 output path under a regular file (`sweep --out FILE/runs`, `export --onnx FILE/m.onnx`) is one
-line naming the flag, not a NotADirectoryError traceback."""
+line naming the flag, not a NotADirectoryError traceback; `report` on a read-only RUNS folder says
+to copy the folder (it has no --out to change), not "another --out"."""
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -16,8 +18,10 @@ import pytest
 from cli_calls import kdcache
 from sweep_stores import save_teacher, write_task_store
 from task_stores import finetune_briefly
+from test_report_tables import runs  # noqa: F401 - a hand-written RUNS folder (fixture)
 
 import student_train.predict as predict_module
+import student_train.report_plots as report_plots
 from student_train.configs import PredictConfig
 from student_train.predict import printable_id, run_predict
 
@@ -100,3 +104,17 @@ def test_export_onnx_under_a_regular_file_is_one_line_naming_onnx(
     )
     line = _one_error(code, err)
     assert line.startswith(f"error: --onnx {path}: export failed")
+
+
+def test_report_on_a_read_only_runs_folder_says_to_copy_it(
+    runs: Path,  # noqa: F811 - the fixture imported above
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    def read_only(fig: Any, path: str, *args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+
+    monkeypatch.setattr(report_plots.Figure, "savefig", read_only)  # as a ro mount answers
+    line = _one_error(*kdcache(monkeypatch, capsys, ["report", str(runs)])[::2])
+    assert line.startswith(f"error: {runs / 'report.png'}: Read-only file system")
+    assert "--out" not in line and "copy that folder" in line
