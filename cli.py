@@ -197,7 +197,9 @@ def demo(
 _REMEDY = {
     errno.ENOSPC: "free space there or write elsewhere, then rerun the same command (it resumes)",
     errno.EDQUOT: "free quota there or write elsewhere, then rerun the same command (it resumes)",
-    errno.EROFS: "write elsewhere (another --out)",
+    errno.EROFS: "write elsewhere (another output path)",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; give another path",
+    errno.EISDIR: "it is a folder; give a file path",
     errno.EACCES: "fix its permissions or use another path",
     errno.EPERM: "fix its permissions or use another path",
 }

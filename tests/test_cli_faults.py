@@ -125,3 +125,23 @@ def test_distill_out_on_a_full_disk_is_one_line(
         f"error: {out}: No space left on device; free space there or write elsewhere, then "
         "rerun the same command (it resumes)"
     )
+
+
+def test_an_output_path_under_a_file_is_one_line(
+    inputs: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    store = tmp_path / "a-file" / "s.zarr"
+    line = _one_error_line(_main_error(monkeypatch, capsys, precompute_args(inputs, str(store))))
+    assert line == (
+        f"error: {store}: Not a directory; a part of the path is a file, not a folder; "
+        "give another path"
+    )
+    with pytest.raises(IsADirectoryError) as raised:
+        open(tmp_path, "w")  # noqa: SIM115
+    assert cli.environment_error(raised.value) == (
+        f"{tmp_path}: Is a directory; it is a folder; give a file path"
+    )
