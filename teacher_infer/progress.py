@@ -41,6 +41,7 @@ class UnitProgress:
         self.tasks: dict[str, TaskID] = {}
         self.tokens: dict[str, int] = {}
         self.started: dict[str, float] = {}
+        self.last_tick = time.perf_counter()
         for name, units in work.items():
             total = sum(units)
             self.tasks[name] = self.progress.add_task(name, total=total, rate="-")
@@ -48,6 +49,7 @@ class UnitProgress:
 
     def __enter__(self) -> UnitProgress:
         self.progress.start()
+        self.last_tick = time.perf_counter()
         return self
 
     def __exit__(
@@ -60,12 +62,14 @@ class UnitProgress:
 
     def ticker(self, corpus: str) -> Callable[[int, int], None]:
         task = self.tasks[corpus]
-        self.started.setdefault(corpus, time.perf_counter())
 
         def tick(n_records: int, n_tokens: int) -> None:
+            # a corpus's clock starts when the unit before its first one ended (or at the start)
+            now = time.perf_counter()
+            started = self.started.setdefault(corpus, self.last_tick)
+            self.last_tick = now
             self.tokens[corpus] += n_tokens
-            elapsed = max(time.perf_counter() - self.started[corpus], 1e-9)
-            rate = f"{self.tokens[corpus] / elapsed:,.0f}"
+            rate = f"{self.tokens[corpus] / max(now - started, 1e-9):,.0f}"
             self.progress.update(task, advance=n_records, rate=rate)
 
         return tick

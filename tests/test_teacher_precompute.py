@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from rich.console import Console
 from teacher_fixtures import (
     save_tiny_bert_mlm,
     save_tiny_token_classifier,
@@ -21,6 +24,7 @@ import cli
 from logit_store import StoreMismatchError, UserError, open_store
 from teacher_infer.configs import PrecomputeConfig
 from teacher_infer.precompute import run_precompute
+from teacher_infer.progress import UnitProgress
 
 
 @pytest.fixture(scope="module")
@@ -167,3 +171,18 @@ def test_skip_examples_reach_the_store_and_the_summary(files, tmp_path: Path) ->
     shown = CliRunner().invoke(cli.app, ["inspect", str(out)], env={"COLUMNS": "60"})
     flat = "".join(shown.output.replace("│", "").split())  # a narrow table wraps, never crops
     assert f"c:{corpus}:4:truncated" in flat and "invalid_utf8=1,truncated=1" in flat
+
+
+def test_the_progress_rate_counts_from_the_end_of_the_previous_unit() -> None:
+    """The first unit's tokens/s is its tokens over the time it took, not over ~0 s."""
+    out = io.StringIO()
+    work = {"generic": [100, 100], "task": [50]}
+    with UnitProgress(work, Console(file=out, force_terminal=False), enabled=True) as progress:
+        time.sleep(0.05)
+        progress.ticker("generic")(100, 1_000)
+        time.sleep(0.05)
+        progress.ticker("task")(50, 500)
+        rates = {t.description: t.fields["rate"] for t in progress.progress.tasks}
+    for name, tokens in (("generic", 1_000), ("task", 500)):
+        rate = float(rates[name].replace(",", ""))
+        assert tokens / 0.5 < rate <= tokens / 0.05, (name, rate)
