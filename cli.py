@@ -250,6 +250,10 @@ def main() -> None:
     line, never a traceback."""
     try:
         app()
+    except SystemExit as done:
+        if done.code == 130:  # typer's exit for Ctrl-C
+            _print_error("interrupted; what is finished is kept: rerun the same command to go on")
+        raise
     except UserError as err:
         _print_error(str(err))
         sys.exit(2)

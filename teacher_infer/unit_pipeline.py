@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -174,6 +175,9 @@ def _as_is(item: Any) -> Any:
 
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # a worker tokenizes; the teacher's threads stay the main process's
+    # Ctrl-C reaches the whole process group: only the main process acts on it, and stops its
+    # workers (a worker interrupted on its own would wait at exit for its unread results)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def default_workers() -> int:

@@ -65,6 +65,39 @@ def test_sigkill_mid_run_then_rerun_equals_uninterrupted(files, tmp_path: Path) 
     assert_same_store(str(out), str(files["reference"]))
 
 
+def test_ctrl_c_stops_the_run_and_its_workers_at_once_and_a_rerun_finishes_it(
+    files, tmp_path: Path
+) -> None:
+    """Ctrl-C (SIGINT to the process group, workers included): exit 130 within seconds with one
+    line, no traceback; a rerun completes the store as an uninterrupted run would."""
+    out = tmp_path / "interrupted.zarr"
+    proc = subprocess.Popen(
+        [*_cli(files, out), "--workers", "2"],
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    deadline = time.monotonic() + 120
+    while _completed_sequences(out) == 0 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "finished before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)
+    interrupted = time.monotonic()
+    proc.wait(timeout=60)
+    took = time.monotonic() - interrupted
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1] == (
+        "error: interrupted; what is finished is kept: rerun the same command to go on"
+    )
+    assert took < 4, f"{took:.1f} s to stop"  # the workers do not wait for unread results
+    rerun = subprocess.run(_cli(files, out), cwd=ROOT, env=ENV, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert_same_store(str(out), str(files["reference"]))
+
+
 def _completed_sequences(out: Path) -> int:
     try:
         return len(open_store(str(out))["generic"])
