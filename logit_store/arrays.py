@@ -78,6 +78,12 @@ DESCRIPTIONS = {
     "target_ids": "per labelled position: row-sorted ranks in the unit's id_table, delta-coded "
     "(first rank absolute, then gaps); NOT token ids",
     "id_table": "per unit: its distinct target ids, most frequent first (rank -> id)",
+    "summary_units": "consolidated summary per unit: [consolidated, sequences, tokens, "
+    "positions]; its attributes aggregate the done records' skips, labels and splits",
+    "summary_lengths": "consolidated summary per sequence: tokens, dense over the consolidated "
+    "units in unit order",
+    "summary_split": "consolidated summary per sequence: split code (0 none, i = splits[i - 1] "
+    "of summary_units' attributes)",
 }
 
 

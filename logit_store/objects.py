@@ -38,8 +38,13 @@ def create_once(url: str, key: str, data: bytes, storage_options: dict[str, Any]
     """Write url/key unless it exists; True when this call created it."""
     if protocol(url) is None:
         path = os.path.join(url, key)
+        if os.path.lexists(path):  # no temporary file: a rerun on a read-only store proceeds
+            return False
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=CREATE_ONCE_PREFIX)
+        try:
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=CREATE_ONCE_PREFIX)
+        except OSError as err:  # name the object, not the temporary file
+            raise OSError(err.errno, err.strerror, path) from err
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)

@@ -24,9 +24,8 @@ from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import Crc32cCodec
 
-from logit_store.arrays import SUMMARY_CHUNK, numeric_codecs
+from logit_store.arrays import DESCRIPTIONS, SUMMARY_CHUNK, numeric_codecs
 
 MAX_EXAMPLES = 5
 ARRAYS = ("summary_units", "summary_lengths", "summary_split")
@@ -213,16 +212,18 @@ def consolidate(
             compressors=numeric_codecs(),
             fill_value=0,
             overwrite=True,
+            attributes={"about": DESCRIPTIONS[name]},
         )[...] = values
     arr = group.create_array(
         "summary_units",
         shape=table.shape,
         dtype="int64",
         chunks=table.shape,
-        compressors=[Crc32cCodec()],
+        compressors=numeric_codecs(),
         fill_value=0,
         overwrite=True,
         attributes={
+            "about": DESCRIPTIONS["summary_units"],
             "fields": list(_FIELDS),
             "skipped": merged.skipped,
             "examples": merged.examples,

@@ -32,7 +32,9 @@ from similarity.encoder import SentenceEncoder
 from similarity.knn import gpu_count
 from teacher_infer.corpora import CorpusText, ReadReport, stream_corpus
 from teacher_infer.corpus_index import CorpusIndex, UnitTexts
+from teacher_infer.corpus_records import printable_name
 from teacher_infer.corpus_sample import TextSample
+from teacher_infer.output_files import write_json_atomic
 
 SCHEMA = "kdcache.similarity/2"
 
@@ -55,7 +57,7 @@ def pick_group_field(texts: list[CorpusText], by: GroupField | None) -> GroupFie
 def _corpus_stats(used: list[CorpusText], report: ReadReport) -> dict[str, Any]:
     words = [len(text.text.split()) for text in used]
     return {
-        "source": report.source,
+        "source": printable_name(report.source),
         "source_hash": report.source_hash,
         "read": report.n_read,
         "used": len(used),
@@ -148,8 +150,8 @@ def run_similarity(config: SimilarityConfig) -> dict[str, Any]:
     report = {
         "schema": SCHEMA,
         "config": {
-            "generic": config.generic,
-            "task": config.task,
+            "generic": printable_name(config.generic),
+            "task": printable_name(config.task),
             "by": by,
             "encoder": encoder.description,
             "encoder_sha256": encoder.fingerprint(),
@@ -178,9 +180,10 @@ def run_similarity(config: SimilarityConfig) -> dict[str, Any]:
 
 
 def write_report(report: dict[str, Any], path: str) -> None:
+    """The report as UTF-8 JSON at `path`, whole or not at all (`write_json_atomic`)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json_atomic(target, report, ensure_ascii=False)
 
 
 def load_report(path: str) -> dict[str, Any]:

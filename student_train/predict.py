@@ -38,6 +38,7 @@ from student_train.evaluate import slot_set
 from student_train.saved_model import TaskModelFolder, load_task_model
 from student_train.task_data import word_level_tags
 from teacher_infer.corpora import no_text_read, stream_corpus
+from teacher_infer.corpus_records import printable_name
 
 STDIN = "-"
 LABEL_KEY = {"dc": "domain", "icner": "intent"}
@@ -161,17 +162,10 @@ class Inputs:
         return no_text_read(self.source, dict(sorted(self.skipped.items())), self.examples)
 
 
-def printable_id(text_id: str) -> str:
-    """`text_id` as valid UTF-8: a file name that is not UTF-8 reaches Python with lone
-    surrogates (os.fsdecode), which a UTF-8 file or terminal cannot hold; its bytes are
-    written as ``\\xNN`` escapes instead (``caf\\xe9.txt:1``), the way shells show them."""
-    return text_id.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
 def _write_chunks(
     predictor: Predictor, chunks: Iterable[list[tuple[str, str]]], sink: TextIO
 ) -> int:
-    """Predict and write each chunk as JSONL lines (valid UTF-8: `printable_id`); the number of
+    """Predict and write each chunk as JSONL lines (valid UTF-8: `printable_name`); the number of
     texts written."""
     n_texts = 0
     for chunk in chunks:
@@ -179,7 +173,7 @@ def _write_chunks(
         lines = []
         for (text_id, text), row in zip(chunk, results, strict=True):
             row.pop("tags", None)
-            record = {"id": printable_id(text_id), "text": text, **row}
+            record = {"id": printable_name(text_id), "text": text, **row}
             lines.append(json.dumps(record, ensure_ascii=False))
         sink.write("\n".join(lines) + "\n")
         n_texts += len(chunk)

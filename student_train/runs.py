@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Literal
 
 from logit_store import UserError
+from teacher_infer.output_files import write_json_atomic
 
 CONFIG_FILE, METRICS_FILE = "config.json", "metrics.json"
 MODEL_DIR, CHECKPOINT_DIR = "model", "checkpoint"
@@ -36,13 +36,6 @@ def config_hash(record: dict[str, Any]) -> str:
     body = {k: v for k, v in record.items() if k != "config_hash"}
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON to a temporary file and rename it over `path` (never a half-written file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -65,6 +65,11 @@ class PrecomputeConfig:
             raise UserError(f"--corpus names must be unique, got {names}")
         if self.k < 1 or self.n_samples < 1:
             raise UserError(f"--k and --samples must be >= 1, got {self.k}, {self.n_samples}")
+        if self.encoding == Sampled.name and self.n_samples > Sampled.max_samples:
+            raise UserError(
+                f"--samples must be in 1..{Sampled.max_samples} (the counts are stored as "
+                f"uint16), got {self.n_samples}"
+            )
         if self.max_length < 3:
             raise UserError(
                 f"--max-length must be >= 3 (specials + a token), got {self.max_length}"

@@ -24,7 +24,7 @@ import numpy as np
 
 from teacher_infer.corpus_checks import check_encoding, check_regular
 from teacher_infer.corpus_formats import FILE_SUFFIXES, csv_rows, delimiter_hint, row_converter
-from teacher_infer.corpus_records import CorpusError, SkipLog
+from teacher_infer.corpus_records import CorpusError, SkipLog, named, real_name
 from teacher_infer.massive import massive_row
 
 SCAN_BLOCK = 1 << 26  # bytes read at once by the newline scan (64 MiB)
@@ -44,7 +44,7 @@ class SourceFile:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "path": self.path,
+            **named("path", self.path),
             "kind": self.kind,
             "size": self.size,
             "mtime_ns": self.mtime_ns,
@@ -54,7 +54,10 @@ class SourceFile:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SourceFile:
-        return cls(**{**data, "header": tuple(data.get("header", ()))})
+        fields = {k: v for k, v in data.items() if k != "path_bytes"}
+        return cls(
+            **{**fields, "path": real_name(data, "path"), "header": tuple(fields.get("header", ()))}
+        )
 
 
 def _scan_lines(path: Path, unit_size: int) -> tuple[np.ndarray, np.ndarray, int]:

@@ -42,7 +42,16 @@ from teacher_infer.corpus_files import (
     rows_digest,
 )
 from teacher_infer.corpus_lines import read_csv_unit, read_line_unit
-from teacher_infer.corpus_records import CorpusError, CorpusText, RowProblem, SkipLog, row_to_text
+from teacher_infer.corpus_records import (
+    CorpusError,
+    CorpusText,
+    RowProblem,
+    SkipLog,
+    named,
+    printable_name,
+    real_name,
+    row_to_text,
+)
 from teacher_infer.massive import massive_row
 
 UNIT_COLUMNS = ("file", "start", "stop", "first_line", "n_records")
@@ -77,8 +86,10 @@ class CorpusIndex:
         return hashlib.sha256(np.ascontiguousarray(self.hashes).tobytes()).hexdigest()
 
     def attrs(self) -> dict[str, Any]:
+        """The index as store attributes: valid UTF-8 (`printable_name`), with the bytes of a
+        source name that is not UTF-8 as hex under ``source_bytes`` so it opens again."""
         return {
-            "source": self.source,
+            **named("source", self.source),
             "unit_size": self.unit_size,
             "seed": self.seed,
             "files": [f.to_dict() for f in self.files],
@@ -91,7 +102,7 @@ class CorpusIndex:
         cls, attrs: Mapping[str, Any], units: np.ndarray, hashes: np.ndarray
     ) -> CorpusIndex:
         return cls(
-            source=str(attrs["source"]),
+            source=real_name(attrs, "source"),
             unit_size=int(attrs["unit_size"]),
             files=tuple(SourceFile.from_dict(f) for f in attrs["files"]),
             units=np.asarray(units, dtype=np.int64).reshape(-1, len(UNIT_COLUMNS)),
@@ -182,6 +193,7 @@ def read_unit(index: CorpusIndex, u: int) -> UnitTexts:
     """The texts of unit u (only its own bytes or rows are read); skips counted per unit."""
     file_i, start, stop, first_line, _ = (int(x) for x in index.units[u])
     f = index.files[file_i]
+    name = printable_name(f.path)  # in record ids and examples; the file opens by f.path
     log = SkipLog()
     texts: list[CorpusText] = []
     records: list[int] = []
@@ -189,7 +201,7 @@ def read_unit(index: CorpusIndex, u: int) -> UnitTexts:
 
     def take(k: int, convert: Any, row: Mapping[str, Any], line: int) -> None:
         try:
-            texts.append(convert(row, f.path, line, "train"))
+            texts.append(convert(row, name, line, "train"))
             records.append(base + k)
         except RowProblem as problem:
             log.skip(f.path, line, problem.reason, problem.detail)

@@ -12,6 +12,7 @@ pieces defined here so that skips are counted the same way everywhere:
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from collections.abc import Mapping
@@ -25,6 +26,32 @@ MAX_EXAMPLES = 5
 
 _BIO_TAG = re.compile(r"O|[BI]-\S+")
 _SPLIT_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def printable_name(text: str) -> str:
+    """`text` (a path, or a record id made of one) as valid UTF-8, for whatever is stored or
+    written: a file name that is not UTF-8 reaches Python with lone surrogates
+    (`os.fsdecode`), which a UTF-8 file, store or terminal cannot hold; its bytes are written as
+    ``\\xNN`` escapes instead (``caf\\xe9.txt:1``), the way shells show them. Any other lone
+    surrogate becomes ``\\uXXXX``. Valid text is returned as it is. Open files by the real
+    name, never by this one."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate os.fsdecode does not make (JSON "\\ud800")
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def named(key: str, name: str) -> dict[str, str]:
+    """``{key: name}`` for stored attributes, valid UTF-8 (`printable_name`); a name that is not
+    UTF-8 also keeps its bytes, hex, under ``KEY_bytes`` (`real_name` reads it back)."""
+    shown = printable_name(name)
+    return {key: shown} if shown == name else {key: shown, f"{key}_bytes": os.fsencode(name).hex()}
+
+
+def real_name(attrs: Mapping[str, Any], key: str) -> str:
+    """The name `named` stored under `key`: from its bytes when it kept them."""
+    raw = attrs.get(f"{key}_bytes")
+    return os.fsdecode(bytes.fromhex(raw)) if isinstance(raw, str) else str(attrs[key])
 
 
 class CorpusError(UserError):
@@ -104,7 +131,8 @@ class SkipLog:
     def skip(self, file: str, line: int, reason: str, detail: str = "") -> None:
         self.counts[reason] += 1
         if len(self.examples) < MAX_EXAMPLES:
-            self.examples.append(f"{file}:{line}: {reason}" + (f": {detail}" if detail else ""))
+            example = f"{file}:{line}: {reason}" + (f": {detail}" if detail else "")
+            self.examples.append(printable_name(example))
 
     def report(self, source: str, source_hash: str, n_read: int) -> ReadReport:
         return ReadReport(

@@ -15,7 +15,7 @@ import numpy as np
 
 from logit_store import CorpusSpec, DamagedIndexError, stored_corpus_index
 from teacher_infer.corpus_index import CorpusIndex, index_source
-from teacher_infer.corpus_records import CorpusError
+from teacher_infer.corpus_records import CorpusError, printable_name
 
 
 def _first_change(old: CorpusIndex, new: CorpusIndex) -> CorpusError:
@@ -81,7 +81,7 @@ def corpus_spec(name: str, index: CorpusIndex) -> CorpusSpec:
         name=name,
         n_units=index.n_units,
         unit_size=index.unit_size,
-        source=index.source,
+        source=printable_name(index.source),  # the index keeps a non-UTF-8 name's bytes
         source_hash=index.source_hash,
         index=index.attrs(),
         index_arrays={"units": index.units, "hashes": index.hashes},

@@ -23,7 +23,8 @@ from test_report_tables import runs  # noqa: F401 - a hand-written RUNS folder (
 import student_train.predict as predict_module
 import student_train.report_plots as report_plots
 from student_train.configs import PredictConfig
-from student_train.predict import printable_id, run_predict
+from student_train.predict import run_predict
+from teacher_infer.corpus_records import printable_name
 
 
 class _StubPredictor:
@@ -47,9 +48,9 @@ def latin1_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return Path(os.fsdecode(name))
 
 
-def test_printable_id_escapes_the_bytes_of_a_non_utf8_name() -> None:
-    assert printable_id(os.fsdecode(b"d/caf\xe9.txt") + ":1") == "d/caf\\xe9.txt:1"
-    assert printable_id("d/café.txt:2") == "d/café.txt:2"
+def test_printable_name_escapes_the_bytes_of_a_non_utf8_name() -> None:
+    assert printable_name(os.fsdecode(b"d/caf\xe9.txt") + ":1") == "d/caf\\xe9.txt:1"
+    assert printable_name("d/café.txt:2") == "d/café.txt:2"
 
 
 def test_predict_out_of_a_non_utf8_file_name_is_valid_utf8(latin1_named: Path) -> None:

@@ -74,11 +74,12 @@ class Sampled:
     """Sampled settings: N draws per labelled position (1..65535)."""
 
     name: ClassVar[str] = "sampled"
+    max_samples: ClassVar[int] = 65535  # counts are stored as uint16
     n_samples: int = 50
 
     def __post_init__(self) -> None:
-        if not 1 <= self.n_samples <= 65535:
-            raise UserError(f"samples must be in 1..65535, got {self.n_samples}")
+        if not 1 <= self.n_samples <= self.max_samples:
+            raise UserError(f"samples must be in 1..{self.max_samples}, got {self.n_samples}")
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any]) -> Sampled:
