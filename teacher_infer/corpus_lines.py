@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -13,6 +14,8 @@ from teacher_infer.corpus_files import SourceFile
 from teacher_infer.corpus_formats import csv_rows
 from teacher_infer.corpus_records import CorpusText, SkipLog, row_to_text
 from teacher_infer.massive import massive_row
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _decode(raw: bytes, file: str, lineno: int, log: SkipLog) -> str | None:
@@ -57,7 +60,27 @@ def read_line_unit(
         if not isinstance(row, dict):
             log.skip(f.path, lineno, "not_an_object", f"got a JSON {type(row).__name__}")
             continue
+        try:
+            lone = "\\u" in line and _has_lone_surrogate(row)
+        except RecursionError:
+            log.skip(f.path, lineno, "malformed_json", "nested too deeply")
+            continue
+        if lone:
+            log.skip(f.path, lineno, "invalid_utf8", "a \\uD800-\\uDFFF escape without its pair")
+            continue
         take(k, convert, row, lineno)
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """Whether a parsed JSON value holds a string with a lone surrogate (JSON's "\\ud800"
+    escape: valid JSON, but no UTF-8 text; the tokenizer and the store cannot take it)."""
+    if isinstance(value, str):
+        return _SURROGATE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
 
 
 def _txt_row(row: Mapping[str, Any], file: str, line: int, split: str) -> CorpusText:

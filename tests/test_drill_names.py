@@ -341,3 +341,21 @@ def test_samples_out_of_range_names_the_flag(
     code, _, err = run(args)
     assert code == 2 and "--samples must be in 1..65535" in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_a_json_lone_surrogate_escape_is_skipped_as_invalid_utf8(tmp_path: Path) -> None:
+    """JSON's "\\ud800" is valid JSON but no UTF-8 text: the row is skipped and counted, not
+    handed to the tokenizer (a TypeError traceback) or the store; a surrogate pair is text."""
+    from teacher_infer.corpus_index import index_source, read_unit
+
+    path = tmp_path / "s.jsonl"
+    path.write_text(
+        '{"text": "caf\\udce9 au lait"}\n'
+        '{"text": "ok", "id": "a\\ud800"}\n'
+        '{"text": "smile \\ud83d\\ude00", "tags": ["O", "O"]}\n'
+        '{"text": "plain \\u00e9"}\n'
+    )
+    unit = read_unit(index_source(str(path), unit_size=8), 0)
+    assert [t.text for t in unit.texts] == ["smile \U0001f600", "plain é"]
+    assert unit.skipped == {"invalid_utf8": 2}
+    assert unit.examples[0] == f"{path}:1: invalid_utf8: a \\uD800-\\uDFFF escape without its pair"
