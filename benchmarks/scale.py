@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -178,19 +179,35 @@ def host_ceiling(teacher: Path, corpus: Path, workers: int, k: int = 32) -> dict
                 progress=False,
                 workers=workers,
             )
+            cpu = _cpu_seconds()
             started = time.perf_counter()
             summary = run_precompute(config)
             wall = time.perf_counter() - started
+            main_s, workers_s = (b - a for a, b in zip(cpu, _cpu_seconds(), strict=True))
     finally:
         TopK.from_logits, Teacher.logits_at = original  # type: ignore[method-assign]
     tokens = summary["tokens_computed"]
+    units = sum(c["units_computed"] for c in summary["corpora"].values())
     return {
         "workers": workers,
         "tokens": tokens,
+        "units": units,
         "wall_s": round(wall, 2),
         "tokens_per_s": round(tokens / wall),
         "compute_tokens_per_s": round(tokens / summary["compute_s"]),
+        # CPU time per unit: the main process (all its threads) and the host workers (reaped
+        # at the end of the run, so counted as this process's children)
+        "main_cpu_ms_per_unit": round(main_s / units * 1000, 1),
+        "worker_cpu_ms_per_unit": round(workers_s / units * 1000, 1),
     }
+
+
+def _cpu_seconds() -> tuple[float, float]:
+    """(CPU seconds of this process, of its reaped children), user + system."""
+    own, children = (
+        resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
 
 
 def reader_scale(units: int, per_unit: int = 256) -> dict[str, Any]:
@@ -283,7 +300,9 @@ def main() -> None:
         results["host_ceiling"].append(ceiling)
         rate, compute = ceiling["tokens_per_s"], ceiling["compute_tokens_per_s"]
         print(f"host ceiling, {workers} workers: {rate:,} tokens/s end to end "
-              f"({compute:,} in the compute phase)", flush=True)  # fmt: skip
+              f"({compute:,} in the compute phase); CPU per unit: main "
+              f"{ceiling['main_cpu_ms_per_unit']} ms, workers "
+              f"{ceiling['worker_cpu_ms_per_unit']} ms", flush=True)  # fmt: skip
     if args.reader_units:
         results["reader"] = reader_scale(args.reader_units)
         r = results["reader"]
