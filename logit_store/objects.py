@@ -23,8 +23,8 @@ from typing import Any
 
 import fsspec
 import zarr
-from zarr.abc.store import Store
-from zarr.core.buffer import Buffer, default_buffer_prototype
+from zarr.abc.store import ByteRequest, OffsetByteRequest, Store
+from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import WrapperStore
 
@@ -98,14 +98,33 @@ def object_key(arr: zarr.Array, coords: tuple[int, ...]) -> str:
 class WrittenObjects(WrapperStore[Store]):
     """A store that notes the size and crc32 of each object set through it (`written`, by key,
     shared by the copies zarr makes of it), so a writer lists what it wrote without reading it
-    back; a deleted object is noted as absent (size 0)."""
+    back; a deleted object is noted as absent (size 0).
 
-    def __init__(self, store: Store, written: dict[str, tuple[int, int]] | None = None) -> None:
+    Keys in `whole` (shared too) are objects being written whole: zarr's read of what such an
+    object held before (a shard it would merge the new inner chunks into) is answered "absent"
+    without a request, so the object is exactly what this write encodes, never merged with what
+    an interrupted attempt left there. A whole-object read is sent as a read from offset 0: s3fs
+    asks the object's size first (a HEAD) for a plain read, not for a ranged one."""
+
+    def __init__(
+        self,
+        store: Store,
+        written: dict[str, tuple[int, int]] | None = None,
+        whole: set[str] | None = None,
+    ) -> None:
         super().__init__(store)
         self.written: dict[str, tuple[int, int]] = {} if written is None else written
+        self.whole: set[str] = set() if whole is None else whole
 
     def _with_store(self, store: Store) -> WrittenObjects:
-        return WrittenObjects(store, self.written)
+        return WrittenObjects(store, self.written, self.whole)
+
+    async def get(
+        self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
+    ) -> Buffer | None:
+        if key in self.whole:
+            return None
+        return await self._store.get(key, prototype, byte_range or OffsetByteRequest(0))
 
     async def set(self, key: str, value: Buffer) -> None:
         await self._store.set(key, value)

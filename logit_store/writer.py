@@ -50,7 +50,14 @@ from logit_store.encodings import SparseTargets
 from logit_store.errors import StoreCorruptError, StoreMismatchError, UserError
 from logit_store.layout import Unit, UnitLayout, round_up
 from logit_store.meta import CorpusSpec, StoreMeta
-from logit_store.objects import ObjectRef, WrittenObjects, create_once, manifest, read_object
+from logit_store.objects import (
+    ObjectRef,
+    WrittenObjects,
+    create_once,
+    manifest,
+    object_key,
+    read_object,
+)
 from logit_store.sequence_info import SequenceInfo, label_names
 from logit_store.store import open_store
 from logit_store.summary import consolidate
@@ -341,10 +348,17 @@ class StoreWriter:
         }
         done_array = self._array(unit.corpus, "done").async_array
 
+        keys = [object_key(arr, coords) for _, arr, coords in refs]
+
         async def write_all() -> None:
             identity = await self.written.get(STORE_ID_KEY, default_buffer_prototype())
             self._check_identity(None if identity is None else identity.to_bytes())
-            await asyncio.gather(*(a.async_array.setitem(rows, v) for a, rows, v in writes))
+            # the unit owns its objects: each is written whole, not merged with a leftover
+            self.written.whole.update(keys)
+            try:
+                await asyncio.gather(*(a.async_array.setitem(rows, v) for a, rows, v in writes))
+            finally:
+                self.written.whole.difference_update(keys)
             done["objects"] = await manifest(refs, self.written.written)
             # the done record: one object of its own, written last
             await done_array.setitem(slice(u, u + 1), np.array([json.dumps(done)], dtype=object))

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import s3fs
 from s3_server import S3Server, s3_server
-from synthetic import write_synthetic
+from synthetic import synthetic_meta, synthetic_plans, unit_data, write_synthetic
 from typer.testing import CliRunner
 
 from cli import app
-from logit_store import UserError, open_store
+from logit_store import UserError, create_store, open_store
 from logit_store.storage_options import fsspec_options
 
 
@@ -110,4 +110,33 @@ def test_cli_reaches_s3_through_storage_option_and_names_a_missing_store(
     # no store at all is a user error (exit 2 from the console script), not a store fault
     assert isinstance(missing.exception, UserError)
     assert "no kdcache store here" in str(missing.exception)
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+def test_a_unit_written_costs_one_request_per_object_and_one_identity_read(s3: S3Server) -> None:
+    """Writing a unit PUTs each of its objects once and GETs only the store's identity (the
+    check that the store was not replaced): no HEAD (s3fs sizes an object before a plain read),
+    no read or listing of the unit's shards before they are written. The first unit of a
+    corpus also reads each array's metadata once (the writer opens its arrays once)."""
+    url = s3.bucket_url("requests.zarr")
+    meta, plans = synthetic_meta("topk"), synthetic_plans()
+    writer = create_store(url, meta, [p.spec for p in plans])
+    n_arrays = 13  # done and the 12 arrays a top-k unit writes
+    for plan in plans:
+        for unit in writer.pending(plan.name):
+            first = len(s3.requests)
+            rows = plan.rows(unit)
+            writer.write_unit(unit, unit_data(meta, plan, rows.start, rows.stop))
+            requests = s3.requests[first:]
+            objects = len(open_store(url)[plan.name].done_record(unit.index)["objects"])
+            puts = [r for r in requests if r.method == "PUT"]
+            others = [r for r in requests if r.method != "PUT"]
+            assert len(puts) == objects + 1, puts  # + the done record
+            assert [r.key for r in others if "/zarr.json" not in r.key] == [
+                "requests.zarr/kdcache.json"
+            ], others
+            metadata = [r for r in others if "/zarr.json" in r.key]
+            assert all(r.method == "GET" for r in metadata), metadata
+            assert len(metadata) <= (n_arrays if unit.index == 0 else 0), metadata
+            assert len(requests) <= objects + 2 + (n_arrays if unit.index == 0 else 0)
     s3fs.S3FileSystem.clear_instance_cache()
