@@ -95,16 +95,29 @@ def object_key(arr: zarr.Array, coords: tuple[int, ...]) -> str:
     return f"{arr.store_path.path}/{arr.metadata.encode_chunk_key(coords)}"
 
 
-class WrittenObjects(WrapperStore[Store]):
+class RangedReads(WrapperStore[Store]):
+    """A store whose whole-object reads are sent as reads from offset 0: s3fs asks an object's
+    size (a HEAD, and a listing when it is absent) before a plain read, not before a ranged
+    one, so each metadata or identity object a writer reads is one GET (404 when absent)."""
+
+    def _with_store(self, store: Store) -> RangedReads:
+        return RangedReads(store)
+
+    async def get(
+        self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
+    ) -> Buffer | None:
+        return await self._store.get(key, prototype, byte_range or OffsetByteRequest(0))
+
+
+class WrittenObjects(RangedReads):
     """A store that notes the size and crc32 of each object set through it (`written`, by key,
     shared by the copies zarr makes of it), so a writer lists what it wrote without reading it
-    back; a deleted object is noted as absent (size 0).
+    back; a deleted object is noted as absent (size 0). Its reads are ranged (`RangedReads`).
 
     Keys in `whole` (shared too) are objects being written whole: zarr's read of what such an
     object held before (a shard it would merge the new inner chunks into) is answered "absent"
     without a request, so the object is exactly what this write encodes, never merged with what
-    an interrupted attempt left there. A whole-object read is sent as a read from offset 0: s3fs
-    asks the object's size first (a HEAD) for a plain read, not for a ranged one."""
+    an interrupted attempt left there."""
 
     def __init__(
         self,
@@ -124,7 +137,7 @@ class WrittenObjects(WrapperStore[Store]):
     ) -> Buffer | None:
         if key in self.whole:
             return None
-        return await self._store.get(key, prototype, byte_range or OffsetByteRequest(0))
+        return await super().get(key, prototype, byte_range)
 
     async def set(self, key: str, value: Buffer) -> None:
         await self._store.set(key, value)

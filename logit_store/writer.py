@@ -30,7 +30,9 @@ from typing import Any
 import numpy as np
 import zarr
 from zarr.core.buffer import default_buffer_prototype
+from zarr.core.group import AsyncGroup
 from zarr.core.sync import sync
+from zarr.storage import StorePath
 
 from logit_store import target_codec
 from logit_store.arrays import (
@@ -52,6 +54,7 @@ from logit_store.layout import Unit, UnitLayout, round_up
 from logit_store.meta import CorpusSpec, StoreMeta
 from logit_store.objects import (
     ObjectRef,
+    RangedReads,
     WrittenObjects,
     create_once,
     manifest,
@@ -188,6 +191,8 @@ def create_store(
     check_store_target(url, storage_options)
     stored = _claim_store(url, meta, storage_options)
     root = open_root(url, "a", storage_options, attributes={META_KEY: stored.to_dict()})
+    # the same root through ranged reads: creating an array reads its parents' metadata
+    root = zarr.Group(AsyncGroup(root.metadata, StorePath(RangedReads(root.store))))
     if META_KEY not in root.attrs:  # a root group created by an interrupted older attempt
         root.attrs[META_KEY] = stored.to_dict()
     layouts: dict[str, UnitLayout] = {}

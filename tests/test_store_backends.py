@@ -174,6 +174,20 @@ class StoreConformance:
         assert open_store(url).complete
         assert_same_store(reference, url)
 
+    def test_objects_an_interrupted_unit_left_are_replaced_not_merged(
+        self, backend: Backend, tmp_path: Path
+    ) -> None:
+        """A unit stopped before its done record may have left some of its objects (shards,
+        or bytes a failing disk cut short); writing the unit again replaces each one whole
+        instead of reading it to merge into."""
+        reference, url = str(tmp_path / "ref.zarr"), backend.url("s.zarr")
+        write_synthetic(reference)
+        write_synthetic(url, units=[0])
+        for key in ("corpora/generic/input_ids/c/1", "corpora/generic/id_table/c/1"):
+            backend.write(url, key, b"left by an interrupted write")
+        write_synthetic(url)
+        assert_same_store(reference, url)
+
     def test_other_settings_are_refused(self, backend: Backend) -> None:
         url = backend.written()  # a refused writer writes nothing
         with pytest.raises(StoreMismatchError, match="tokenizer_hash: stored 'aaaa"):
