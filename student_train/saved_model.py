@@ -34,6 +34,7 @@ from transformers import (
 from logit_store import StoreMeta, UserError, tokenizer_hash
 from student_train.heads import TaskModel, label_config, quiet_transformers
 from student_train.runs import WEIGHTS_FILE, read_json
+from student_train.students import model_with_weights
 from student_train.task_data import TASKS, Task
 from teacher_infer.teacher import readable_weights
 
@@ -65,20 +66,23 @@ def save_task_model(
     classifier.save_pretrained(folder)
     parts = [folder]
     if model.tag_head is not None:
-        tagger = AutoModelForTokenClassification.from_config(
-            label_config(folder, tag_names, model.dropout.p)
-        )
-        prefix = tagger.base_model_prefix
-        encoder = classifier.base_model.state_dict()
-        missing, _ = getattr(tagger, prefix).load_state_dict(encoder, strict=False)  # no pooler
-        assert not missing, missing
-        tagger.classifier.load_state_dict(model.tag_head.state_dict())
+        config = label_config(folder, tag_names, model.dropout.p)
+        with torch.device("meta"):  # only its class and its keys
+            skeleton = AutoModelForTokenClassification.from_config(config)
+        prefix = skeleton.base_model_prefix
+        state = {f"{prefix}.{k}": v for k, v in classifier.base_model.state_dict().items()}
+        state.update({f"classifier.{k}": v for k, v in model.tag_head.state_dict().items()})
+        wanted = skeleton.state_dict().keys()
+        assert wanted <= state.keys(), sorted(wanted - state.keys())
+        state = {k: state[k] for k in wanted}  # the encoder's pooler is not the tagger's
+        tagger = model_with_weights(type(skeleton), config, state)
         tagger.save_pretrained(folder / SLOTS_DIR)
         parts.append(folder / SLOTS_DIR)
     if tokenizer is not None:
         # plain `tok(text, truncation=True)` then truncates as the model was finetuned (and as
-        # `predict` does), never past its positions
-        tokenizer = copy.deepcopy(tokenizer)
+        # `predict` does), never past its positions. A shallow copy: only this attribute
+        # differs, and save_pretrained reads the rest (a deep copy serialises the backend, 70 ms)
+        tokenizer = copy.copy(tokenizer)
         positions = int(classifier.config.max_position_embeddings)
         tokenizer.model_max_length = min(int(info.get("max_length") or positions), positions)
         for part in parts:
