@@ -101,10 +101,14 @@ def run_distill(
     cfg: DistillConfig,
     console: Console | None = None,
     on_step: Callable[[int], None] | None = None,
+    final_checkpoint: bool = True,
 ) -> Path:
     """Distil per `cfg` into the run folder `cfg.out` and return it (skipped if already done).
 
     `on_step(step)` is called after every optimizer step (step = steps done so far).
+    final_checkpoint=False writes no resume state after the last step (a sweep deletes the
+    checkpoint of a completed run anyway): a kill before metrics.json is written then resumes
+    from the last periodic checkpoint, and lands on the same weights.
     """
     console = console or Console(stderr=True)
     out = Path(cfg.out)
@@ -158,7 +162,9 @@ def run_distill(
                 rate = (tokens - tokens_at_t0) / max(time.perf_counter() - t0, 1e-9)
                 status = f"loss {last['loss']:.4f} kd {last['kd']:.4f} mlm {last['mlm']:.4f} "
                 progress.update(task, completed=step + 1, status=status + f"{rate:,.0f} tok/s")
-            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == total:
+            at_end = step + 1 == total
+            due = (step + 1) % cfg.checkpoint_every == 0 or at_end
+            if due and (final_checkpoint or not at_end):
                 extra = {"tokens": tokens}
                 save_checkpoint(out / CHECKPOINT_DIR, step + 1, model, optimizer, scheduler, extra)
             if on_step is not None:

@@ -75,7 +75,7 @@ def save_task_model(
         wanted = skeleton.state_dict().keys()
         assert wanted <= state.keys(), sorted(wanted - state.keys())
         state = {k: state[k] for k in wanted}  # the encoder's pooler is not the tagger's
-        tagger = model_with_weights(type(skeleton), config, state)
+        tagger = model_with_weights(type(skeleton), config, state, copy=False)
         tagger.save_pretrained(folder / SLOTS_DIR)
         parts.append(folder / SLOTS_DIR)
     if tokenizer is not None:

@@ -185,19 +185,23 @@ def _from_teacher(spec: str, meta: StoreMeta) -> PreTrainedModel:
 
 
 def model_with_weights(
-    cls: type[PreTrainedModel], config: PretrainedConfig, state: dict[str, torch.Tensor]
+    cls: type[PreTrainedModel],
+    config: PretrainedConfig,
+    state: dict[str, torch.Tensor],
+    copy: bool = True,
 ) -> PreTrainedModel:
-    """`cls(config)` holding copies of exactly the weights `state` (every key of the model;
-    tied weights tied), as `cls._from_config(config)` + `load_state_dict(state, strict=True)`
-    would give, without the random init those weights overwrite (~0.2 s for a 15M-parameter
-    student): `from_pretrained` builds on the meta device and loads `state` there. In eval
-    mode, like `from_pretrained`; the torch RNG is not drawn from."""
+    """`cls(config)` holding exactly the weights `state` (every key of the model; tied weights
+    tied), as `cls._from_config(config)` + `load_state_dict(state, strict=True)` would give,
+    without the random init those weights overwrite (~0.2 s for a 15M-parameter student):
+    `from_pretrained` builds on the meta device and loads `state` there. With copy=False the
+    model holds `state`'s tensors themselves (for a model that is only saved). In eval mode,
+    like `from_pretrained`; the torch RNG is not drawn from."""
     copies: dict[tuple[Any, ...], torch.Tensor] = {}  # tied: one copy under both keys
     owned = {}
     for key, value in state.items():
         same = (value.data_ptr(), value.dtype, tuple(value.shape), value.stride())
         if same not in copies:
-            copies[same] = value.detach().clone()
+            copies[same] = value.detach().clone() if copy else value
         owned[key] = copies[same]
     with quiet_transformers():  # the load report: nothing missing or unexpected is checked below
         loaded: Any = cls.from_pretrained(

@@ -53,7 +53,8 @@ def execute_job(job: Job, threads: int, console: Console | None = None) -> None:
     if isinstance(job.config, InitConfig):
         save_initial_student(job.config)
     elif isinstance(job.config, DistillConfig):
-        run_distill(job.config, console or Console(stderr=True, quiet=True))
+        quiet = console or Console(stderr=True, quiet=True)
+        run_distill(job.config, quiet, final_checkpoint=False)  # (its last one is not written)
         # the run is complete: its resume state (model + AdamW moments) is no longer needed
         shutil.rmtree(Path(job.config.out) / CHECKPOINT_DIR, ignore_errors=True)
     else:

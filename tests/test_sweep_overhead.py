@@ -39,7 +39,9 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)  # the sweep sets threads per job in this process
 
 
-def _reference_with_weights(cls: Any, config: Any, state: dict[str, torch.Tensor]) -> Any:
+def _reference_with_weights(
+    cls: Any, config: Any, state: dict[str, torch.Tensor], copy: bool = True
+) -> Any:
     """The construction before: `from_config` (random init), then every weight loaded over it."""
     model = cls._from_config(config)
     model.load_state_dict(state, strict=True)
