@@ -5,9 +5,9 @@
   Exactly one of several racing writers wins; the others read the winner's object.
 * `object_names(url, prefix)` lists the objects directly in a store's root by name prefix (the
   root's per-corpus records, `arrays.corpus_record_key`).
-* `manifest(...)` records the key, size and crc32 of each object a unit just wrote, which the
-  unit's done record keeps: from what `WrittenObjects` saw go out (the writer's store), read
-  back only for an object it did not see; `object_sizes` re-reads only the sizes (one
+* `WrittenObjects.manifest(...)` gives the key, size and crc32 of each object a unit just
+  wrote, which the unit's done record keeps: as the writer's store saw it go out, read back
+  only for an object it did not see; `object_sizes` re-reads only the sizes (one
   concurrent round of requests), enough to detect a truncated, emptied or deleted object before
   decoding it as fill values; `verify` compares the checksums too.
 """
@@ -30,7 +30,7 @@ from zarr.storage import WrapperStore
 
 from logit_store.storage_options import fsspec_options, protocol
 
-ObjectRef = tuple[str, zarr.Array, tuple[int, ...]]  # (array name, array, chunk coordinates)
+ObjectRef = tuple[str, str]  # (array name, store key of the object)
 CREATE_ONCE_PREFIX = ".create-once-"  # the temporary file a local create-once links from
 
 
@@ -95,78 +95,73 @@ def object_key(arr: zarr.Array, coords: tuple[int, ...]) -> str:
     return f"{arr.store_path.path}/{arr.metadata.encode_chunk_key(coords)}"
 
 
-class RangedReads(WrapperStore[Store]):
-    """A store whose whole-object reads are sent as reads from offset 0: s3fs asks an object's
-    size (a HEAD, and a listing when it is absent) before a plain read, not before a ranged
-    one, so each metadata or identity object a writer reads is one GET (404 when absent)."""
+class WrittenObjects(WrapperStore[Store]):
+    """The writer's store (shared state: `writing`, `written`, kept by the copies zarr makes).
 
-    def _with_store(self, store: Store) -> RangedReads:
-        return RangedReads(store)
+    `writing` holds the keys of the objects of the units being written. Each is written whole:
+    zarr's read of what it held before (a shard it would merge the new inner chunks into) is
+    answered "absent" without a request, so the object is exactly what this write encodes, never
+    merged with what an interrupted attempt left there. As it is set (or deleted: size 0) its
+    size and crc32 are noted in `written`, so the unit's `manifest` needs no read-back. Only
+    those objects are noted, and `forget` drops them with their unit: memory is bounded by the
+    units in flight, not by the units written.
 
-    async def get(
-        self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
-    ) -> Buffer | None:
-        return await self._store.get(key, prototype, byte_range or OffsetByteRequest(0))
-
-
-class WrittenObjects(RangedReads):
-    """A store that notes the size and crc32 of each object set through it (`written`, by key,
-    shared by the copies zarr makes of it), so a writer lists what it wrote without reading it
-    back; a deleted object is noted as absent (size 0). Its reads are ranged (`RangedReads`).
-
-    Keys in `whole` (shared too) are objects being written whole: zarr's read of what such an
-    object held before (a shard it would merge the new inner chunks into) is answered "absent"
-    without a request, so the object is exactly what this write encodes, never merged with what
-    an interrupted attempt left there."""
+    Every other whole-object read is sent as a read from offset 0: s3fs asks an object's size
+    (a HEAD, and a listing when it is absent) before a plain read, not before a ranged one, so
+    each metadata or identity object a writer reads is one GET (404 when absent)."""
 
     def __init__(
         self,
         store: Store,
+        writing: set[str] | None = None,
         written: dict[str, tuple[int, int]] | None = None,
-        whole: set[str] | None = None,
     ) -> None:
         super().__init__(store)
+        self.writing: set[str] = set() if writing is None else writing
         self.written: dict[str, tuple[int, int]] = {} if written is None else written
-        self.whole: set[str] = set() if whole is None else whole
 
     def _with_store(self, store: Store) -> WrittenObjects:
-        return WrittenObjects(store, self.written, self.whole)
+        return WrittenObjects(store, self.writing, self.written)
 
     async def get(
         self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
     ) -> Buffer | None:
-        if key in self.whole:
+        if key in self.writing:
             return None
-        return await super().get(key, prototype, byte_range)
+        return await self._store.get(key, prototype, byte_range or OffsetByteRequest(0))
 
     async def set(self, key: str, value: Buffer) -> None:
         await self._store.set(key, value)
-        data = value.to_bytes()
-        self.written[key] = (len(data), zlib.crc32(data))
+        if key in self.writing:
+            data = value.to_bytes()
+            self.written[key] = (len(data), zlib.crc32(data))
 
     async def _set_many(self, values: Iterable[tuple[str, Buffer]]) -> None:
         await asyncio.gather(*(self.set(key, value) for key, value in values))
 
     async def delete(self, key: str) -> None:
         await self._store.delete(key)
-        self.written[key] = (0, 0)
+        if key in self.writing:
+            self.written[key] = (0, 0)
 
+    async def manifest(self, objects: Sequence[ObjectRef]) -> dict[str, list[Any]]:
+        """{array name: [key, size, crc32]} of each (name, key) of a unit being written, as
+        noted when it was set; read back (concurrently) for an object it did not see."""
+        unseen = [key for _, key in objects if key not in self.written]
+        prototype = default_buffer_prototype()
+        fetched = await asyncio.gather(
+            *(self._store.get(key, prototype, OffsetByteRequest(0)) for key in unseen)
+        )
+        for key, buf in zip(unseen, fetched, strict=True):
+            data = b"" if buf is None else buf.to_bytes()
+            self.written[key] = (len(data), zlib.crc32(data))
+        return {name: [key, *self.written[key]] for name, key in objects}
 
-async def manifest(
-    refs: Sequence[ObjectRef], written: dict[str, tuple[int, int]]
-) -> dict[str, list[Any]]:
-    """{array name: [key, size, crc32]} of each referenced object: taken out of `written`
-    (`WrittenObjects`), read back (concurrently) for the objects it does not hold."""
-    keys = [object_key(arr, coords) for _, arr, coords in refs]
-    unseen = [(key, ref) for key, ref in zip(keys, refs, strict=True) if key not in written]
-    prototype = default_buffer_prototype()
-    fetched = await asyncio.gather(
-        *(a.store_path.store.get(k, prototype) for k, (_, a, _) in unseen)
-    )
-    for (key, _), buf in zip(unseen, fetched, strict=True):
-        data = b"" if buf is None else buf.to_bytes()
-        written[key] = (len(data), zlib.crc32(data))
-    return {name: [key, *written.pop(key)] for (name, _, _), key in zip(refs, keys, strict=True)}
+    def forget(self, keys: Iterable[str]) -> None:
+        """The unit of `keys` is written (or failed): its objects are ordinary objects again."""
+        for key in keys:
+            self.writing.discard(key)
+            self.written.pop(key, None)
 
 
 def object_bytes(store: Any, keys: Sequence[str]) -> list[bytes | None]:

@@ -54,10 +54,8 @@ from logit_store.layout import Unit, UnitLayout, round_up
 from logit_store.meta import CorpusSpec, StoreMeta
 from logit_store.objects import (
     ObjectRef,
-    RangedReads,
     WrittenObjects,
     create_once,
-    manifest,
     object_key,
     read_object,
 )
@@ -191,8 +189,9 @@ def create_store(
     check_store_target(url, storage_options)
     stored = _claim_store(url, meta, storage_options)
     root = open_root(url, "a", storage_options, attributes={META_KEY: stored.to_dict()})
-    # the same root through ranged reads: creating an array reads its parents' metadata
-    root = zarr.Group(AsyncGroup(root.metadata, StorePath(RangedReads(root.store))))
+    # the root through the writer's store (its reads are ranged: creating an array reads its
+    # parents' metadata; the units' writes are noted for their manifests)
+    root = zarr.Group(AsyncGroup(root.metadata, StorePath(WrittenObjects(root.store))))
     if META_KEY not in root.attrs:  # a root group created by an interrupted older attempt
         root.attrs[META_KEY] = stored.to_dict()
     layouts: dict[str, UnitLayout] = {}
@@ -259,10 +258,8 @@ class StoreWriter:
         layouts: dict[str, UnitLayout],
         storage_options: dict[str, Any] | None = None,
     ) -> None:
-        self.url, self.meta = url, meta
-        # the root again, through a store that notes what this writer sets (`manifest`)
-        self.written = WrittenObjects(root.store)
-        self.root = zarr.open_group(store=self.written, mode="r+", zarr_format=3)
+        assert isinstance(root.store, WrittenObjects), "a writer's root is create_store's"
+        self.url, self.root, self.meta, self.store = url, root, meta, root.store
         self.specs, self.layouts = specs, layouts
         self.storage_options = storage_options
         self._arrays: dict[tuple[str, str], zarr.Array] = {}
@@ -324,7 +321,7 @@ class StoreWriter:
                 full = np.zeros((rows, *arr.shape[1:]), dtype=arr.dtype)
             full[:used] = values
             writes.append((arr, layout.rows(axis, u, rows), full))
-            refs.append((name, arr, (u,) + (0,) * (arr.ndim - 1)))
+            refs.append((name, object_key(arr, (u,) + (0,) * (arr.ndim - 1))))
 
         put("lengths", data.lengths.astype(np.int32))
         put("n_positions", data.n_positions.astype(np.int32))
@@ -353,18 +350,18 @@ class StoreWriter:
         }
         done_array = self._array(unit.corpus, "done").async_array
 
-        keys = [object_key(arr, coords) for _, arr, coords in refs]
+        keys = [key for _, key in refs]
 
         async def write_all() -> None:
-            identity = await self.written.get(STORE_ID_KEY, default_buffer_prototype())
+            identity = await self.store.get(STORE_ID_KEY, default_buffer_prototype())
             self._check_identity(None if identity is None else identity.to_bytes())
             # the unit owns its objects: each is written whole, not merged with a leftover
-            self.written.whole.update(keys)
+            self.store.writing.update(keys)
             try:
                 await asyncio.gather(*(a.async_array.setitem(rows, v) for a, rows, v in writes))
+                done["objects"] = await self.store.manifest(refs)
             finally:
-                self.written.whole.difference_update(keys)
-            done["objects"] = await manifest(refs, self.written.written)
+                self.store.forget(keys)
             # the done record: one object of its own, written last
             await done_array.setitem(slice(u, u + 1), np.array([json.dumps(done)], dtype=object))
 

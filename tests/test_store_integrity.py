@@ -60,3 +60,13 @@ def test_an_error_of_the_code_is_not_reported_as_store_damage(
         with pytest.raises(ValueError, match="a bug in the id decoder") as err:
             read()
         assert not isinstance(err.value, StoreCorruptError)
+
+
+def test_a_writer_keeps_no_note_of_the_units_it_has_written(tmp_path: Path) -> None:
+    """The writer's store notes each object of a unit in flight for its manifest and drops the
+    notes with the unit: its memory does not grow with the units written (done records are
+    not noted at all)."""
+    url = str(tmp_path / "s.zarr")
+    writer = write_synthetic(url)
+    assert writer.store.writing == set() and writer.store.written == {}
+    assert verify_store(url) == []  # the manifests it wrote still match the objects
