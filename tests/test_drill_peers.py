@@ -20,28 +20,20 @@ from sweep_stores import save_teacher, write_task_store
 from task_stores import finetune_briefly
 from test_report_tables import runs  # noqa: F401 - a hand-written RUNS folder (fixture)
 
-import student_train.predict as predict_module
 import student_train.report_plots as report_plots
 from student_train.configs import PredictConfig
 from student_train.predict import run_predict
 from teacher_infer.corpus_records import printable_name
 
 
-class _StubPredictor:
-    """Stands in for a loaded model: one DC label per text (the ids are what is tested)."""
-
-    truncated_words = 0
-
-    class model:  # mirrors Predictor.model.task
-        task = "dc"
-
-    def predict(self, texts: list[str]) -> list[dict[str, Any]]:
-        return [{"domain": "x", "probability": 1.0} for _ in texts]
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Real finetuned tiny students ({"dc": folder, "icner": folder}), shared by the tests."""
+    return finetune_briefly(tmp_path_factory.mktemp("shipped"))
 
 
 @pytest.fixture
-def latin1_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setattr(predict_module, "load_predictor", lambda *a, **k: _StubPredictor())
+def latin1_named(tmp_path: Path) -> Path:
     name = os.path.join(os.fsencode(tmp_path), b"caf\xe9.txt")
     with open(name, "wb") as f:
         f.write(b"hello world\nsecond line\n")
@@ -53,19 +45,24 @@ def test_printable_name_escapes_the_bytes_of_a_non_utf8_name() -> None:
     assert printable_name("d/café.txt:2") == "d/café.txt:2"
 
 
-def test_predict_out_of_a_non_utf8_file_name_is_valid_utf8(latin1_named: Path) -> None:
+def test_predict_out_of_a_non_utf8_file_name_is_valid_utf8(
+    shipped: dict[str, Path], latin1_named: Path
+) -> None:
     out = latin1_named.parent / "preds.jsonl"
-    summary = run_predict(PredictConfig("unused", str(latin1_named), str(out)), io.StringIO())
+    config = PredictConfig(str(shipped["dc"]), str(latin1_named), str(out))
+    summary = run_predict(config, io.StringIO())
     assert summary["texts"] == 2
     rows = [json.loads(line) for line in out.read_bytes().decode("utf-8").splitlines()]
     assert [r["id"].rsplit("/", 1)[-1] for r in rows] == ["caf\\xe9.txt:1", "caf\\xe9.txt:2"]
     assert [r["text"] for r in rows] == ["hello world", "second line"]
 
 
-def test_predict_stdout_of_a_non_utf8_file_name_is_valid_utf8(latin1_named: Path) -> None:
+def test_predict_stdout_of_a_non_utf8_file_name_is_valid_utf8(
+    shipped: dict[str, Path], latin1_named: Path
+) -> None:
     raw = io.BytesIO()
     strict = io.TextIOWrapper(raw, encoding="utf-8", errors="strict")  # a UTF-8 locale's stdout
-    run_predict(PredictConfig("unused", str(latin1_named)), strict)
+    run_predict(PredictConfig(str(shipped["dc"]), str(latin1_named)), strict)
     strict.flush()
     rows = [json.loads(line) for line in raw.getvalue().decode("utf-8").splitlines()]
     assert rows[0]["id"].endswith("caf\\xe9.txt:1")
@@ -95,9 +92,12 @@ def test_sweep_out_under_a_regular_file_is_one_line(
 
 
 def test_export_onnx_under_a_regular_file_is_one_line_naming_onnx(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    shipped: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
 ) -> None:
-    model = finetune_briefly(tmp_path)["dc"]
+    model = shipped["dc"]
     (tmp_path / "notes.txt").write_text("a file, not a folder\n")
     path = tmp_path / "notes.txt" / "m.onnx"
     code, _, err = kdcache(
