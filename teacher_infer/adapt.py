@@ -55,6 +55,7 @@ from teacher_infer.teacher import (
     check_max_length,
     check_tokenizer_fits,
     head_split_holds,
+    load_config,
     load_model,
     load_tokenizer,
     mlm_logits_at,
@@ -233,6 +234,7 @@ def run_adapt(config: AdaptConfig) -> dict[str, Any]:
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
+    load_config(config.base, "--base")  # a damaged config.json named as such
     tokenizer = load_tokenizer(config.base, "--base")
     if tokenizer.mask_token_id is None:
         raise UserError(f"--base {config.base!r}: its tokenizer has no mask token")

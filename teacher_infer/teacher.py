@@ -207,9 +207,9 @@ def load_model(
     return model.eval(), missing
 
 
-def infer_task_kind(name_or_path: str) -> str:
-    """'token' for a token-classification checkpoint, else 'sequence'."""
-    archs = AutoConfig.from_pretrained(name_or_path).architectures or []
+def infer_task_kind(config: Any) -> str:
+    """'token' for the config of a token-classification checkpoint, else 'sequence'."""
+    archs = config.architectures or []
     return "token" if any(a.endswith("ForTokenClassification") for a in archs) else "sequence"
 
 
@@ -329,8 +329,9 @@ def load_teacher(
     name_or_path: str, mode: str = "mlm", device: str = "auto", dtype: str = "auto"
 ) -> Teacher:
     """Load tokenizer + model, hash both, move to the device and pick the forward strategy."""
+    config = load_config(name_or_path, "--teacher")  # a damaged config.json named as such
     tokenizer = load_tokenizer(name_or_path)
-    task_kind = infer_task_kind(name_or_path) if mode == "task" else None
+    task_kind = infer_task_kind(config) if mode == "task" else None
     model, _ = load_model(name_or_path, mode, task_kind)
     check_tokenizer_fits(tokenizer, model.config.vocab_size, f"--teacher {name_or_path!r}")
     if mode == "mlm" and tokenizer.mask_token_id is None:

@@ -145,3 +145,23 @@ def test_an_output_path_under_a_file_is_one_line(
     assert cli.environment_error(raised.value) == (
         f"{tmp_path}: Is a directory; it is a folder; give a file path"
     )
+
+
+@pytest.mark.parametrize("mode", ["mlm", "task"])
+def test_a_teacher_with_a_damaged_config_is_one_line_naming_it(
+    inputs: dict[str, Path],
+    tmp_path: Path,
+    mode: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """A type-less config.json was a ValueError traceback in task mode, and a config that is
+    not a mapping was reported as a tokenizer problem."""
+    teacher = tmp_path / "teacher"
+    shutil.copytree(inputs["bert"], teacher)
+    for damaged in ("{}", "[1, 2]"):
+        (teacher / "config.json").write_text(damaged)
+        args = precompute_args({**inputs, "bert": teacher}, str(tmp_path / "s.zarr"))
+        line = _one_error_line(_main_error(monkeypatch, capsys, [*args, "--mode", mode]))
+        assert line.startswith(f"error: --teacher {str(teacher)!r}: {teacher / 'config.json'} ")
+        assert "is not a readable model config" in line and "re-save the model" in line
